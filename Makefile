@@ -1,0 +1,30 @@
+# StructVPR for ROS 2. `make help` lists the targets.
+SHELL := /bin/bash
+ROOT  := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+ENV   := source $(ROOT)/install/setup.bash &&
+PYTEST_ARGS ?=
+
+.PHONY: help setup test demo bench clean
+
+help:
+	@echo "make setup  - venv with pinned deps, ImageNet weights, structvpr_msgs, install/setup.bash"
+	@echo "make test   - setup (with real test images) + the whole test suite"
+	@echo "make demo   - setup + the end-to-end demo on the real Corridor images"
+	@echo "make bench  - setup + performance figures (JSON in bench.json)"
+	@echo "make clean  - remove build products (keeps .venv and downloads)"
+
+setup:
+	@bash scripts/setup_env.sh
+
+test:
+	@WITH_TEST_ASSETS=1 bash scripts/setup_env.sh
+	@$(ENV) python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	@$(ENV) python scripts/demo.py --out demo_out
+
+bench: setup
+	@$(ENV) structvpr bench --json bench.json
+
+clean:
+	rm -rf build install demo_out

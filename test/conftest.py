@@ -1,0 +1,47 @@
+"""Shared fixtures: real data locations and an isolated cache per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORRIDOR = Path(os.environ.get("STRUCTVPR_CORRIDOR", REPO.parent / "shared" / "data" / "corridor"))
+ASSETS = Path(os.environ.get("STRUCTVPR_ASSETS", REPO / ".cache" / "assets"))
+OPENCV_DATA = ASSETS / "opencv-doc" / "usr" / "share" / "doc" / "opencv-doc" / "examples" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def corridor() -> Path:
+    """The real Corridor route (VPR-Bench layout): ref/, query/, ground_truth.csv."""
+    if not (CORRIDOR / "ground_truth.csv").is_file():
+        pytest.fail(f"Corridor data not found at {CORRIDOR} (set STRUCTVPR_CORRIDOR)")
+    return CORRIDOR
+
+
+@pytest.fixture(scope="session")
+def opencv_data() -> Path:
+    """Real images of Debian's opencv-doc (graf1/graf3, leuvenA/B, ...), fetched by `make test`."""
+    if not (OPENCV_DATA / "graf1.png").is_file():
+        pytest.fail(f"opencv-doc test images not found under {OPENCV_DATA}: run `make test` "
+                    "(or WITH_TEST_ASSETS=1 scripts/setup_env.sh)")
+    return OPENCV_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Descriptor caches written by the code under test go to a temp dir, not ~/.cache."""
+    old = os.environ.get("STRUCTVPR_CACHE")
+    os.environ["STRUCTVPR_CACHE"] = str(tmp_path_factory.mktemp("structvpr-cache"))
+    yield
+    if old is None:
+        os.environ.pop("STRUCTVPR_CACHE", None)
+    else:
+        os.environ["STRUCTVPR_CACHE"] = old
