@@ -1,0 +1,189 @@
+"""A synthetic structured-scene benchmark on disk: folder format plus exact ADE20K label maps.
+
+``generate(out_dir, places, seed)`` draws ``places`` procedural streets (``synthetic_world``)
+and renders each from several nearby viewpoints (``synthetic_render``): database views under
+reference conditions (day or overcast, summer, clear), query views under changed appearance
+(night, dusk, other seasons, fog, noise) with different moving objects. Structure is therefore
+the reliable cue, appearance the unreliable one: the controlled setting in which distilling a
+segmentation teacher into an RGB student should help.
+
+Layout (``<out>`` always contains "synthetic" in its name: every number from it is synthetic)::
+
+    <out>/{train,val,test}/{database,queries}/@east@north@synthetic@p<place>@v<view>@<condition>@.jpg
+    <out>/labelmaps/… the same tree, one PNG of ADE20K ids per image, labelmaps.json
+    <out>/manifest.json, <out>/SYNTHETIC.md
+
+Places are 60 m apart on a grid (each split in its own block 100 km away), the views of one
+place lie within ~7 m of each other: with the 25 m positive radius a query's positives are
+exactly the database views of its own place. Deterministic for a given seed (and independent
+of the number of places: place i is the same street in every set made with that seed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
+from ..errors import DatasetError
+from .labelmaps import MANIFEST as LABEL_MANIFEST, FORMAT as LABEL_FORMAT, encode_png
+from .synthetic_render import LIGHTS, SEASONS, Camera, Condition, concat, pack, render
+from .synthetic_world import ADE, add_traffic, make_world
+
+GENERATOR = "structvpr-synthetic-streets/1"
+PLACE_SPACING_M = 60.0
+SPLIT_OFFSET_M = 100_000.0
+GRID_COLUMNS = 50
+ORIGIN = (500_000.0, 4_000_000.0)  # an arbitrary UTM origin (easting, northing)
+SPLITS = ("train", "val", "test")
+
+
+def synthetic_path(out_dir: str | Path) -> Path:
+    """``out_dir`` itself when its name says "synthetic", else ``<out_dir>-synthetic``."""
+    out = Path(out_dir)
+    return out if "synthetic" in out.name.lower() else out.with_name(out.name + "-synthetic")
+
+
+def split_of(place: int, places: int, fractions=(0.6, 0.2, 0.2)) -> str:
+    """Places in order: the first 60 % train, then 20 % val, the rest test (at least one test place)."""
+    n_train = int(round(places * fractions[0]))
+    n_val = int(round(places * fractions[1]))
+    if places >= 3:
+        n_train, n_val = max(1, n_train), max(1, n_val)
+        if n_train + n_val >= places:
+            n_train = max(1, places - n_val - 1)
+    if place < n_train:
+        return "train"
+    return "val" if place < n_train + n_val else "test"
+
+
+def place_origin(place: int, split: str) -> tuple[float, float]:
+    k = SPLITS.index(split)
+    return (ORIGIN[0] + k * SPLIT_OFFSET_M + (place % GRID_COLUMNS) * PLACE_SPACING_M,
+            ORIGIN[1] + (place // GRID_COLUMNS) * PLACE_SPACING_M)
+
+
+def _camera(rng: np.random.Generator, world, size: tuple[int, int]) -> Camera:
+    w, h = size
+    return Camera(x=float(rng.uniform(-2.0, 2.0)), z=float(rng.uniform(-2.5, 2.5)),
+                  yaw=float(np.radians(rng.uniform(-10, 10))), height=float(rng.uniform(1.5, 2.2)),
+                  f=0.85 * w, cx=w / 2, cy=h * (0.5 + world.horizon_shift + rng.uniform(-0.02, 0.02)))
+
+
+def database_condition(rng: np.random.Generator) -> Condition:
+    return Condition(light="day" if rng.random() < 0.7 else "overcast", season="summer", fog=0.0,
+                     noise=float(rng.uniform(1, 3)), sun_left=bool(rng.random() < 0.5))
+
+
+def query_condition(rng: np.random.Generator) -> Condition:
+    light = str(rng.choice(LIGHTS, p=[0.2, 0.2, 0.25, 0.35]))
+    season = str(rng.choice(SEASONS, p=[0.2, 0.2, 0.3, 0.3]))
+    fog = float(rng.uniform(0.4, 0.8)) if rng.random() < 0.3 else 0.0
+    if light in ("day", "overcast") and season == "summer" and fog == 0.0:
+        season = "autumn"  # every query differs from the database in appearance
+    return Condition(light=light, season=season, fog=fog, noise=float(rng.uniform(2, 8)),
+                     blur=bool(rng.random() < 0.3), sun_left=bool(rng.random() < 0.5))
+
+
+def render_place(seed: int, place: int, size: tuple[int, int], db_views: int, query_views: int):
+    """Yield (role, view index, east offset, north offset, condition, image, label map) of one place."""
+    world = make_world(np.random.default_rng([seed, place, 0]))
+    static = pack(world.groups)
+    for k in range(db_views + query_views):
+        rng = np.random.default_rng([seed, place, 1 + k])
+        role = "database" if k < db_views else "queries"
+        cam = _camera(rng, world, size)
+        cond = database_condition(rng) if role == "database" else query_condition(rng)
+        traffic = add_traffic(world, rng, near_z=cam.z)
+        packed = concat(static, pack(traffic)) if traffic else static
+        image, label = render(packed, cam, cond, size, rng)
+        yield role, k, cam.x, cam.z, cond, image, label
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _readme(places: int, seed: int, size, counts: dict) -> str:
+    return (
+        "# SYNTHETIC data: procedurally drawn street scenes (structvpr make-synthetic)\n\n"
+        f"Generator {GENERATOR}, {places} places, seed {seed}, {size[0]}x{size[1]} pixels.\n"
+        "Not real imagery: numbers measured on this set must be reported as synthetic.\n\n"
+        "- Folder format: `<split>/{database,queries}/@UTM_east@UTM_north@...jpg`; positives within 25 m are\n"
+        "  exactly the database views of the query's own place.\n"
+        "- Database views: day/overcast, summer, clear. Query views: other light (night, dusk), season\n"
+        "  (leaf colour and density, snow), fog, noise, different cars and people, shifted viewpoint.\n"
+        "- `labelmaps/` mirrors the image tree: exact label maps (PNG of ADE20K SceneParsing ids).\n\n"
+        f"Images per split: {counts}\n")
+
+
+def generate(out_dir: str | Path, places: int, seed: int = 0, *, size: tuple[int, int] = (320, 240),
+             db_views: int = 2, query_views: int = 2, jpeg_quality: int = 92, overwrite: bool = False,
+             progress: bool = True) -> Path:
+    """Write a synthetic dataset; returns its directory (``synthetic_path(out_dir)``).
+
+    The set is built in a temporary directory beside the target and renamed into place, so an
+    interrupted run never leaves a half-written dataset.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    if places < 1:
+        raise DatasetError(f"places must be >= 1, got {places}")
+    if db_views < 1 or query_views < 1:
+        raise DatasetError("each place needs at least one database view and one query view")
+    if len(size) != 2 or min(size) < 32:
+        raise DatasetError(f"size must be (W, H) of at least 32 pixels, got {size}")
+    out = synthetic_path(out_dir)
+    if out.exists():
+        if not overwrite:
+            raise DatasetError(f"{out}: already exists (pass --overwrite to replace it)")
+        if not (out / "manifest.json").is_file():
+            raise DatasetError(f"{out}: exists and is not a synthetic set made here; refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    started = time.perf_counter()
+    counts = {s: {"database": 0, "queries": 0} for s in SPLITS}
+    try:
+        for split in SPLITS:
+            for role in ("database", "queries"):
+                (tmp / split / role).mkdir(parents=True)
+                (tmp / "labelmaps" / split / role).mkdir(parents=True)
+        params = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
+        for place in tqdm(range(places), desc="synthetic places", unit="place", disable=not progress):
+            split = split_of(place, places)
+            east0, north0 = place_origin(place, split)
+            for role, k, dx, dz, cond, image, label in render_place(seed, place, size, db_views, query_views):
+                name = f"@{east0 + dx:.2f}@{north0 + dz:.2f}@synthetic@p{place:05d}@v{k}@{cond.name}@"
+                ok, jpg = cv2.imencode(".jpg", image, params)
+                if not ok:
+                    raise DatasetError(f"{tmp}: JPEG encoding failed")
+                _write(tmp / split / role / f"{name}.jpg", jpg.tobytes())
+                _write(tmp / "labelmaps" / split / role / f"{name}.png", encode_png(label))
+                counts[split][role] += 1
+        atomic_write_json(tmp / "labelmaps" / LABEL_MANIFEST, {
+            "format": LABEL_FORMAT, "taxonomy": "ade20k", "source": "synthetic ground truth", "generator": GENERATOR})
+        atomic_write_text(tmp / "SYNTHETIC.md", _readme(places, seed, size, counts))
+        atomic_write_json(tmp / "manifest.json", {
+            "synthetic": True, "generator": GENERATOR, "seed": seed, "places": places, "size": list(size),
+            "db_views": db_views, "query_views": query_views, "format": "folder", "label_root": "labelmaps",
+            "taxonomy": "ade20k", "classes": ADE, "place_spacing_m": PLACE_SPACING_M, "counts": counts,
+            "seconds": round(time.perf_counter() - started, 2)})
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
