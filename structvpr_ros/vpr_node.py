@@ -1,0 +1,382 @@
+"""The ``structvpr`` node: camera images in, loop-closure candidates out.
+
+Thin by design: parameters and messages in, ``structvpr_core.LoopClosureDetector`` calls,
+messages out. Processing never queues behind the camera: the image callback only stores
+the newest frame in a one-slot buffer (a frame replaced before it was processed counts as
+dropped) and one worker thread processes whatever is newest when it becomes free.
+
+Topics:   sub  <image_topic> (Image or CompressedImage), [camera_info_topic], [pose_topic]
+          pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics
+Services: ~/save_map, ~/reset (std_srvs/Trigger)
+Run:      structvpr_node --ros-args --params-file config/vpr_node.yaml -p map_path:=MAP
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from structvpr_core.errors import ImageError, StructVPRError
+from structvpr_core.geometry import Pose, interpolate_pose
+
+from .candidates_msg import detection_to_msg, stamp_to_sec
+from .image_conversion import compressed_to_bgr, image_to_bgr
+from .latest_slot import LatestSlot
+from .params import NodeParams, declare_and_read
+from .stats import LATENCY_KEYS, NodeStats
+
+NODE_NAME = "structvpr"
+
+
+def build_detector(params: NodeParams, log=print):
+    """Extractor + map database + (optional) verifier -> LoopClosureDetector, from parameters."""
+    from pathlib import Path
+
+    from structvpr_core.errors import MapError
+    from structvpr_core.extractor import Extractor
+    from structvpr_core.loopclosure import LoopClosureDetector
+    from structvpr_core.mapdb import MapDatabase
+
+    if params.cpu_threads > 0:
+        import torch
+
+        torch.set_num_threads(params.cpu_threads)
+    extractor = Extractor(params.checkpoint or None, device=params.device,
+                          image_size=params.image_size, batch_size=1)
+    if params.mode == "mapping" and not Path(params.map_path).exists():
+        log(f"mapping: no map at {params.map_path} yet, starting an empty one")
+        mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim)
+    else:
+        try:
+            mapdb = MapDatabase.load(params.map_path, expected_fingerprint=extractor.fingerprint)
+        except MapError as e:
+            if "input_size" in str(e):  # the usual cause: parameters left at another size
+                raise MapError(f"{e}; set the parameters image_width/image_height to the map's input size") from None
+            raise
+    verifier = None
+    if params.verify:
+        from structvpr_core.verify import GeometricVerifier, VerifyConfig
+
+        verifier = GeometricVerifier(VerifyConfig(feature=params.verify_feature))
+    detector = LoopClosureDetector(extractor, mapdb, params.detector_config(), verifier=verifier)
+    return detector, extractor
+
+
+class _LogLimiter:
+    """Lets ``burst`` messages through, then one per ``period_s`` (with a suppressed count)."""
+
+    def __init__(self, burst: int = 10, period_s: float = 5.0) -> None:
+        self.burst, self.period_s = burst, period_s
+        self._sent, self._last, self._suppressed = 0, 0.0, 0
+
+    def allow(self) -> tuple[bool, int]:
+        now = time.monotonic()
+        if self._sent < self.burst or now - self._last >= self.period_s:
+            self._sent, self._last = self._sent + 1, now
+            suppressed, self._suppressed = self._suppressed, 0
+            return True, suppressed
+        self._suppressed += 1
+        return False, 0
+
+
+class VprNode(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params = declare_and_read(self)  # ConfigError -> the node refuses to start
+        p = self.params
+        log = self.get_logger()
+        log.info(f"loading model ({p.checkpoint or 'ImageNet RGB branch'}, device {p.device}) "
+                 f"and map {p.map_path} ({p.mode})")
+        self._detector, extractor = build_detector(p, log=log.info)
+        self._device = str(extractor.device)
+        self._warm_up(extractor)
+
+        self._lock = threading.Lock()  # the detector: used by the worker and by ~/reset
+        self._slot: LatestSlot = LatestSlot()
+        self._stats = NodeStats()
+        self._malformed_log = _LogLimiter()
+        self._poses: deque = deque(maxlen=2000)  # (stamp, Pose), newest last
+        self._poses_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stopped = False
+        self._worker_error: str | None = None
+
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_srvs.srv import Trigger
+        from structvpr_msgs.msg import LoopClosureCandidates
+
+        self._pub = self.create_publisher(LoopClosureCandidates, "~/loop_closures", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._create_subscriptions()
+        self.create_service(Trigger, "~/save_map", self._on_save_map)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._work, name="structvpr-worker", daemon=True)
+        self._worker.start()
+        kind = "CompressedImage" if p.compressed else "Image"
+        log.info(f"ready: {kind} on {self._resolved(p.image_topic)} ({p.qos_reliability}, depth "
+                 f"{p.qos_depth}) -> {self._pub.topic_name}; map has {len(self._detector.mapdb)} "
+                 f"keyframes; device {self._device}")
+
+    # ---- set-up -------------------------------------------------------------------------
+
+    def _warm_up(self, extractor) -> None:
+        """One inference at start so that the first real frame is not slower than the rest."""
+        import numpy as np
+
+        w, h = self.params.image_size
+        extractor.embed([np.zeros((h, w, 3), np.uint8)])
+
+    def _resolved(self, topic: str) -> str:
+        return self.resolve_topic_name(topic)
+
+    def _image_qos(self) -> QoSProfile:
+        p = self.params
+        # Best effort also matches reliable publishers; reliable does not match best-effort ones.
+        rel = ReliabilityPolicy.BEST_EFFORT if p.qos_reliability == "best_effort" else ReliabilityPolicy.RELIABLE
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.qos_depth, reliability=rel)
+
+    def _create_subscriptions(self) -> None:
+        p = self.params
+        if p.compressed:
+            from sensor_msgs.msg import CompressedImage as ImageType
+        else:
+            from sensor_msgs.msg import Image as ImageType
+        self.create_subscription(ImageType, p.image_topic, self._on_image, self._image_qos())
+        if p.camera_info_topic:
+            from sensor_msgs.msg import CameraInfo
+
+            self.create_subscription(CameraInfo, p.camera_info_topic, self._on_camera_info, self._image_qos())
+        if p.pose_topic:
+            if p.pose_type == "odometry":
+                from nav_msgs.msg import Odometry
+
+                self.create_subscription(Odometry, p.pose_topic,
+                                         lambda m: self._on_pose(m.header.stamp, m.pose.pose), 50)
+            else:
+                from geometry_msgs.msg import PoseStamped
+
+                self.create_subscription(PoseStamped, p.pose_topic,
+                                         lambda m: self._on_pose(m.header.stamp, m.pose), 50)
+
+    # ---- callbacks (executor thread): keep them short -------------------------------------
+
+    def _on_image(self, msg) -> None:
+        self._stats.on_received()
+        self._slot.put((msg, time.monotonic()))
+
+    def _on_camera_info(self, msg) -> None:
+        import numpy as np
+
+        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        if K[0, 0] > 0 and K[1, 1] > 0:
+            self._detector.set_camera_matrix(K)
+
+    def _on_pose(self, stamp, pose_msg) -> None:
+        p, q = pose_msg.position, pose_msg.orientation
+        pose = Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+        with self._poses_lock:
+            t = stamp_to_sec(stamp)
+            if self._poses and t < self._poses[-1][0]:
+                self._poses.clear()  # time went backwards (bag restarted): forget old poses
+            self._poses.append((t, pose))
+
+    def _on_save_map(self, request, response):
+        if self.params.mode != "mapping":
+            response.success = False
+            response.message = "localization mode: the map is read-only (use mode: mapping to grow and save it)"
+            return response
+        try:
+            n = self._save_map()
+            response.success, response.message = True, f"saved {n} keyframes to {self.params.map_path}"
+        except Exception as e:  # report, never kill the node from a service call
+            response.success, response.message = False, f"save failed: {e}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_reset(self, request, response):
+        with self._lock:
+            self._detector.reset()
+        with self._poses_lock:
+            self._poses.clear()
+        response.success, response.message = True, "session state reset"
+        self.get_logger().info(response.message)
+        return response
+
+    def _save_map(self) -> int:
+        # The map database is thread-safe: saving does not stop the worker for its duration.
+        mapdb = self._detector.mapdb
+        mapdb.save(self.params.map_path)
+        return len(mapdb)
+
+    # ---- processing (worker thread) ---------------------------------------------------------
+
+    def _pose_at(self, t: float) -> Pose | None:
+        with self._poses_lock:
+            if not self._poses:
+                return None
+            stamps = [s for s, _ in self._poses]
+            poses = [q for _, q in self._poses]
+        pose = interpolate_pose(stamps, poses, t, max_gap_s=self.params.pose_max_gap_s)
+        if pose is None and stamps[-1] < t <= stamps[-1] + self.params.pose_max_gap_s:
+            pose = poses[-1]  # the image is newer than the newest pose, but not by much
+        return pose
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = self._slot.take(timeout=0.2)
+                if item is not None:
+                    self._process(*item)
+        except Exception:  # a bug: keep it visible in the log and in /diagnostics
+            self._worker_error = traceback.format_exc(limit=5)
+            self.get_logger().error(f"processing thread died:\n{self._worker_error}")
+
+    def _process(self, msg, t_rx: float) -> None:
+        p = self.params
+        try:
+            bgr = compressed_to_bgr(msg) if p.compressed else image_to_bgr(msg)
+        except ImageError as e:
+            self._stats.on_malformed()
+            ok, suppressed = self._malformed_log.allow()
+            if ok:
+                more = f" ({suppressed} more suppressed)" if suppressed else ""
+                self.get_logger().warning(f"skipping malformed image (stamp {stamp_to_sec(msg.header.stamp):.3f}, "
+                                          f"frame '{msg.header.frame_id}'): {e}{more}")
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        if stamp == 0.0:  # an unstamped camera: use arrival time for temporal exclusion
+            stamp = self.get_clock().now().nanoseconds * 1e-9
+        pose = self._pose_at(stamp) if p.pose_topic else None
+        try:
+            with self._lock:
+                det = self._detector.process(bgr, stamp, pose=pose, source=f"{p.image_topic}@{stamp:.9f}")
+        except StructVPRError as e:
+            self._stats.on_failed()
+            self.get_logger().error(f"frame at {stamp:.3f} not processed: {e}")
+            return
+        if not det.is_keyframe:  # the keyframe policy skipped it: nothing to publish
+            self._stats.on_skipped()
+            return
+        header = msg.header
+        if p.frame_id:
+            header.frame_id = p.frame_id
+        out = detection_to_msg(det, header)
+        if self._stop.is_set():
+            return
+        self._pub.publish(out)
+        self._stats.on_processed(det.extract_ms, det.search_ms, det.verify_ms,
+                                 (time.monotonic() - t_rx) * 1000.0)
+
+    # ---- diagnostics ------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        s = self._stats.snapshot()
+        p = self.params
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: loop closure",
+                                  hardware_id=self._device)
+        if self._worker_error or not self._worker.is_alive():
+            status.level, status.message = DiagnosticStatus.ERROR, "processing thread stopped"
+        elif s["input_rate_hz"] == 0.0:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"no images on {self._resolved(p.image_topic)}"
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = f"processing {s['processing_rate_hz']:.1f} Hz of {s['input_rate_hz']:.1f} Hz input"
+        values = {
+            "input_rate_hz": f"{s['input_rate_hz']:.2f}",
+            "processing_rate_hz": f"{s['processing_rate_hz']:.2f}",
+            "frames_received": s["received"],
+            "frames_processed": s["processed"],
+            "frames_dropped": self._slot.dropped,
+            "frames_malformed": s["malformed"],
+            "frames_failed": s["failed"],
+            "frames_not_keyframes": s["skipped"],
+            "map_size": len(self._detector.mapdb),
+            "mode": p.mode,
+            "device": self._device,
+            "image_topic": self._resolved(p.image_topic),
+        }
+        for k in LATENCY_KEYS:
+            values[f"{k}_p50"] = f"{s[f'{k}_p50']:.1f}"
+            values[f"{k}_p95"] = f"{s[f'{k}_p95']:.1f}"
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    # ---- shutdown ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop processing; in mapping mode save the map when save_map_on_shutdown is set."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        self._slot.close()
+        self._worker.join(timeout=30.0)
+        if self.params.mode == "mapping" and self.params.save_map_on_shutdown:
+            try:
+                n = self._save_map()
+                _say(f"saved {n} keyframes to {self.params.map_path}")
+            except Exception as e:
+                _say(f"error: could not save the map to {self.params.map_path}: {e}")
+
+
+def _say(text: str) -> None:
+    # At shutdown the ROS context may be gone already; stderr always works.
+    print(f"[{NODE_NAME}] {text}", file=sys.stderr, flush=True)
+
+
+def print_help() -> None:
+    from .params import DESCRIPTIONS
+
+    defaults = NodeParams()
+    print(__doc__.strip())
+    print("\nParameters (set them in a params file, see config/vpr_node.yaml, or with -p name:=value):")
+    for name, text in DESCRIPTIONS.items():
+        print(f"  {name} (default {getattr(defaults, name)!r})\n      {text}")
+
+
+def main(args: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in own or "--help" in own:
+        print_help()
+        return 0
+    try:
+        rclpy.init(args=args)
+    except Exception as e:  # rcl's RCLError for malformed --ros-args; keep it to one line
+        print(f"structvpr_node: error: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+        return 2
+    node = None
+    code = 0
+    try:
+        node = VprNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StructVPRError as e:
+        print(f"structvpr_node: error: {e}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
