@@ -1,0 +1,104 @@
+"""``structvpr query``: look images up in a map database."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NAME = "query"
+HELP = "rank the map keyframes most similar to each image (optionally verified geometrically)"
+DESCRIPTION = """\
+For each IMAGE print the top-K map keyframes: map id, cosine score, the keyframe's source
+image, its pose when known, and with --verify the number of local-feature inliers (candidates
+then re-ranked by inliers). The model is the one the map was built with (the checkpoint
+recorded in the map, or --checkpoint); a different model is refused.
+
+--json FILE writes a list with one object per image:
+  {"query": PATH, "candidates": [{"map_id": INT, "score": FLOAT, "source": STR,
+                                  "pose": {"position": [x,y,z], "orientation": [x,y,z,w]} | null,
+                                  "inliers": INT | null}, ...]}      (best first)
+
+Example:
+  structvpr query --map maps/corridor q1.jpg q2.jpg --top-k 3 --verify --json hits.json
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--map", type=Path, required=True, metavar="MAPDIR", help="map directory (build-map)")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="query image files")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates per image (default: 5)")
+    p.add_argument("--min-score", type=float, default=-1.0, help="drop candidates below this cosine score")
+    p.add_argument("--verify", action="store_true",
+                   help="verify candidates with local features + RANSAC and re-rank by inliers")
+    p.add_argument("--verify-candidates", type=int, default=0, metavar="N",
+                   help="with --verify: how many search results to verify (default: K)")
+    p.add_argument("--min-inliers", type=int, default=0,
+                   help="with --verify: drop candidates with fewer inliers (default: 0, keep all)")
+    p.add_argument("--checkpoint", type=Path, metavar="PATH",
+                   help="model checkpoint (default: the one recorded in the map, else ImageNet init)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+
+
+def candidate_json(c) -> dict:
+    return {"map_id": int(c.map_id), "score": float(c.score), "source": c.source,
+            "pose": c.pose.to_dict() if c.pose is not None else None,
+            "inliers": None if c.inliers is None else int(c.inliers)}
+
+
+def load_map_and_extractor(map_dir: Path, checkpoint: Path | None, device: str):
+    """The map and an Extractor of the model it was built with (MapError on a mismatch)."""
+    from ..errors import MapError
+    from ..extractor import Extractor
+    from ..mapdb import MapDatabase
+
+    mapdb = MapDatabase.load(map_dir)
+    if checkpoint is None and mapdb.meta.get("checkpoint"):
+        checkpoint = Path(mapdb.meta["checkpoint"])
+        if not checkpoint.is_file():
+            raise MapError(f"{map_dir}: built with checkpoint {checkpoint}, which no longer exists "
+                           "(pass --checkpoint)")
+    size = mapdb.fingerprint.get("input_size") or (640, 480)
+    extractor = Extractor(checkpoint, device=device, image_size=(int(size[0]), int(size[1])))
+    mapdb.check_fingerprint(extractor.fingerprint)
+    return mapdb, extractor
+
+
+def run(args) -> int:
+    from ..atomic import atomic_write_json
+    from ..errors import ConfigError
+    from ..images import read_image
+    from ..loopclosure import DetectorConfig, LoopClosureDetector
+
+    if args.top_k < 1:
+        raise ConfigError("--top-k must be >= 1")
+    mapdb, extractor = load_map_and_extractor(args.map, args.checkpoint, args.device)
+    verifier = None
+    if args.verify:
+        from ..verify import GeometricVerifier, VerifyConfig
+        feature = mapdb.meta.get("features")
+        feature = feature if feature in ("sift", "orb") else "sift"
+        verifier = GeometricVerifier(VerifyConfig(feature=feature))
+    cfg = DetectorConfig(top_k=args.top_k, min_score=max(-1.0, min(1.0, args.min_score)), verify=args.verify,
+                         min_inliers=args.min_inliers, mode="localization",
+                         verify_candidates=args.verify_candidates)
+    detector = LoopClosureDetector(extractor, mapdb, cfg, verifier=verifier)
+
+    results = []
+    for path in args.images:
+        image = read_image(path)
+        detector.reset()   # each query image is independent: no keyframe policy between them
+        det = detector.process(image, stamp=0.0, source=str(path))
+        results.append({"query": str(path), "candidates": [candidate_json(c) for c in det.candidates]})
+        print(f"{path}")
+        if not det.candidates:
+            print("  (no candidate)")
+        for rank, c in enumerate(det.candidates, start=1):
+            pose = "" if c.pose is None else "  pose ({:.2f}, {:.2f}, {:.2f})".format(*c.pose.position)
+            inl = "" if c.inliers is None else f"  inliers {c.inliers}"
+            print(f"  {rank}. id {c.map_id}  score {c.score:.4f}{inl}  {c.source}{pose}")
+    if args.json is not None:
+        atomic_write_json(args.json, results)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0

@@ -1,0 +1,256 @@
+"""Loop-closure detection: "have I been here before?", independent of ROS.
+
+Per incoming frame ``LoopClosureDetector.process``:
+
+1. keyframe policy, cheap part: skip frames closer than ``keyframe_min_interval_s`` in time
+   or (when poses are given) ``keyframe_min_distance_m`` in travelled distance to the last
+   keyframe — before any network runs;
+2. extract the global descriptor; novelty: skip the frame if its similarity to the last
+   keyframe's descriptor exceeds ``keyframe_max_similarity``;
+3. search the map for the top-K (score >= ``min_score``); in mapping mode keyframes of the
+   current session newer than ``stamp - temporal_exclusion_s`` are excluded (the robot is
+   trivially "here" where it was a moment ago);
+4. optionally verify the candidates geometrically, re-rank them by inliers and drop those
+   with fewer than ``min_inliers``;
+5. in mapping mode add the keyframe (with local features when verifying) to the map.
+
+Memory is bounded: the detector keeps only the last keyframe's stamp, pose and descriptor;
+only the map grows. Not re-entrant: call ``process`` from one thread (the map itself is
+thread-safe, so another thread may save it meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import ConfigError, MapError
+from .geometry import Pose
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectorConfig:
+    top_k: int = 5
+    min_score: float = 0.0
+    verify: bool = False
+    min_inliers: int = 15
+    mode: Literal["localization", "mapping"] = "localization"
+    temporal_exclusion_s: float = 30.0
+    keyframe_min_interval_s: float = 0.0
+    keyframe_min_distance_m: float = 0.0
+    keyframe_max_similarity: float = 1.0     # novelty: 1.0 = every frame is novel enough
+    session: str = "default"
+    verify_candidates: int = 0               # how many search results to verify (0 = top_k)
+
+    def validate(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"top_k: must be >= 1, got {self.top_k}")
+        if self.mode not in ("localization", "mapping"):
+            raise ConfigError(f"mode: expected 'localization' or 'mapping', got {self.mode!r}")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"min_score: must be in [-1, 1] (cosine similarity), got {self.min_score}")
+        if self.min_inliers < 0:
+            raise ConfigError(f"min_inliers: must be >= 0, got {self.min_inliers}")
+        for name in ("temporal_exclusion_s", "keyframe_min_interval_s", "keyframe_min_distance_m"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"{name}: must be a finite number >= 0, got {v}")
+        if not -1.0 <= self.keyframe_max_similarity <= 1.0:
+            raise ConfigError(f"keyframe_max_similarity: must be in [-1, 1], got {self.keyframe_max_similarity}")
+        if not self.session:
+            raise ConfigError("session: must be a non-empty string")
+        if self.verify_candidates < 0:
+            raise ConfigError(f"verify_candidates: must be >= 0, got {self.verify_candidates}")
+
+
+@dataclass
+class Candidate:
+    map_id: int
+    score: float
+    stamp: float | None = None
+    pose: Pose | None = None
+    source: str = ""
+    inliers: int | None = None                       # None = not verified
+    relative_rotation: np.ndarray | None = None      # 3×3: X_map = R · X_query + t
+    relative_translation: np.ndarray | None = None   # (3,), unit length (monocular)
+
+
+@dataclass
+class Detection:
+    is_keyframe: bool
+    query_id: int = 0          # map id of this frame when mapping mode added it, else 0
+    candidates: list[Candidate] = field(default_factory=list)   # best first
+    extract_ms: float = 0.0
+    search_ms: float = 0.0
+    verify_ms: float = 0.0
+
+
+class KeyframePolicy:
+    """Decides which frames become keyframes; O(1) state (the last keyframe only)."""
+
+    def __init__(self, min_interval_s: float = 0.0, min_distance_m: float = 0.0, max_similarity: float = 1.0):
+        self.min_interval_s = min_interval_s
+        self.min_distance_m = min_distance_m
+        self.max_similarity = max_similarity
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_stamp: float | None = None
+        self.last_descriptor: np.ndarray | None = None
+        self._prev_pose: Pose | None = None
+        self._travelled = 0.0
+
+    def due(self, stamp: float, pose: Pose | None) -> bool:
+        """Time/distance test, before extraction. Tracks the travelled path length."""
+        if pose is not None:
+            if self._prev_pose is not None:
+                self._travelled += pose.distance_to(self._prev_pose)
+            self._prev_pose = pose
+        if self.last_stamp is None:
+            return True
+        if stamp < self.last_stamp:   # time went backwards (bag restarted, sim reset): start over
+            self.reset()
+            self._prev_pose = pose
+            return True
+        if stamp - self.last_stamp < self.min_interval_s:
+            return False
+        if self.min_distance_m > 0 and pose is not None and self._travelled < self.min_distance_m:
+            return False
+        return True
+
+    def novel(self, descriptor: np.ndarray) -> bool:
+        if self.max_similarity >= 1.0 or self.last_descriptor is None:
+            return True
+        return float(np.dot(descriptor, self.last_descriptor)) <= self.max_similarity
+
+    def accept(self, stamp: float, descriptor: np.ndarray | None = None) -> None:
+        """Record that the frame at ``stamp`` became a keyframe."""
+        self.last_stamp = stamp
+        if descriptor is not None:
+            self.last_descriptor = np.array(descriptor, dtype=np.float32, copy=True)
+        self._travelled = 0.0
+
+
+class LoopClosureDetector:
+    """Keyframe policy + map search + optional geometric verification (+ map growth in mapping mode)."""
+
+    def __init__(self, extractor, mapdb, config: DetectorConfig, verifier=None, camera_matrix=None):
+        config.validate()
+        if extractor.dim != mapdb.dim:
+            raise MapError(f"the extractor makes {extractor.dim}-d descriptors, the map holds {mapdb.dim}-d ones")
+        fp = getattr(extractor, "fingerprint", None)
+        if fp is not None:
+            mapdb.check_fingerprint(fp)
+        self._extractor = extractor
+        self._mapdb = mapdb
+        self.config = config
+        if config.verify and verifier is None:
+            from .verify import GeometricVerifier
+            verifier = GeometricVerifier()
+        self._verifier = verifier
+        self._K = None if camera_matrix is None else np.asarray(camera_matrix, dtype=np.float64).reshape(3, 3)
+        self._policy = KeyframePolicy(config.keyframe_min_interval_s, config.keyframe_min_distance_m,
+                                      config.keyframe_max_similarity)
+        self._warned_unverifiable = False
+
+    @property
+    def mapdb(self):
+        return self._mapdb
+
+    @property
+    def verifier(self):
+        return self._verifier
+
+    def set_camera_matrix(self, K) -> None:
+        """Intrinsics for the relative pose (e.g. from a camera_info message); None to disable."""
+        self._K = None if K is None else np.asarray(K, dtype=np.float64).reshape(3, 3)
+
+    def reset(self) -> None:
+        """Forget the session state (last keyframe). Keyframes already added to the map stay in
+        it (reload the map from disk to drop unsaved ones); they remain subject to temporal
+        exclusion by their stamps."""
+        self._policy.reset()
+
+    def process(self, image_bgr: np.ndarray, stamp: float, pose: Pose | None = None,
+                source: str = "") -> Detection:
+        cfg = self.config
+        stamp = float(stamp)
+        if not self._policy.due(stamp, pose):
+            return Detection(is_keyframe=False)
+
+        t0 = time.perf_counter()
+        desc = np.asarray(self._extractor.embed([image_bgr]), dtype=np.float32).reshape(-1)
+        extract_ms = (time.perf_counter() - t0) * 1e3
+        if not self._policy.novel(desc):
+            return Detection(is_keyframe=False, extract_ms=extract_ms)
+
+        t1 = time.perf_counter()
+        n_fetch = max(cfg.top_k, cfg.verify_candidates) if cfg.verify else cfg.top_k
+        exclude = None
+        if cfg.mode == "mapping":
+            exclude = self._mapdb.recent_ids(cfg.session, stamp - cfg.temporal_exclusion_s)
+        hits = self._mapdb.search(desc[None], n_fetch, min_score=cfg.min_score, exclude_ids=exclude)[0]
+        candidates = []
+        for kid, score in hits:
+            kf = self._mapdb.keyframe(kid)
+            candidates.append(Candidate(kid, score, kf.stamp, kf.pose, kf.source))
+        search_ms = (time.perf_counter() - t1) * 1e3
+
+        verify_ms = 0.0
+        query_features = None
+        if cfg.verify:
+            t2 = time.perf_counter()
+            query_features = self._verifier.extract_features(image_bgr)
+            if candidates:
+                candidates = self._verify(query_features, candidates)
+            verify_ms = (time.perf_counter() - t2) * 1e3
+        candidates = candidates[: cfg.top_k]
+
+        query_id = 0
+        if cfg.mode == "mapping":
+            kf = {"stamp": stamp, "pose": pose, "session": cfg.session, "source": source}
+            feats = [query_features] if query_features is not None else None
+            query_id = self._mapdb.add(desc[None], [kf], local_features=feats)[0]
+        self._policy.accept(stamp, desc)
+        return Detection(True, query_id, candidates, extract_ms, search_ms, verify_ms)
+
+    def _map_features(self, cand: Candidate):
+        feats = self._mapdb.local_features(cand.map_id)
+        if feats is not None:
+            return feats
+        # No stored features: fall back to the keyframe's image when it is a readable file.
+        if cand.source and Path(cand.source).is_file():
+            from .errors import ImageError
+            from .images import read_image
+            try:
+                return self._verifier.extract_features(read_image(cand.source))
+            except ImageError:
+                pass
+        if not self._warned_unverifiable:
+            log.warning("map keyframe %d has no local features and no readable image: candidates "
+                        "like it cannot be verified and are dropped (build the map with features)",
+                        cand.map_id)
+            self._warned_unverifiable = True
+        return None
+
+    def _verify(self, query_features, candidates: list[Candidate]) -> list[Candidate]:
+        verified = []
+        for c in candidates:
+            feats = self._map_features(c)
+            if feats is None:
+                continue
+            r = self._verifier.verify(query_features, feats, K=self._K)
+            c.inliers = r.inliers
+            c.relative_rotation, c.relative_translation = r.R, r.t
+            if r.inliers >= self.config.min_inliers:
+                verified.append(c)
+        verified.sort(key=lambda c: (-c.inliers, -c.score))
+        return verified

@@ -1,0 +1,149 @@
+"""build-map / query / map-info / eval-loop end to end: real Extractor (ImageNet MobileNetV2 at
+the Corridor's native 160×120), real Corridor images, real faiss/SQLite/OpenCV."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_bagio import write_bag
+
+from structvpr_core.cli import main
+from structvpr_core.extractor import Extractor
+from structvpr_core.geometry import Pose
+from structvpr_core.images import read_image
+from structvpr_core.mapdb import MapDatabase
+
+N = 24
+SIZE = ["--size", "160", "120"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def route(corridor, tmp_path_factory):
+    """The first N frames of both Corridor passes, a pose CSV, and a map built from the refs."""
+    root = tmp_path_factory.mktemp("route")
+    for side in ("ref", "query"):
+        (root / side).mkdir()
+        for p in sorted((corridor / side).glob("*.jpg"))[:N]:
+            shutil.copy(p, root / side / p.name)
+    rows = ["image,x,y,stamp"] + [f"{p.name},{i * 0.5},0,{100 + i}" for i, p in enumerate(sorted((root / "ref").iterdir()))]
+    (root / "poses.csv").write_text("\n".join(rows) + "\n")
+    gt = ["query_index,matching_ref_indices"] + [
+        f"{i}," + " ".join(str(j) for j in range(max(0, i - 2), min(N, i + 3))) for i in range(N)]
+    (root / "ground_truth.csv").write_text("\n".join(gt) + "\n")
+    assert main(["build-map", "--images", str(root / "ref"), "--poses", str(root / "poses.csv"),
+                 "--out", str(root / "map"), *SIZE, "--no-progress", "--device", "cpu"]) == 0
+    return root
+
+
+def test_build_map_summary_and_map_info(route, capsys):
+    code, out, _ = run(capsys, "map-info", route / "map")
+    assert code == 0
+    info = json.loads(out)
+    assert info["counts"]["keyframes"] == N and info["counts"]["with_local_features"] == N
+    assert info["fingerprint"]["input_size"] == [160, 120] and info["descriptor_dim"] == 448
+    assert info["index"]["type"] == "flat" and info["meta"]["features"] == "sift"
+    m = MapDatabase.load(route / "map")
+    kf = m.keyframe(3)
+    assert kf.pose == Pose((1.0, 0.0, 0.0)) and kf.stamp == 102.0 and kf.source.endswith("0000002.jpg")
+
+
+def test_query_json_format_and_ranking(route, capsys):
+    q = [route / "ref" / "0000005.jpg", route / "query" / "0000010.jpg"]
+    code, out, _ = run(capsys, "query", "--map", route / "map", *q, "--top-k", "3", "--json", route / "q.json")
+    assert code == 0 and "id 6  score 1.0000" in out
+    res = json.loads((route / "q.json").read_text())
+    assert [r["query"] for r in res] == [str(p) for p in q]
+    for r in res:
+        assert set(r) == {"query", "candidates"} and len(r["candidates"]) == 3
+        for c in r["candidates"]:
+            assert set(c) == {"map_id", "score", "source", "pose", "inliers"}
+            assert c["inliers"] is None and set(c["pose"]) == {"position", "orientation"}
+        scores = [c["score"] for c in r["candidates"]]
+        assert scores == sorted(scores, reverse=True)
+    assert res[0]["candidates"][0]["map_id"] == 6 and res[0]["candidates"][0]["score"] > 0.9999
+
+    code, _, _ = run(capsys, "query", "--map", route / "map", q[1], "--verify", "--json", route / "v.json")
+    cands = json.loads((route / "v.json").read_text())[0]["candidates"]
+    assert code == 0 and all(isinstance(c["inliers"], int) for c in cands)
+    assert [c["inliers"] for c in cands] == sorted((c["inliers"] for c in cands), reverse=True)
+
+
+def test_eval_loop_matches_brute_force_retrieval(route, capsys):
+    code, out, _ = run(capsys, "eval-loop", "--dataset", route, *SIZE, "--verify", "--verify-candidates", "5",
+                       "--json", route / "eval.json", "--no-progress", "--device", "cpu")
+    assert code == 0 and "verified" in out
+    rep = json.loads((route / "eval.json").read_text())
+    # Independent check of the retrieval numbers: exact search by hand with the same model.
+    ex = Extractor(device="cpu", image_size=(160, 120))
+    dr = ex.embed([read_image(p) for p in sorted((route / "ref").iterdir())])
+    dq = ex.embed([read_image(p) for p in sorted((route / "query").iterdir())])
+    ranks = np.argsort(-(dq @ dr.T), axis=1)
+    for n in (1, 5):
+        want = np.mean([any(abs(j - i) <= 2 for j in ranks[i, :n]) for i in range(N)])
+        assert rep["retrieval"][f"recall@{n}"] == pytest.approx(want)
+    for part in ("retrieval", "verified"):
+        r = rep[part]
+        assert 0 <= r["recall@1"] <= r["recall@5"] <= 1 and 0 <= r["pr_auc"] <= 1
+        assert 0 <= r["recall_at_100_precision"] <= r["recall@1"]
+    assert set(rep["timings_ms"]) == {"extract", "search", "verify"}
+    assert rep["num_queries"] == N and rep["synthetic"] is False
+
+
+def test_build_map_from_a_bag_with_poses(route, tmp_path, capsys):
+    imgs = [(10.0 + t, read_image(p)) for t, p in enumerate(sorted((route / "ref").iterdir())[:8])]
+    poses = [(9.5 + t, Pose((t - 0.5, 0.0, 0.0))) for t in range(9)]
+    bag = write_bag(tmp_path / "bag", imgs, poses, storage="mcap")
+    code, out, _ = run(capsys, "build-map", "--bag", bag, "--image-topic", "/cam/image", "--pose-topic", "/pose",
+                       "--min-interval", "1.5", "--features", "orb", "--out", tmp_path / "map", *SIZE,
+                       "--no-progress", "--device", "cpu")
+    assert code == 0 and "4 keyframes" in out
+    m = MapDatabase.load(tmp_path / "map")
+    assert [kf.stamp for kf in m.keyframes()] == [10.0, 12.0, 14.0, 16.0]
+    assert [kf.pose.position[0] for kf in m.keyframes()] == pytest.approx([0.0, 2.0, 4.0, 6.0])
+    assert m.local_features(1).kind == "orb" and m.keyframe(2).source.endswith("#/cam/image@12000000000")
+
+
+def test_folder_format_names_give_positions(route, tmp_path, capsys):
+    db = tmp_path / "ds" / "database"
+    db.mkdir(parents=True)
+    for i, p in enumerate(sorted((route / "ref").iterdir())[:3]):
+        shutil.copy(p, db / f"@{500000 + 10 * i:.2f}@{4100000 + i:.2f}@17@T@45.{i}@7.5@@@@@@@@.jpg")
+    code, _, _ = run(capsys, "build-map", "--images", tmp_path / "ds", "--out", tmp_path / "m", *SIZE,
+                     "--features", "none", "--no-progress", "--device", "cpu")
+    assert code == 0
+    kfs = list(MapDatabase.load(tmp_path / "m").keyframes())
+    assert [k.pose.position[:2] for k in kfs] == [(500000.0, 4100000.0), (500010.0, 4100001.0), (500020.0, 4100002.0)]
+    assert kfs[1].gps == (45.1, 7.5)
+
+
+def test_failures_are_one_line_errors(route, tmp_path, capsys):
+    code, _, err = run(capsys, "query", "--map", tmp_path / "absent", route / "ref" / "0000001.jpg")
+    assert code == 1 and err.strip().count("\n") == 0 and "no such map directory" in err
+    code, _, err = run(capsys, "build-map", "--images", route / "ref", "--out", route / "map", *SIZE)
+    assert code == 1 and "already exists" in err
+    # A map whose fingerprint names other weights is refused by query.
+    other = tmp_path / "other"
+    shutil.copytree(route / "map", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["fingerprint"]["weights_sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run(capsys, "query", "--map", other, route / "ref" / "0000001.jpg")
+    assert code == 1 and "built with another model" in err and "weights_sha256" in err
+    code, _, err = run(capsys, "build-map", "--bag", tmp_path, "--out", tmp_path / "x")
+    assert code == 1 and "--image-topic" in err
+
+
+@pytest.mark.parametrize("cmd", ["build-map", "query", "map-info", "eval-loop"])
+def test_help_explains(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "Example" in capsys.readouterr().out
