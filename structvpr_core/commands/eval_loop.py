@@ -47,39 +47,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- metrics -----------------------------------------------------------------------------------
 
-def recall_at(ranked: list[list[int]], positives: list[np.ndarray], ns=(1, 5)) -> dict[str, float]:
-    """Fraction of queries (with at least one positive) whose top N holds a positive."""
-    valid = [i for i, p in enumerate(positives) if len(p)]
-    out = {}
-    for n in ns:
-        hits = sum(bool(set(ranked[i][:n]) & set(positives[i].tolist())) for i in valid)
-        out[f"recall@{n}"] = hits / len(valid) if valid else float("nan")
-    return out
+def summarize(ranked: list[list[int]], top1_conf: list[float], positives: list[np.ndarray]) -> dict:
+    """Recall@1/@5 and precision-recall of the top-1, with structvpr_core.evaluate's definitions."""
+    from ..evaluate import precision_recall, recall_from_predictions
 
-
-def precision_recall(confidence: np.ndarray, correct: np.ndarray, n_positive_queries: int) -> dict:
-    """PR of "accept the top-1 if its confidence >= threshold", thresholds at every value.
-
-    Queries without a true match count as false positives when accepted. Returns AUC
-    (trapezoids, starting at recall 0 with the first precision) and recall at 100 % precision.
-    """
-    order = np.argsort(-confidence, kind="stable")
-    conf, corr = confidence[order], correct[order].astype(bool)
-    tp = np.cumsum(corr)
-    fp = np.cumsum(~corr)
-    # Only thresholds between distinct confidences are realisable: keep the last of each tie.
-    last = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.zeros(0, bool)
-    tp, fp = tp[last], fp[last]
-    precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / max(n_positive_queries, 1)
-    if len(recall) == 0:
-        return {"pr_auc": 0.0, "recall_at_100_precision": 0.0, "curve": {"precision": [], "recall": []}}
-    r = np.r_[0.0, recall]
-    pr = np.r_[precision[0], precision]
-    auc = float(np.sum((r[1:] - r[:-1]) * (pr[1:] + pr[:-1]) / 2))
-    perfect = recall[precision >= 1.0]
-    return {"pr_auc": auc, "recall_at_100_precision": float(perfect.max()) if len(perfect) else 0.0,
-            "curve": {"precision": precision.round(6).tolist(), "recall": recall.round(6).tolist()}}
+    # The detector may return fewer than k candidates: pad with -1, which is never a positive.
+    width = max(5, max((len(r) for r in ranked), default=0))
+    predictions = np.full((len(ranked), width), -1, dtype=np.int64)
+    for i, r in enumerate(ranked):
+        predictions[i, :len(r)] = r
+    recall = recall_from_predictions(predictions, positives, ns=(1, 5))
+    correct = np.array([bool(np.isin(predictions[i, 0], p)) for i, p in enumerate(positives)])
+    conf = np.array([c if r else -np.inf for c, r in zip(top1_conf, ranked)], dtype=np.float64)
+    pr = precision_recall(conf, correct, sum(len(p) > 0 for p in positives))
+    return {"recall@1": recall[1], "recall@5": recall[5], "pr_auc": pr["auc"],
+            "recall_at_100_precision": pr["recall_at_100_precision"],
+            "curve": {"precision": pr["precision"], "recall": pr["recall"]}}
 
 
 def _timing_stats(values: list[float]) -> dict:
@@ -87,15 +70,6 @@ def _timing_stats(values: list[float]) -> dict:
     if a.size == 0:
         return {"mean": None, "median": None, "p95": None}
     return {"mean": float(a.mean()), "median": float(np.median(a)), "p95": float(np.percentile(a, 95))}
-
-
-def summarize(ranked: list[list[int]], top1_conf: list[float], positives: list[np.ndarray]) -> dict:
-    valid = [len(p) > 0 for p in positives]
-    correct = np.array([bool(r) and r[0] in set(p.tolist()) for r, p in zip(ranked, positives)])
-    conf = np.array([c if r else -np.inf for c, r in zip(top1_conf, ranked)], dtype=np.float64)
-    out = recall_at(ranked, positives)
-    out.update(precision_recall(conf, correct, sum(valid)))
-    return out
 
 
 # -- running -----------------------------------------------------------------------------------
