@@ -67,3 +67,14 @@ def corridor_descriptors(corridor):
     ref = extractor.embed_paths(list_images(corridor / "ref"), progress=False)
     query = extractor.embed_paths(list_images(corridor / "query"), progress=False)
     return extractor, ref, query
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on small inputs a second thread costs more than it gains."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -11,12 +11,7 @@ from structvpr_core.extractor import Extractor
 from structvpr_core.images import list_images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)   # small inputs: a second thread costs more than it gains
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

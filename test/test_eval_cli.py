@@ -4,19 +4,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from structvpr_core.cli import main
 
 SMALL = ["--size", "160", "120", "--device", "cpu", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def numpy_recall(db, q, positives, n):

@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from structvpr_core.data import load_dataset
 from structvpr_core.errors import DatasetError
@@ -81,11 +80,8 @@ def test_precision_recall_hand_built_and_brute_force():
 
 
 @pytest.fixture(scope="module")
-def extractor():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine is shared: one thread is faster under load
-    yield Extractor(device="cpu", image_size=(160, 120))
-    torch.set_num_threads(old)
+def extractor(one_torch_thread):
+    return Extractor(device="cpu", image_size=(160, 120))
 
 
 @pytest.fixture()

@@ -17,12 +17,7 @@ from structvpr_core.weights import IMAGENET_SHA256, file_sha256
 MIN_R1, MIN_R5 = 0.30, 0.55
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)   # small inputs: a second thread costs more than it gains
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,7 @@ from structvpr_core.losses import Projector, triplet_loss
 from structvpr_core.models import MultiLevelConcat, build_rgb_branch, build_seg_branch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)   # small inputs: a second thread costs more than it gains
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

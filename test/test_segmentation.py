@@ -37,12 +37,7 @@ def ade_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_ade_model_gives_official_ids_at_the_image_size(ade_dir, corridor):

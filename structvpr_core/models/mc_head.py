@@ -21,3 +21,24 @@ class MultiLevelConcat(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         pooled = [F.normalize(torch.amax(f, dim=(2, 3)), p=2.0, dim=1, eps=self.eps) for f in features]
         return F.normalize(torch.cat(pooled, dim=1), p=2.0, dim=1, eps=self.eps)
+
+
+class StagedBackbone(nn.Module):
+    """Five stages (``self.blocks``) followed by MC over F3..F5: the shape both branches share.
+
+    Subclasses build ``self.blocks`` (an ``nn.ModuleList`` of five stages) and ``self.head``.
+    """
+
+    mc_stages = (2, 3, 4)  # 0-based: F3, F4, F5
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The five stage outputs F1..F5 (strides 2, 4, 8, 16, 32)."""
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stages = self.stages(x)
+        return self.head([stages[i] for i in self.mc_stages])

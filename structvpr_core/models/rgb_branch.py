@@ -19,19 +19,17 @@ are dropped: F5 is the 320-channel output before that conv. The descriptor is MC
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from .mc_head import MultiLevelConcat
+from .mc_head import MultiLevelConcat, StagedBackbone
 
 ARCHITECTURE = "structvpr-rgb-mobilenetv2"
 STAGE_SLICES = ((0, 2), (2, 4), (4, 7), (7, 14), (14, 18))
 STAGE_CHANNELS = (16, 24, 32, 96, 320)
-MC_STAGES = (2, 3, 4)  # 0-based: F3, F4, F5
-DIM = sum(STAGE_CHANNELS[i] for i in MC_STAGES)
+DIM = sum(STAGE_CHANNELS[i] for i in StagedBackbone.mc_stages)
 
 
-class RGBBranch(nn.Module):
+class RGBBranch(StagedBackbone):
     architecture = ARCHITECTURE
     dim = DIM
 
@@ -49,15 +47,3 @@ class RGBBranch(nn.Module):
     def init_kwargs(self) -> dict:
         """Constructor arguments a checkpoint needs to rebuild this module (weights come after)."""
         return {}
-
-    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The five stage outputs F1..F5 (strides 2, 4, 8, 16, 32)."""
-        outputs = []
-        for block in self.blocks:
-            x = block(x)
-            outputs.append(x)
-        return outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stages = self.stages(x)
-        return self.head([stages[i] for i in MC_STAGES])

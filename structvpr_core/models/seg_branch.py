@@ -21,20 +21,18 @@ over F3..F5: 64 + 96 + 320 = 480 dimensions.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from .mc_head import MultiLevelConcat
+from .mc_head import MultiLevelConcat, StagedBackbone
 
 ARCHITECTURE = "structvpr-seg-mobilenetl"
 # (expansion t, output channels c, number of blocks n); every stage starts with stride 2.
 STAGE_SETTINGS = ((1, 16, 2), (4, 32, 2), (4, 64, 2), (4, 96, 2), (4, 320, 2))
 STAGE_CHANNELS = tuple(c for _, c, _ in STAGE_SETTINGS)
-MC_STAGES = (2, 3, 4)
-DIM = sum(STAGE_CHANNELS[i] for i in MC_STAGES)
+DIM = sum(STAGE_CHANNELS[i] for i in StagedBackbone.mc_stages)
 
 
-class SegBranch(nn.Module):
+class SegBranch(StagedBackbone):
     architecture = ARCHITECTURE
     dim = DIM
 
@@ -70,14 +68,3 @@ class SegBranch(nn.Module):
 
     def init_kwargs(self) -> dict:
         return {"in_channels": self.in_channels}
-
-    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for block in self.blocks:
-            x = block(x)
-            outputs.append(x)
-        return outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stages = self.stages(x)
-        return self.head([stages[i] for i in MC_STAGES])
