@@ -1,0 +1,15 @@
+"""The StructVPR training method (Shen et al., CVPR 2023, Sec. 3.3-3.5), run by ``training/train.py``.
+
+Modules, in the order a run uses them:
+
+- ``config``: the job schema (``config/train_*.yaml``);
+- ``run``: the run directory, data loading, synthetic-set generation, the stages in order;
+- ``mining``: positives (10 m or ground truth), negatives (beyond 25 m), hard-negative cache;
+- ``inputs``: image tensors (RGB branch) and SLME tensors (seg branch), training tuples;
+- ``stage`` (the epoch loop), ``stage1``, ``partition_stage``, ``stage2``;
+- ``losses_kd``: triplet + φ-weighted distillation; ``embed``: descriptors split over DDP ranks;
+- ``distributed``: process groups (gloo on CPU, nccl on CUDA), seeding;
+- ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there).
+
+The group partition and φ themselves are in ``structvpr_core.partition``.
+"""

@@ -1,0 +1,54 @@
+"""The losses of StructVPR training, on tuples (q, p, n_1..n_K) of descriptors.
+
+Stage II, per triplet (q, p, n) with student (RGB) descriptors x^D and teacher (seg)
+descriptors x^S::
+
+    L = L_vpr(x^D_q, x^D_p, x^D_n) + Σ_{I ∈ {q, p, n}} φ(q, p) · ‖x^S_I − T(x^D_I)‖²
+
+- ‖·‖² is the squared L2 norm (a sum over the 480 dimensions, not a mean);
+- the distillation sum runs over the images of the tuple: q, p and, with K negatives per
+  query, every n_k (K = 1 is exactly the paper's formula);
+- both terms are averaged over the batch (the triplet term over all B·K triplets, the
+  distillation term over the B tuples), so the loss does not scale with the batch size and
+  DDP's gradient averaging over equal per-rank batches gives the single-process gradient;
+- T(x^D) is not re-normalised (T is a plain linear layer; the paper writes no normalisation).
+
+Stage I is the same call without a teacher: the triplet term alone.
+
+Tuples are tensors (B, 2+K, D) laid out [q, p, n_1, …, n_K] along dimension 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import triplet_loss
+
+
+def distillation_loss(projected: torch.Tensor, teacher: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """mean_b φ_b · Σ_I ‖teacher_bI − projected_bI‖², for (B, I, D) tensors and φ of shape (B,)."""
+    if projected.shape != teacher.shape or projected.dim() != 3:
+        raise ValueError(f"expected two (B, I, D) tensors of one shape, got {tuple(projected.shape)} "
+                         f"and {tuple(teacher.shape)}")
+    per_tuple = (teacher - projected).pow(2).sum(dim=(1, 2))
+    return (phi.to(per_tuple.dtype) * per_tuple).mean()
+
+
+def tuple_loss(student: torch.Tensor, margin: float = 0.1, projected: torch.Tensor | None = None,
+               teacher: torch.Tensor | None = None, phi: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, triplet term, distillation term) of a batch of tuples.
+
+    ``student``: (B, 2+K, D) descriptors; ``projected``: T(student), (B, 2+K, D_teacher);
+    ``teacher``: (B, 2+K, D_teacher); ``phi``: (B,). Without ``projected`` (stage I, or stage II
+    with method "none") the distillation term is 0.
+    """
+    if student.dim() != 3 or student.shape[1] < 3:
+        raise ValueError(f"expected (B, 2+K, D) student tuples, got {tuple(student.shape)}")
+    vpr = triplet_loss(student[:, 0], student[:, 1], student[:, 2:], margin=margin)
+    if projected is None:
+        return vpr, vpr, vpr.new_zeros(())
+    # Computed even when every φ of the batch is 0, so that T takes part in every step (DDP
+    # requires every rank to use the same parameters); T then gets a zero gradient.
+    kd = distillation_loss(projected, teacher, phi)
+    return vpr + kd, vpr, kd

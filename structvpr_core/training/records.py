@@ -1,0 +1,103 @@
+"""What a training stage leaves on disk, and reading it back for ``--resume``.
+
+Each stage writes under ``RUN/<stage>/`` (rank 0 only):
+
+- ``state.pt``: the resume state, replaced atomically after every epoch: model (and T)
+  weights, optimiser and AMP-scaler state, the last finished epoch, the global step, the best
+  validation result so far. Loaded with ``weights_only=True``.
+- ``best.pt``: the model with the best validation Recall@1 (``structvpr_core.checkpoint``
+  format; stage I seg: ``structvpr-seg-mobilenetl``, RGB branches: ``structvpr-rgb-mobilenetv2``,
+  loadable by the ``Extractor``). Without a validation split: the last epoch's model.
+- ``last.pt``: the model after the last finished epoch (same format).
+- ``log.csv``: one row per epoch; columns ``epoch`` (1-based), ``steps`` (optimiser steps in
+  the epoch), ``tuples`` (training tuples), ``loss``, ``loss_vpr``, ``loss_kd`` (means over the
+  epoch's steps and ranks; ``loss = loss_vpr + loss_kd``, ``loss_kd`` is 0 in stage I),
+  ``lr``, ``seconds`` (wall time of the epoch), then ``R@N`` for each N of ``recall_ns`` on the
+  validation split (empty when the epoch was not validated).
+- ``steps.csv``: one row per optimiser step: ``epoch``, ``step`` (global, 1-based), ``loss``,
+  ``loss_vpr``, ``loss_kd``.
+- ``done.json``: written last; the stage is complete (epochs, best epoch and recalls, seconds).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..atomic import atomic_write, atomic_write_json, atomic_write_text
+from ..errors import CheckpointError
+
+STATE = "state.pt"
+BEST = "best.pt"
+LAST = "last.pt"
+LOG = "log.csv"
+STEPS = "steps.csv"
+DONE = "done.json"
+STEP_COLUMNS = ["epoch", "step", "loss", "loss_vpr", "loss_kd"]
+
+
+def log_columns(recall_ns) -> list[str]:
+    return ["epoch", "steps", "tuples", "loss", "loss_vpr", "loss_kd", "lr", "seconds"] + [f"R@{n}" for n in recall_ns]
+
+
+class CsvLog:
+    """An append-only CSV file; ``keep`` rewrites it with only the rows a resumed run keeps."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path = Path(path)
+        self.columns = columns
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="", encoding="utf-8") as f:
+            # A crash can cut the last line short: keep only complete rows.
+            return [r for r in csv.DictReader(f) if None not in r.values() and None not in r]
+
+    def keep(self, predicate) -> None:
+        rows = [r for r in self.rows() if predicate(r)]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def append(self, row: dict) -> None:
+        new = not self.path.is_file()
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
+
+
+def _fmt(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def save_state(path: Path, state: dict) -> None:
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: name it, no traceback
+        raise CheckpointError(f"{path}: unreadable resume state ({type(e).__name__}); delete it to restart the stage") from None
+
+
+def read_done(stage_dir: Path) -> dict | None:
+    path = Path(stage_dir) / DONE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_done(stage_dir: Path, info: dict) -> None:
+    atomic_write_json(Path(stage_dir) / DONE, info)

@@ -1,0 +1,163 @@
+"""A training run: the data, the stage directories and the stages in order.
+
+Run directory (``--out RUN``)::
+
+    RUN/config.json            the resolved config of the last invocation (``config-<tag>.json`` with --tag)
+    RUN/stage1_seg/            stage I seg branch   (records: state.pt best.pt last.pt log.csv steps.csv done.json)
+    RUN/stage1_rgb/            stage I RGB branch   (same files)
+    RUN/partition[-TAG]/       pairs.csv partition.json phi_histogram.png done.json
+    RUN/teacher_cache/         stage-I teacher descriptors of the training split
+    RUN/stage2[-TAG]/          stage II student     (same files as stage I; best.pt is the final model)
+
+``--tag`` puts the partition and stage II of an ablation (e.g. ``--set partition.method=all``)
+beside the others while sharing stage I. A stage with ``done.json`` is complete: ``--resume``
+skips it; a stage with ``state.pt`` continues from its last finished epoch with ``--resume``.
+Without ``--resume`` a stage that already has outputs is an error (nothing is overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..atomic import atomic_write_json
+from ..config import to_dict
+from ..errors import ConfigError
+from . import records
+from .config import STAGES, TrainConfig
+from .distributed import DistEnv, barrier
+from .inputs import InputLoader
+from .mining import build_pairs, positive_mode
+from .stage import StepBudget
+
+
+@dataclass
+class RunContext:
+    cfg: TrainConfig
+    out: Path
+    env: DistEnv
+    tag: str | None = None
+    budget: StepBudget = field(default_factory=StepBudget)
+    train: object = None
+    val: object = None
+    pairs: object = None
+    _labels: dict = field(default_factory=dict)
+
+    def stage_dir(self, stage: str) -> Path:
+        if self.tag and stage in ("partition", "stage2"):
+            return self.out / f"{stage}-{self.tag}"
+        return self.out / stage
+
+    def labels(self):
+        """The label-map tree of the dataset (one tree mirrors every split)."""
+        from ..data.labelmaps import LabelMapTree
+
+        if "tree" not in self._labels:
+            d = self.cfg.data
+            self._labels["tree"] = LabelMapTree(d.label_root, d.root, taxonomy=self.cfg.slme.taxonomy)
+        return self._labels["tree"]
+
+    def loader(self, modality: str) -> InputLoader:
+        """Input of the ``rgb`` or ``seg`` branch (one label-map tree serves every split)."""
+        size = tuple(self.cfg.data.image_size)
+        if modality == "rgb":
+            return InputLoader("rgb", size)
+        return InputLoader("seg", size, self.cfg.slme, self.labels())
+
+
+def ensure_synthetic(cfg: TrainConfig, env: DistEnv) -> None:
+    """Generate the configured synthetic set when ``data.root`` does not exist yet (rank 0)."""
+    syn, root = cfg.data.synthetic, Path(cfg.data.root)
+    if syn is None or root.exists():
+        return
+    if env.is_main:
+        from ..data.synthetic import generate
+
+        print(f"train: generating a synthetic set of {syn.places} places at {root}", file=sys.stderr)
+        made = generate(root, syn.places, syn.seed, size=tuple(syn.size), db_views=syn.db_views,
+                        query_views=syn.query_views, progress=cfg.progress)
+        if made != root:
+            raise ConfigError(f"data.root: the generator wrote {made}, expected {root}")
+    barrier(env)
+
+
+def load_data(ctx: RunContext) -> None:
+    from ..data.dataset import load_dataset
+
+    d, m = ctx.cfg.data, ctx.cfg.mining
+    probe = load_dataset(d.root, d.format, split=d.train_split, pos_dist_m=m.negative_m)
+    if positive_mode(probe, m) == "ground_truth" and m.positive_m != m.negative_m:
+        # The dataset's own positive rule (e.g. MSLS) at the positive radius.
+        probe = load_dataset(d.root, d.format, split=d.train_split, pos_dist_m=m.positive_m)
+    ctx.train = probe
+    ctx.pairs = build_pairs(probe, m)
+    ctx.val = load_dataset(d.root, d.format, split=d.val_split) if d.val_split else None
+
+
+def _check_config(ctx: RunContext, resume: bool) -> None:
+    name = f"config-{ctx.tag}.json" if ctx.tag else "config.json"
+    path = ctx.out / name
+    current = to_dict(ctx.cfg)
+    if resume and path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
+        if changed and ctx.env.is_main:
+            print(f"train: warning: resuming with changed config sections: {', '.join(changed)}", file=sys.stderr)
+    if ctx.env.is_main:
+        atomic_write_json(path, current)
+
+
+def run_training(cfg: TrainConfig, out: str | Path, env: DistEnv, *, stages: list[str] | None = None,
+                 resume: bool = False, tag: str | None = None, max_steps: int | None = None) -> dict:
+    """Run the selected stages (all by default) in order; return {stage: its done.json content}."""
+    from .partition_stage import run_partition
+    from .stage1 import train_stage1
+    from .stage2 import train_stage2
+
+    stages = list(stages or STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
+    ctx = RunContext(cfg=cfg, out=Path(out), env=env, tag=tag, budget=StepBudget(max_steps))
+    todo = []
+    for stage in (s for s in STAGES if s in stages):
+        d = ctx.stage_dir(stage)
+        if (d / records.DONE).is_file():
+            if not resume:
+                raise ConfigError(f"{d}: stage already complete; pass --resume to skip it, or use another --out/--tag")
+            continue
+        if d.exists() and any(d.iterdir()) and not resume:
+            raise ConfigError(f"{d}: holds an unfinished stage; pass --resume to continue it")
+        todo.append(stage)
+    if env.is_main:
+        ctx.out.mkdir(parents=True, exist_ok=True)
+    barrier(env)
+    _check_config(ctx, resume)
+    results = {s: records.read_done(ctx.stage_dir(s)) for s in stages if s not in todo}
+    if not todo:
+        return results
+    ensure_synthetic(cfg, env)
+    load_data(ctx)
+    tag_note = " (synthetic data)" if ctx.train.synthetic else ""
+    for stage in todo:
+        if stage == "partition":
+            result = run_partition(ctx)
+        elif stage == "stage2":
+            result = train_stage2(ctx)
+        else:
+            result = train_stage1(stage.split("_")[1], ctx)
+        results[stage] = result
+        if env.is_main:
+            print(f"train: {stage} done{tag_note}: {describe(result)}", file=sys.stderr)
+    return results
+
+
+def describe(result: dict) -> str:
+    if "pairs" in result:
+        groups = ", ".join(f"{k} {v['count']} ({v['ratio']:.1%})" for k, v in result["groups"].items())
+        return f"{result['pairs']} pairs, {groups}, φ > 0 for {result['kd_ratio']:.1%}"
+    recalls = result.get("best_recalls") or {}
+    rec = ", ".join(f"R@{n} {r:.3f}" for n, r in recalls.items())
+    return f"{result.get('epochs')} epochs, best epoch {result.get('best_epoch')}" + (f" ({rec})" if rec else "")

@@ -1,0 +1,30 @@
+"""Stage I: the seg branch on SLME tensors and the RGB branch on images, each with the triplet loss."""
+
+from __future__ import annotations
+
+from ..config import to_dict
+from ..slme import num_channels
+from .distributed import seed_everything
+from .stage import StageSetup, run_stage
+
+
+def train_stage1(branch_kind: str, ctx) -> dict:
+    """Train the ``seg`` or ``rgb`` branch of stage I; ``ctx`` is the run's ``RunContext``."""
+    from ..models import build_rgb_branch, build_seg_branch
+
+    cfg = ctx.cfg
+    name = f"stage1_{branch_kind}"
+    seed_everything(cfg.seed + (1 if branch_kind == "seg" else 2))   # the random init is repeatable
+    if branch_kind == "seg":
+        branch = build_seg_branch(num_channels(cfg.slme))
+        loader = val_loader = ctx.loader("seg")
+    else:
+        branch = build_rgb_branch(pretrained=True)
+        loader = val_loader = ctx.loader("rgb")
+    setup = StageSetup(
+        name=name, index=1 if branch_kind == "seg" else 2, out_dir=ctx.stage_dir(name),
+        stage_cfg=getattr(cfg, name), branch=branch, loader=loader, train=ctx.train, pairs=ctx.pairs,
+        val=ctx.val, val_loader=val_loader,
+        checkpoint_config={"stage": name, "image_size": list(cfg.data.image_size), "slme": to_dict(cfg.slme),
+                           "train": to_dict(cfg)})
+    return run_stage(setup, cfg, ctx.env, ctx.budget)
