@@ -12,14 +12,18 @@ from structvpr_core.errors import DatasetError
 
 
 def write_side(folder: Path, rows, panos=()):
-    """rows: (key, easting, northing); writes the images and both CSVs as MSLS ships them."""
+    """rows: (key, easting, northing[, ca]); writes the images and both CSVs as MSLS ships them.
+
+    ca is the compass angle in degrees (90 when not given; None writes an empty cell).
+    """
     (folder / "images").mkdir(parents=True, exist_ok=True)
     post = [",key,easting,northing,unique_cluster,control_panel,night,view_direction"]
     raw = [",key,lon,lat,ca,captured_at,pano"]
-    for i, (key, e, n) in enumerate(rows):
+    for i, (key, e, n, *ca) in enumerate(rows):
+        ca = ca[0] if ca else 90.0
         assert cv2.imwrite(str(folder / "images" / f"{key}.jpg"), np.zeros((8, 8, 3), np.uint8))
         post.append(f"{i},{key},{e},{n},0,False,False,Forward")
-        raw.append(f"{i},{key},12.5,55.6,90.0,1500000000000,{key in panos}")
+        raw.append(f"{i},{key},12.5,55.6,{'' if ca is None else ca},1500000000000,{key in panos}")
     (folder / "postprocessed.csv").write_text("\n".join(post) + "\n")
     (folder / "raw.csv").write_text("\n".join(raw) + "\n")
 
@@ -62,7 +66,39 @@ def test_train_split_uses_the_official_training_cities(msls):
     assert load_dataset(msls / "train_val", format="msls", cities=["sf"]).num_queries == 1
 
 
+def test_compass_angles_are_read_per_image_and_nan_when_missing(tmp_path):
+    root = tmp_path / "m"
+    # query q0 and database image d_back are 1 m apart but face opposite ways; d_none has no angle
+    make_city(root, "cph", [("d_fwd", 0.0, 0.0, 10.0), ("d_back", 1.0, 0.0, 190.5), ("d_none", 2.0, 0.0, None),
+                            ("d_pano", 0.0, 1.0, 45.0), ("d_wrap", 3.0, 0.0, 370.0)],
+              [("q0", 0.0, 0.0, 5.0)], panos=("d_pano",))
+    make_city(root, "sf", [("s_d0", 0.0, 0.0, 270.0)], [("s_q0", 0.0, 0.0, 359.0)])
+    ds = load_dataset(root, format="msls")
+    assert [p.stem for p in ds.database] == ["d_fwd", "d_back", "d_none", "d_wrap", "s_d0"]
+    np.testing.assert_array_equal(ds.db_heading, [10.0, 190.5, np.nan, 10.0, 270.0])   # 370 wraps to 10
+    np.testing.assert_array_equal(ds.q_heading, [5.0, 359.0])
+    # evaluation positives stay distance-only: the image facing backwards is still a positive at 25 m
+    assert ds.positives[0].tolist() == [0, 1, 2, 3]
+    # without raw.csv every angle is unknown (and no panorama can be excluded)
+    (root / "train_val" / "sf" / "query" / "raw.csv").unlink()
+    (root / "train_val" / "cph" / "database" / "raw.csv").unlink()
+    bare = load_dataset(root, format="msls")
+    assert bare.num_database == 6 and np.isnan(bare.db_heading[:5]).all() and bare.db_heading[5] == 270.0
+    np.testing.assert_array_equal(bare.q_heading, [5.0, np.nan])
+
+
+def test_formats_without_compass_have_no_headings(tmp_path):
+    # the community folder format carries UTM in file names but no view direction
+    for side, name in (("database", "@585000.00@4477000.00@17@T@d0@.jpg"),
+                       ("queries", "@585001.00@4477000.00@17@T@q0@.jpg")):
+        (tmp_path / side).mkdir()
+        assert cv2.imwrite(str(tmp_path / side / name), np.zeros((8, 8, 3), np.uint8))
+    ds = load_dataset(tmp_path, format="folder")
+    assert ds.positives[0].tolist() == [0] and ds.db_heading is None and ds.q_heading is None
+
+
 @pytest.mark.parametrize("case, match", [
+    ("bad_heading", "compass angle 'ca' is not a number"),
     ("no_city", "none of the val cities present"),
     ("named_city_missing", "city folder missing"),
     ("no_column", "missing column 'northing'"),
@@ -76,7 +112,10 @@ def test_malformed_msls_inputs_are_named(tmp_path, case, match):
     post = root / "train_val" / "cph" / "query" / "postprocessed.csv"
     culprit = post
     kwargs = {}
-    if case == "no_city":
+    if case == "bad_heading":
+        culprit = post.with_name("raw.csv")
+        culprit.write_text(",key,lon,lat,ca,captured_at,pano\n0,q0,12.5,55.6,north,0,False\n")
+    elif case == "no_city":
         (root / "train_val" / "cph").rename(root / "train_val" / "nowhere")
         culprit = root / "train_val"
     elif case == "named_city_missing":

@@ -32,6 +32,9 @@ class PlaceDataset:
     format: str = ""
     split: str = ""
     meta: dict = field(default_factory=dict)
+    # Compass angle of each image in degrees (NaN where unknown); None when the format has none (MSLS has).
+    db_heading: np.ndarray | None = None
+    q_heading: np.ndarray | None = None
 
     @property
     def num_queries(self) -> int:

@@ -7,7 +7,11 @@ mapillary_sls: ``train`` → the 22 training cities, ``val`` → cph and sf. The
 cities come without coordinates, so ``split="test"`` reads the validation cities, which is what
 the community reports as "MSLS val". Cities missing on disk are skipped (downloads are often
 partial); none present is an error. Panoramas are excluded (``raw.csv`` pano=True), as in
-mapillary_sls. Cities named explicitly (``cities=``) must all exist. Positives: database images of the same city within ``pos_dist_m`` (25 m).
+mapillary_sls. Cities named explicitly (``cities=``) must all exist. Positives: database images
+of the same city within ``pos_dist_m`` (25 m), by distance only (as the community evaluates
+MSLS). Each image's compass angle (``ca`` of ``raw.csv``, degrees) is kept as ``db_heading`` /
+``q_heading`` (NaN where ``raw.csv`` or the value is missing), so a trainer can also require
+similar view directions (``mining.max_view_angle_deg``).
 """
 
 from __future__ import annotations
@@ -62,17 +66,37 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
         raise DatasetError(f"{path}: not a readable CSV file ({e})") from None
 
 
-def read_side(folder: Path, exclude_panos: bool = True) -> tuple[list[Path], np.ndarray]:
-    """Images and UTM coordinates of one ``database`` or ``query`` folder of a city."""
+def _heading(value: str | None, where: str) -> float:
+    """A compass angle from raw.csv in [0, 360) degrees; NaN when the cell is empty or absent."""
+    text = (value or "").strip()
+    if not text or text.lower() == "nan":
+        return float("nan")
+    try:
+        angle = float(text)
+    except ValueError:
+        raise DatasetError(f"{where}: compass angle 'ca' is not a number ({text!r})") from None
+    return angle % 360.0 if np.isfinite(angle) else float("nan")
+
+
+def read_raw(folder: Path, exclude_panos: bool) -> tuple[set[str], dict[str, float]]:
+    """Panorama keys and compass angles (degrees, NaN if unknown) from ``raw.csv``; empty when it is absent."""
+    raw = folder / "raw.csv"
+    if not raw.is_file():
+        return set(), {}
+    rows = _read_csv(raw, ("key", "pano") if exclude_panos else ("key",))
+    panos = {r["key"] for r in rows if exclude_panos and r["pano"].strip().lower() == "true"}
+    headings = {r["key"]: _heading(r.get("ca"), f"{raw}:{line}") for line, r in enumerate(rows, start=2)}
+    return panos, headings
+
+
+def read_side(folder: Path, exclude_panos: bool = True) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Images, UTM coordinates and compass angles (degrees, NaN if unknown) of one ``database`` or ``query`` folder."""
     post = folder / "postprocessed.csv"
     if not post.is_file():
         raise DatasetError(f"{post}: missing (MSLS needs postprocessed.csv with easting/northing)")
     rows = _read_csv(post, ("key", "easting", "northing"))
-    panos: set[str] = set()
-    raw = folder / "raw.csv"
-    if exclude_panos and raw.is_file():
-        panos = {r["key"] for r in _read_csv(raw, ("key", "pano")) if r["pano"].strip().lower() == "true"}
-    paths, coords = [], []
+    panos, compass = read_raw(folder, exclude_panos)
+    paths, coords, headings = [], [], []
     for line, row in enumerate(rows, start=2):
         if row["key"] in panos:
             continue
@@ -85,9 +109,10 @@ def read_side(folder: Path, exclude_panos: bool = True) -> tuple[list[Path], np.
             raise DatasetError(f"{post}:{line}: names a missing image {image}")
         paths.append(image)
         coords.append((east, north))
+        headings.append(compass.get(row["key"], float("nan")))
     if not paths:
         raise DatasetError(f"{post}: no images")
-    return paths, np.asarray(coords, dtype=np.float64)
+    return paths, np.asarray(coords, dtype=np.float64), np.asarray(headings, dtype=np.float64)
 
 
 def load_msls(root: Path, split: str = "test", pos_dist_m: float = 25.0, cities: list[str] | None = None,
@@ -103,9 +128,10 @@ def load_msls(root: Path, split: str = "test", pos_dist_m: float = 25.0, cities:
     if not present:
         raise DatasetError(f"{base}: none of the {used_split} cities present (expected e.g. {base / wanted[0]})")
     database, queries, db_coords, q_coords, positives = [], [], [], [], []
+    db_heading, q_heading = [], []
     for k, city in enumerate(present):
-        db_paths, db_utm = read_side(base / city / "database", exclude_panos)
-        q_paths, q_utm = read_side(base / city / "query", exclude_panos)
+        db_paths, db_utm, db_ca = read_side(base / city / "database", exclude_panos)
+        q_paths, q_utm, q_ca = read_side(base / city / "query", exclude_panos)
         offset = len(database)
         positives += [p + offset for p in radius_neighbours(db_utm, q_utm, pos_dist_m)]
         shift = np.array([k * CITY_SHIFT_M, 0.0])
@@ -113,8 +139,10 @@ def load_msls(root: Path, split: str = "test", pos_dist_m: float = 25.0, cities:
         queries += q_paths
         db_coords.append(db_utm + shift)
         q_coords.append(q_utm + shift)
+        db_heading.append(db_ca)
+        q_heading.append(q_ca)
     return PlaceDataset(
         name=f"msls-{used_split}", root=root, database=database, queries=queries, positives=positives,
         db_coords=np.concatenate(db_coords), q_coords=np.concatenate(q_coords), kind="geo", format="msls",
-        split=used_split, meta={"source": str(base), "cities": present, "pos_dist_m": pos_dist_m,
-                                "city_shift_m": CITY_SHIFT_M})
+        split=used_split, db_heading=np.concatenate(db_heading), q_heading=np.concatenate(q_heading),
+        meta={"source": str(base), "cities": present, "pos_dist_m": pos_dist_m, "city_shift_m": CITY_SHIFT_M})

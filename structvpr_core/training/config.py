@@ -67,6 +67,9 @@ class MiningConfig:
     cache_queries: int = 1000         # queries per cache refresh: mining runs again after this many
     negative_pool: int = 1000         # random database images searched for hard negatives per refresh
     embed_batch_size: int = 16
+    # Positives must also face the query's way: wrapped compass-angle difference <= this (degrees),
+    # applied when the dataset has headings (MSLS); pairs with an unknown heading are kept. None: no filter.
+    max_view_angle_deg: float | None = None
 
     def validate(self) -> None:
         if self.positives not in ("auto", "radius", "ground_truth"):
@@ -76,6 +79,8 @@ class MiningConfig:
         for name in ("negatives_per_query", "cache_queries", "negative_pool", "embed_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_view_angle_deg is not None and not 0 < self.max_view_angle_deg <= 180:
+            raise ConfigError(f"max_view_angle_deg: must be in (0, 180] degrees or null, got {self.max_view_angle_deg}")
 
 
 @dataclass

@@ -2,8 +2,11 @@
 
 - **Positives** of a query: database images within ``positive_m`` (10 m) when the dataset has
   coordinates (``positives: radius``), or the dataset's own positives (``ground_truth``, e.g.
-  MSLS), loaded at ``positive_m``. The *best* positive of a query — the one the current model
-  ranks highest — is chosen anew at every cache refresh.
+  MSLS), loaded at ``positive_m``. With ``max_view_angle_deg`` and a dataset that has compass
+  headings (MSLS), a positive must also look the query's way (wrapped angle difference at most
+  the threshold; an unknown heading keeps the pair); the dropped ones are neither positives nor
+  negatives. The *best* positive of a query — the one the current model ranks highest — is
+  chosen anew at every cache refresh.
 - **Negatives**: database images farther than ``negative_m`` (25 m). Images between the two
   radii are neither (they are ambiguous). Without coordinates, every non-positive is a negative.
 - **Hard negatives** come from a cache refreshed every ``cache_queries`` queries: the current
@@ -48,6 +51,30 @@ def positive_mode(dataset, cfg: MiningConfig) -> str:
     return cfg.positives
 
 
+def view_angle_deg(a, b) -> np.ndarray:
+    """Smallest angle between compass headings ``a`` and ``b`` (degrees, broadcast): 350 vs 10 is 20."""
+    return np.abs((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64) + 180.0) % 360.0 - 180.0)
+
+
+def facing_filter(dataset, positives: list[np.ndarray], max_angle: float | None) -> list[np.ndarray]:
+    """Keep the positives whose heading differs from their query's by at most ``max_angle`` degrees.
+
+    Unchanged when ``max_angle`` is None or the dataset has no headings; a NaN heading keeps the pair.
+    """
+    db_h, q_h = getattr(dataset, "db_heading", None), getattr(dataset, "q_heading", None)
+    if max_angle is None or db_h is None or q_h is None:
+        return positives
+    db_h, q_h = np.asarray(db_h, dtype=np.float64), np.asarray(q_h, dtype=np.float64)
+    if len(db_h) != dataset.num_database or len(q_h) != dataset.num_queries:
+        raise DatasetError(f"{dataset.root}: {len(db_h)} database / {len(q_h)} query headings for "
+                           f"{dataset.num_database} database / {dataset.num_queries} query images")
+    kept = []
+    for q, pos in enumerate(positives):
+        angle = view_angle_deg(q_h[q], db_h[pos])
+        kept.append(pos[np.isnan(angle) | (angle <= max_angle)])
+    return kept
+
+
 def build_pairs(dataset, cfg: MiningConfig) -> TrainingPairs:
     """Positives and no-negative sets of every training query of ``dataset`` (a PlaceDataset).
 
@@ -55,16 +82,19 @@ def build_pairs(dataset, cfg: MiningConfig) -> TrainingPairs:
     """
     has_coords = dataset.db_coords is not None and dataset.q_coords is not None
     if positive_mode(dataset, cfg) == "radius":
-        positives = dataset.within(cfg.positive_m)
+        close = dataset.within(cfg.positive_m)
     else:
-        positives = [np.asarray(p, dtype=np.int64) for p in dataset.positives]
+        close = [np.asarray(p, dtype=np.int64) for p in dataset.positives]
+    positives = facing_filter(dataset, close, cfg.max_view_angle_deg)
+    # Close images facing elsewhere stay out of the negatives: they may still show the place.
     if has_coords:
-        near = [np.union1d(n, p) for n, p in zip(dataset.within(cfg.negative_m), positives)]
+        near = [np.union1d(n, c) for n, c in zip(dataset.within(cfg.negative_m), close)]
     else:
-        near = positives
+        near = close
     usable = np.array([i for i, p in enumerate(positives) if len(p)], dtype=np.int64)
     if usable.size == 0:
-        raise DatasetError(f"{dataset.root}: no training query has a positive within {cfg.positive_m} "
+        facing = f" facing within {cfg.max_view_angle_deg} degrees" if positives is not close else ""
+        raise DatasetError(f"{dataset.root}: no training query has a positive within {cfg.positive_m}{facing} "
                            f"(split {dataset.split or '-'})")
     return TrainingPairs(positives, near, usable)
 
