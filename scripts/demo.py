@@ -178,7 +178,12 @@ def percentile(values, q):
 
 
 def summarise(dataset, results: dict, offline: dict | None) -> tuple[list[dict], dict]:
-    db_index = {str(p): i for i, p in enumerate(dataset.database)}
+    # Map sources are stored as resolved paths; the dataset may name the same files via a symlink.
+    resolved = {str(Path(p).resolve()): i for i, p in enumerate(dataset.database)}
+
+    def db_index(source: str) -> int:
+        return resolved.get(str(Path(source).resolve()), -1)
+
     rows = []
     for qi, q in enumerate(dataset.queries):
         positives = set(int(i) for i in dataset.positives[qi])
@@ -186,7 +191,7 @@ def summarise(dataset, results: dict, offline: dict | None) -> tuple[list[dict],
         row = {"query": str(q), "index": qi, "positives": sorted(positives), "answered": got is not None}
         if got is not None:
             msg, arrival, stamp = got
-            cands = [{"source": c.source, "index": db_index.get(c.source, -1), "score": float(c.score)}
+            cands = [{"source": c.source, "index": db_index(c.source), "score": float(c.score)}
                      for c in msg.candidates]
             for c in cands:
                 c["correct"] = c["index"] in positives
@@ -194,8 +199,8 @@ def summarise(dataset, results: dict, offline: dict | None) -> tuple[list[dict],
                        search_ms=float(msg.search_ms), verify_ms=float(msg.verify_ms),
                        top1=bool(cands) and cands[0]["correct"], top5=any(c["correct"] for c in cands[:5]))
         if offline is not None:
-            row["offline_top5"] = any(db_index.get(s, -1) in positives for s in offline.get(str(q), [])[:5])
-            row["offline_top1"] = bool(offline.get(str(q))) and db_index.get(offline[str(q)][0], -1) in positives
+            row["offline_top5"] = any(db_index(s) in positives for s in offline.get(str(q), [])[:5])
+            row["offline_top1"] = bool(offline.get(str(q))) and db_index(offline[str(q)][0]) in positives
         rows.append(row)
     n = len(rows)
     answered = [r for r in rows if r["answered"]]
