@@ -4,22 +4,36 @@ Only the RGB branch runs at deployment (StructVPR distils the segmentation knowl
 Images of any size and kind ``images.to_bgr8`` accepts (grey, colour, alpha, 16-bit, float) are
 resized to ``image_size`` (W, H; 640×480 as in the paper; INTER_AREA when shrinking, bilinear
 when enlarging), normalised with the ImageNet mean and std and embedded in batches.
+
+Backends (``backend=``, see ``backends/providers.py`` for the full table): ``auto`` runs ONNX
+Runtime on the CPU (measured ~2× faster than PyTorch here; the ONNX file is exported on first
+use and cached by fingerprint, see ``backends/onnx_cache.py``) and PyTorch on CUDA (TensorRT
+through ONNX Runtime when installed: untested here, no GPU). ``torch``, ``onnxruntime`` and
+``tensorrt`` force one. The model is a checkpoint (``.pt``), the ImageNet initialisation (None),
+or an exported ``.onnx`` file (its sidecar gives the fingerprint); ``onnx_model=`` pairs a
+checkpoint with a given export (e.g. the int8 one), checked to come from the same weights.
+
+The ``fingerprint`` is that of the weights and input size, whatever the backend or precision:
+a map built with PyTorch is queried with ONNX Runtime, and an int8 export of the same weights
+counts as the same model (measured: int8 descriptors stay within cosine ~0.99 of fp32 ones;
+``precision`` tells which one runs). See docs/performance.md.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, ImageError
+from .backends import preprocess as _preprocess
+from .errors import CheckpointError, ConfigError, ImageError
 from .images import read_image, to_bgr8
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 COLORS = ("bgr", "rgb", "gray", "grey")
+IMAGENET_MEAN, IMAGENET_STD = _preprocess.IMAGENET_MEAN, _preprocess.IMAGENET_STD   # also used by training.inputs
 
 
 def resolve_device(device: str):
@@ -54,91 +68,185 @@ def resize_image(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image_bgr, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def is_onnx_file(path) -> bool:
+    return path is not None and Path(path).suffix.lower() == ".onnx"
+
+
 class Extractor:
-    """Embeds images with the StructVPR RGB branch (a checkpoint, or the ImageNet initialisation).
+    """Embeds images with the StructVPR RGB branch (a checkpoint, the ImageNet initialisation or an ONNX export).
 
     ``batch_size``: images decoded and prepared per step, and per forward pass on CUDA; on the CPU
-    the network runs one image at a time (faster there, see ``_forward``).
-    ``channels_last``: memory format of the forward pass; ``None`` (default) uses it on the CPU,
-    where it measured ~20 % less CPU time per 640×480 image than the default layout.
+    the network runs one image at a time (faster there, for both runtimes).
+    ``channels_last`` (PyTorch only): ``None`` (default) uses it on the CPU, where it measured
+    ~20 % less CPU time per 640×480 image than the default layout.
+    ``backend``: auto | torch | onnxruntime | tensorrt (see the module docstring).
+    ``threads``: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
+    ``onnx_model``: an exported ONNX file to run for ``checkpoint`` (instead of the cached export).
+
+    After construction: ``backend`` (torch | onnxruntime | tensorrt: what runs), ``providers``
+    (ONNX Runtime's, in order), ``precision`` (fp32 | fp16 | int8), ``onnx_path``, ``fingerprint``,
+    ``source`` (where the weights came from: checkpoint path or "imagenet", sha256).
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str = "auto",
                  image_size: tuple[int, int] = (640, 480), batch_size: int = 8, half: bool = False,
-                 channels_last: bool | None = None) -> None:
-        import torch
-
-        from .checkpoint import build_model_from_checkpoint
-        from .models import RGBBranch, build_rgb_branch
-        from .models.fusion import fuse_conv_bn
-        from .weights import file_sha256, verify_imagenet_weights
+                 channels_last: bool | None = None, backend: str = "auto", threads: int | None = None,
+                 onnx_model: str | os.PathLike | None = None) -> None:
+        from .backends.providers import available_providers, plan_backend
 
         if (len(image_size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                              for v in image_size) or min(image_size) < 1):
             raise ConfigError(f"image_size: expected (W, H) of positive integers, got {image_size!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                    or threads < 1):
+            raise ConfigError(f"threads: expected a positive integer or None, got {threads!r}")
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
             raise ConfigError(f"half: half precision is only supported on CUDA, not on device {self.device.type!r}")
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.batch_size = int(batch_size)
         self.half = bool(half)
-        self.channels_last = (self.device.type == "cpu") if channels_last is None else bool(channels_last)
-
-        if checkpoint is None:
-            model = build_rgb_branch(pretrained=True)
-            weights_file = verify_imagenet_weights()
-        else:
-            weights_file = Path(checkpoint)
-            model = build_model_from_checkpoint(weights_file, expected_architecture=RGBBranch.architecture)
+        self.threads = None if threads is None else int(threads)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.dim = int(model.dim)
-        self.fingerprint = {
-            "architecture": model.architecture,
-            "weights_sha256": file_sha256(weights_file),
-            "input_size": [self.image_size[0], self.image_size[1]],
-            "descriptor_dim": self.dim,
-        }
-        model = fuse_conv_bn(model.eval()).to(self.device)
-        if self.half:
-            model = model.half()
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self._dtype = torch.float16 if self.half else torch.float32
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0
+        onnx_only = is_onnx_file(checkpoint)
+        if onnx_only and onnx_model is not None:
+            raise ConfigError("onnx_model: give either an .onnx checkpoint or onnx_model, not both")
+
+        self.fingerprint, self.dim, self.source = self._identify(onnx_only)
+        w, h = self.image_size
+        plan = plan_backend(backend, self.device.type, available_providers(), device_index=self.device.index,
+                            onnx_only=onnx_only or onnx_model is not None, half=self.half,
+                            trt_cache_dir=_trt_cache_dir(), max_batch=self.batch_size, input_shape=(3, h, w))
+        if plan.warning:
+            warnings.warn(plan.warning, RuntimeWarning, stacklevel=2)
+        if self.half and plan.runtime == "onnxruntime" and plan.name != "tensorrt":
+            raise ConfigError("half: ONNX Runtime runs the fp32 export; use backend torch or tensorrt for half "
+                              "precision")
+        self.model = None
+        self.onnx_path: Path | None = None
+        self.channels_last = False
+        self._runner = None
+        if plan.runtime == "onnxruntime":
+            explicit = self.checkpoint if onnx_only else (None if onnx_model is None else Path(onnx_model))
+            try:
+                self._start_onnxruntime(plan, explicit)
+            except Exception as e:
+                # auto with the cached export: anything going wrong there must not stop a robot
+                # that PyTorch can serve; a file the user named is their error to see.
+                if backend != "auto" or explicit is not None:
+                    raise
+                warnings.warn(f"ONNX Runtime unavailable for this model ({e}); running PyTorch instead",
+                              RuntimeWarning, stacklevel=2)
+                plan = plan_backend("torch", self.device.type, None)
+        if plan.runtime == "torch":
+            self._start_torch(channels_last)
+        self.backend = plan.name
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _identify(self, onnx_only: bool) -> tuple[dict, int, dict]:
+        """(fingerprint, dim, source) without building the network (the ONNX path may not need it)."""
+        from .checkpoint import load_checkpoint
+        from .export import check_onnx_model
+        from .models import DIMS, RGBBranch
+        from .weights import file_sha256, verify_imagenet_weights
+
+        size = [self.image_size[0], self.image_size[1]]
+        if onnx_only:
+            meta = check_onnx_model(self.checkpoint, image_size=self.image_size)
+            fp = dict(meta["fingerprint"])
+            if fp["architecture"] != RGBBranch.architecture:
+                raise CheckpointError(f"{self.checkpoint}: holds architecture {fp['architecture']!r}, "
+                                     f"not the RGB branch {RGBBranch.architecture!r}")
+            return fp, int(fp["descriptor_dim"]), dict(meta.get("source") or {})
+        if self.checkpoint is None:
+            weights = verify_imagenet_weights()
+            source = {"checkpoint": None, "weights": "imagenet", "sha256": file_sha256(weights)}
+        else:
+            weights = self.checkpoint
+            load_checkpoint(weights, expected_architecture=RGBBranch.architecture)  # fails early, naming the file
+            source = {"checkpoint": str(weights.resolve()), "sha256": file_sha256(weights)}
+        arch = RGBBranch.architecture
+        fp = {"architecture": arch, "weights_sha256": source["sha256"], "input_size": size,
+              "descriptor_dim": DIMS[arch]}
+        return fp, DIMS[arch], source
+
+    def _build_model(self):
+        from .checkpoint import build_model_from_checkpoint
+        from .models import RGBBranch, build_rgb_branch
+
+        if self.checkpoint is None:
+            return build_rgb_branch(pretrained=True).eval()
+        return build_model_from_checkpoint(self.checkpoint, expected_architecture=RGBBranch.architecture)
+
+    def _start_torch(self, channels_last: bool | None) -> None:
+        from .backends.torch_backend import TorchRunner
+
+        self.channels_last = (self.device.type == "cpu") if channels_last is None else bool(channels_last)
+        self._runner = TorchRunner(self._build_model(), self.device, half=self.half,
+                                   channels_last=self.channels_last)
+        self.model = self._runner.model
+        self.providers: list[str] = []
+        self.precision = "fp16" if self.half else "fp32"
+
+    def _start_onnxruntime(self, plan, explicit: Path | None) -> None:
+        from .backends.onnx_cache import cached_onnx
+        from .backends.ort_backend import OrtRunner
+        from .export import check_onnx_model
+
+        if explicit is not None:
+            meta = check_onnx_model(explicit, expected_fingerprint=self.fingerprint, image_size=self.image_size)
+            path = explicit
+        else:
+            path, _ = cached_onnx(self.fingerprint, self._build_model, source=self.source)
+            meta = check_onnx_model(path, expected_fingerprint=self.fingerprint, image_size=self.image_size)
+        runner = OrtRunner(path, providers=plan.providers, image_size=self.image_size, dim=self.dim,
+                           threads=self.threads)
+        self._runner, self.onnx_path = runner, Path(path)
+        self.providers = runner.providers
+        self.precision = "fp16" if (plan.name == "tensorrt" and self.half) else meta["precision"]
 
     def __repr__(self) -> str:
         return (f"Extractor({self.fingerprint['architecture']}, dim={self.dim}, device={self.device}, "
-                f"image_size={self.image_size}, checkpoint={self.checkpoint})")
+                f"backend={self.backend}, precision={self.precision}, image_size={self.image_size}, "
+                f"checkpoint={self.checkpoint})")
+
+    # -- embedding -----------------------------------------------------------------------------
 
     def prepare(self, image: np.ndarray, color: str = "bgr", name: str = "image") -> np.ndarray:
         """One image as H×W×3 uint8 **RGB** at ``image_size`` (the network's input before normalising)."""
+        return np.ascontiguousarray(self._prepare_bgr(image, color, name)[:, :, ::-1])
+
+    def _prepare_bgr(self, image: np.ndarray, color: str = "bgr", name: str = "image") -> np.ndarray:
+        """One image as H×W×3 uint8 BGR at ``image_size`` (possibly a strided view)."""
         if color not in COLORS:
             raise ConfigError(f"color: expected one of {list(COLORS)}, got {color!r}")
         is_colour = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] in (3, 4)
         bgr = to_bgr8(image, name=name)
         if color == "rgb" and is_colour:
             bgr = bgr[:, :, ::-1]  # the caller's RGB(A) went through to_bgr8 unchanged: swap it now
-        return np.ascontiguousarray(resize_image(bgr, self.image_size)[:, :, ::-1])
+        return resize_image(bgr, self.image_size)
 
     def _forward(self, batch_rgb: np.ndarray) -> np.ndarray:
-        import torch
+        """Descriptors of prepared images ((N, H, W, 3) uint8 RGB at ``image_size``)."""
+        return self._run(batch_rgb, "rgb")
 
-        with torch.inference_mode():
-            x = torch.from_numpy(batch_rgb).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float()  # uint8 travels to the GPU, not float
-            x = ((x - self._mean) / self._std).to(self._dtype)  # normalise in float32, then cast
-            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-            # On the CPU one image per forward pass is fastest: at 640×480 a batch's activations
-            # overflow the caches (measured: 8 images cost ~2× the CPU time per image of 1).
-            step = 1 if self.device.type == "cpu" else len(x)
-            desc = torch.cat([self.model(x[i:i + step]) for i in range(0, len(x), step)]).float()
-            # Renormalise in float32: half-precision outputs are only approximately unit length.
-            desc = torch.nn.functional.normalize(desc, dim=1)
-        return desc.cpu().numpy().astype(np.float32, copy=False)
+    def _run(self, batch: np.ndarray, order: str) -> np.ndarray:
+        if self.onnx_path is None:
+            if order == "bgr":
+                batch = np.ascontiguousarray(batch[..., ::-1])
+            return self._runner.run(batch)
+        from .backends.preprocess import normalise_nchw
+
+        x = normalise_nchw(batch, order)   # reads BGR planes directly: no channel-swap copy
+        # One image per run on the CPU, as with PyTorch: larger batches overflow the caches.
+        step = 1 if self.device.type == "cpu" else len(x)
+        desc = np.concatenate([self._runner.run(x[i:i + step]) for i in range(0, len(x), step)])
+        desc = np.asarray(desc, dtype=np.float32)
+        # The graph normalises already; int8 and fp16 outputs are only approximately unit length.
+        return desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
 
     def embed(self, images: Sequence[np.ndarray], color: str = "bgr") -> np.ndarray:
         """Descriptors (N, dim) float32, L2-normalised, of a sequence of images (any size/kind)."""
@@ -147,8 +255,8 @@ class Extractor:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            batch = np.stack([self.prepare(im, color, name=f"image {start + i}") for i, im in enumerate(chunk)])
-            out[start:start + len(chunk)] = self._forward(batch)
+            batch = np.stack([self._prepare_bgr(im, color, name=f"image {start + i}") for i, im in enumerate(chunk)])
+            out[start:start + len(chunk)] = self._run(batch, "bgr")
         return out
 
     def embed_paths(self, paths: Sequence[str | os.PathLike], progress: bool = True) -> np.ndarray:
@@ -160,7 +268,13 @@ class Extractor:
         with tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar:
             for start in range(0, len(paths), self.batch_size):
                 chunk = paths[start:start + self.batch_size]
-                batch = np.stack([self.prepare(read_image(p), "bgr", name=str(p)) for p in chunk])
-                out[start:start + len(chunk)] = self._forward(batch)
+                batch = np.stack([self._prepare_bgr(read_image(p), "bgr", name=str(p)) for p in chunk])
+                out[start:start + len(chunk)] = self._run(batch, "bgr")
                 bar.update(len(chunk))
         return out
+
+
+def _trt_cache_dir() -> str:
+    from .backends.onnx_cache import cache_dir
+
+    return str(cache_dir().parent / "tensorrt")

@@ -1,0 +1,70 @@
+"""ONNX Runtime inference of an exported model (CPU; CUDA and TensorRT providers untested here).
+
+Session options: all graph optimisations, ``intra_op`` threads as asked (default: PyTorch's
+thread count, so ``torch.set_num_threads`` and ``OMP_NUM_THREADS`` keep meaning what they
+mean), one inter-op thread, sequential execution (one small graph: parallel branches are rare).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError
+
+
+def default_threads() -> int:
+    try:
+        import torch
+
+        return max(1, int(torch.get_num_threads()))
+    except ImportError:
+        return max(1, os.cpu_count() or 1)
+
+
+def make_session(onnx_path: str | os.PathLike, providers, threads: int | None = None):
+    """An InferenceSession; CheckpointError naming the file when ONNX Runtime cannot load it."""
+    import onnxruntime as ort
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads: expected a positive integer or None, got {threads!r}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+    try:
+        return ort.InferenceSession(str(onnx_path), so, providers=list(providers))
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{onnx_path}: ONNX Runtime cannot load this model ({first[:200]})") from None
+
+
+class OrtRunner:
+    """Runs normalised NCHW batches through a session, checked against the expected shapes."""
+
+    def __init__(self, onnx_path: str | os.PathLike, *, providers, image_size: tuple[int, int], dim: int,
+                 threads: int | None = None) -> None:
+        self.path = Path(onnx_path)
+        self.session = make_session(self.path, providers, threads)
+        self.providers = list(self.session.get_providers())
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise CheckpointError(f"{self.path}: expected one input and one output, the graph has "
+                                  f"{len(inputs)} and {len(outputs)}")
+        w, h = image_size
+        shape = list(inputs[0].shape)
+        if len(shape) != 4 or shape[1:] != [3, int(h), int(w)]:
+            raise CheckpointError(f"{self.path}: graph input has shape {shape}, expected [batch, 3, {h}, {w}] "
+                                  f"(input size {w}x{h})")
+        out_shape = list(outputs[0].shape)
+        if len(out_shape) != 2 or out_shape[1] != int(dim):
+            raise CheckpointError(f"{self.path}: graph output has shape {out_shape}, expected [batch, {dim}] "
+                                  "(descriptor dim of its sidecar)")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+
+    def run(self, batch_nchw: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch_nchw})[0]

@@ -1,0 +1,50 @@
+"""PyTorch inference of the RGB branch: BatchNorm folded, channels_last on the CPU, half on CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+
+class TorchRunner:
+    """Runs (N, H, W, 3) uint8 RGB batches through ``model`` on ``device``.
+
+    ``channels_last``: measured ~20 % less CPU time per 640×480 image than the default layout
+    (with BatchNorm folded, ~25 % more): the Extractor uses it on the CPU by default.
+    ``fuse``: fold BatchNorm into the convolutions (off only to measure plain eager PyTorch).
+    """
+
+    def __init__(self, model, device, *, half: bool = False, channels_last: bool = False, fuse: bool = True) -> None:
+        import torch
+
+        from ..models.fusion import fuse_conv_bn
+
+        self.device = device
+        self.half = bool(half)
+        self.channels_last = bool(channels_last)
+        model = (fuse_conv_bn(model.eval()) if fuse else model.eval()).to(device)
+        if self.half:
+            model = model.half()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._dtype = torch.float16 if self.half else torch.float32
+        self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
+
+    def run(self, batch_rgb: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch_rgb).to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float()  # uint8 travels to the GPU, not float
+            x = ((x - self._mean) / self._std).to(self._dtype)  # normalise in float32, then cast
+            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            # On the CPU one image per forward pass is fastest: at 640×480 a batch's activations
+            # overflow the caches (measured: 8 images cost ~2× the CPU time per image of 1).
+            step = 1 if self.device.type == "cpu" else len(x)
+            desc = torch.cat([self.model(x[i:i + step]) for i in range(0, len(x), step)]).float()
+            # Renormalise in float32: half-precision outputs are only approximately unit length.
+            desc = torch.nn.functional.normalize(desc, dim=1)
+        return desc.cpu().numpy().astype(np.float32, copy=False)
