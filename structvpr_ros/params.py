@@ -28,9 +28,10 @@ DESCRIPTIONS = {
     "pose_type": "Message type on pose_topic: 'odometry' (nav_msgs/Odometry) or 'pose_stamped' (geometry_msgs/PoseStamped).",
     "pose_max_gap_s": "Largest gap between two poses, or between the newest pose and an image, to attach a pose to it.",
     "map_path": "Map database directory. Localization: a prebuilt map (read-only). Mapping: loaded if present, else created; saved there.",
-    "checkpoint": "Model checkpoint (.pt). '' = the ImageNet-initialised RGB branch; must match the map's model.",
+    "checkpoint": "Model checkpoint (.pt, or an .onnx from structvpr export). '' = the ImageNet-initialised RGB branch; must match the map's model.",
     "device": "Where the model runs: auto (cuda if available), cuda or cpu.",
-    "cpu_threads": "Torch CPU threads for the model (0 = library default).",
+    "backend": "Inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU), torch, onnxruntime or tensorrt.",
+    "cpu_threads": "CPU threads of the model, torch and ONNX Runtime (0 = library default).",
     "image_width": "Model input width in pixels; must match the map.",
     "image_height": "Model input height in pixels; must match the map.",
     "top_k": "Number of candidates searched and published per query.",
@@ -63,6 +64,7 @@ class NodeParams:
     map_path: str = ""
     checkpoint: str = ""
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
     cpu_threads: int = 0
     image_width: int = 640
     image_height: int = 480

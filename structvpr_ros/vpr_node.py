@@ -49,8 +49,8 @@ def build_detector(params: NodeParams, log=print):
         import torch
 
         torch.set_num_threads(params.cpu_threads)
-    extractor = Extractor(params.checkpoint or None, device=params.device,
-                          image_size=params.image_size, batch_size=1)
+    extractor = Extractor(params.checkpoint or None, device=params.device, backend=params.backend,
+                          threads=params.cpu_threads or None, image_size=params.image_size, batch_size=1)
     if params.mode == "mapping" and not Path(params.map_path).exists():
         log(f"mapping: no map at {params.map_path} yet, starting an empty one")
         mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim)

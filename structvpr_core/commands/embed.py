@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_backend_argument
+
 NAME = "embed"
 HELP = "compute StructVPR global descriptors of images and save them as an (N, D) .npy file"
 DESCRIPTION = """\
@@ -25,6 +27,7 @@ def add_arguments(parser) -> None:
                         help="trained RGB-branch checkpoint (default: ImageNet MobileNetV2 weights)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the network runs; auto = cuda when available (default: auto)")
+    add_backend_argument(parser)
     parser.add_argument("--size", nargs=2, type=int, default=(640, 480), metavar=("W", "H"),
                         help="network input size, images are resized to it (default: 640 480)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
@@ -65,7 +68,7 @@ def run(args) -> int:
     paths = collect_images(args.images)
     start = time.perf_counter()
     extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size),
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, backend=args.backend)
     descriptors = extractor.embed_paths(paths, progress=not args.no_progress)
 
     def write(tmp):

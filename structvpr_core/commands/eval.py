@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._common import add_backend_argument
+
 NAME = "eval"
 HELP = "Recall@N of a model on a place-recognition dataset (+ precision-recall for sequences)"
 DESCRIPTION = """\
@@ -49,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-tolerance", type=int, default=10, metavar="F",
                    help="Nordland: positives within F frames (default: 10)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_backend_argument(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON (atomically)")
     p.add_argument("--save-matches", type=Path, metavar="DIR",
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}
     dataset = load_dataset(args.dataset, format=fmt, split=args.split, pos_dist_m=args.pos_dist, **options)
     print(dataset.summary(), file=sys.stderr)
-    extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size), batch_size=args.batch_size)
+    extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size), batch_size=args.batch_size,
+                          backend=args.backend)
     result = evaluate(dataset, extractor, args.recall, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                       progress=not args.no_progress, save_matches=args.save_matches)
     print(format_result(result))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._common import add_backend_argument
+
 NAME = "eval-loop"
 HELP = "run a dataset's queries through the loop-closure detector: Recall@N, PR AUC, timings"
 DESCRIPTION = """\
@@ -41,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-candidates", type=int, default=10, metavar="N",
                    help="search results verified and re-ranked per query (default: 10)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_backend_argument(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -132,14 +135,16 @@ def run(args) -> int:
     if args.map is not None:
         mapdb = MapDatabase.load(args.map)
         size = mapdb.fingerprint.get("input_size") or args.size
-        extractor = Extractor(args.checkpoint, device=args.device, image_size=(int(size[0]), int(size[1])))
+        extractor = Extractor(args.checkpoint, device=args.device, image_size=(int(size[0]), int(size[1])),
+                              backend=args.backend)
         mapdb.check_fingerprint(extractor.fingerprint)
         if verifier is not None and mapdb.meta.get("features") not in (None, "none", args.features):
             raise MapError(f"{args.map}: stores {mapdb.meta['features']} features; pass --features "
                            f"{mapdb.meta['features']}")
         build_s = None
     else:
-        extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size))
+        extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size),
+                              backend=args.backend)
         mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim, "flat",
                                    meta={"features": args.features if verifier else "none"})
         add_frames(mapdb, extractor, folder_frames(dataset.database, None, "database"), verifier,

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._common import add_backend_argument
+
 NAME = "query"
 HELP = "rank the map keyframes most similar to each image (optionally verified geometrically)"
 DESCRIPTION = """\
@@ -38,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, metavar="PATH",
                    help="model checkpoint (default: the one recorded in the map, else ImageNet init)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_backend_argument(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
 
 
@@ -47,7 +50,7 @@ def candidate_json(c) -> dict:
             "inliers": None if c.inliers is None else int(c.inliers)}
 
 
-def load_map_and_extractor(map_dir: Path, checkpoint: Path | None, device: str):
+def load_map_and_extractor(map_dir: Path, checkpoint: Path | None, device: str, backend: str = "auto"):
     """The map and an Extractor of the model it was built with (MapError on a mismatch)."""
     from ..errors import MapError
     from ..extractor import Extractor
@@ -60,7 +63,7 @@ def load_map_and_extractor(map_dir: Path, checkpoint: Path | None, device: str):
             raise MapError(f"{map_dir}: built with checkpoint {checkpoint}, which no longer exists "
                            "(pass --checkpoint)")
     size = mapdb.fingerprint.get("input_size") or (640, 480)
-    extractor = Extractor(checkpoint, device=device, image_size=(int(size[0]), int(size[1])))
+    extractor = Extractor(checkpoint, device=device, image_size=(int(size[0]), int(size[1])), backend=backend)
     mapdb.check_fingerprint(extractor.fingerprint)
     return mapdb, extractor
 
@@ -73,7 +76,7 @@ def run(args) -> int:
 
     if args.top_k < 1:
         raise ConfigError("--top-k must be >= 1")
-    mapdb, extractor = load_map_and_extractor(args.map, args.checkpoint, args.device)
+    mapdb, extractor = load_map_and_extractor(args.map, args.checkpoint, args.device, args.backend)
     verifier = None
     if args.verify:
         from ..verify import GeometricVerifier, VerifyConfig
