@@ -12,10 +12,13 @@ Ids start at 1 (0 means "not in the map" in detector output) and equal faiss pos
 so no id map is needed. Saving writes a complete new directory beside the target, fsyncs it
 and swaps it in by rename: a crash at any point leaves a loadable map (see ``save``).
 
-Index types: ``flat`` (exact inner product, default), ``ivfpq`` (compressed, for large maps;
-needs training: vectors stay in an exact flat index until ``train()`` is called or
-``auto_train_at`` vectors are reached, 0 = only by ``train()``) and ``hnsw`` (graph, fast approximate search, no
-training). With GPUs reported by faiss, flat/IVF searches run on ``index_cpu_to_all_gpus``
+Index types: ``flat`` (exact inner product, default), ``ivfflat`` (inverted lists of full
+vectors: exact scores, searches ``nprobe`` of ``nlist`` lists; ``build-map``'s default from 50 000
+keyframes: top-1 agreement 0.998 at 1.65 ms on 10^6 synthetic 448-d descriptors, see
+docs/performance.md), ``ivfpq`` (compressed, for memory-bound large maps) and ``hnsw`` (graph,
+fast approximate search, no training). The IVF types need training: vectors stay in an exact
+flat index until ``train()`` is called or ``auto_train_at`` vectors are reached (0 = only by
+``train()``). ``set_search_params`` changes ``nprobe`` / ``ef_search`` of a map. With GPUs reported by faiss, flat/IVF searches run on ``index_cpu_to_all_gpus``
 (untested here: this machine has no GPU).
 """
 
@@ -48,7 +51,9 @@ INDEX_FILE = "index.faiss"
 DB_FILE = "keyframes.sqlite"
 NEW_SUFFIX = ".structvpr-new"   # sibling directories used by the atomic swap in save()
 OLD_SUFFIX = ".structvpr-old"
-INDEX_TYPES = ("flat", "ivfpq", "hnsw")
+INDEX_TYPES = ("flat", "ivfflat", "ivfpq", "hnsw")
+IVF_TYPES = ("ivfflat", "ivfpq")         # need training; search parameter nprobe
+MIN_TRAIN = 256                         # vectors needed to train an IVF index
 FINGERPRINT_KEYS = ("architecture", "weights_sha256", "input_size", "descriptor_dim")
 
 _SCHEMA = """
@@ -145,6 +150,10 @@ def _default_params(kind: str) -> dict:
         # nlist/pq_m None = chosen at training time from the data (see _ivfpq_params).
         return {"nlist": None, "pq_m": None, "pq_bits": 8, "nprobe": None, "auto_train_at": 50000,
                 "max_train_points": 100000}
+    if kind == "ivfflat":
+        # nlist None = 4·sqrt(N) at training time; nprobe 16 of 4000 lists: 0.998 top-1
+        # agreement, p50 1.65 ms on 10^6 synthetic 448-d descriptors (nprobe 8: 0.996, 0.88 ms).
+        return {"nlist": None, "nprobe": 16, "auto_train_at": 50000, "max_train_points": 100000}
     if kind == "hnsw":
         return {"M": 32, "ef_construction": 80, "ef_search": 128}
     return {}
@@ -174,7 +183,7 @@ class MapDatabase:
         self._lock = threading.RLock()
         self._path: Path | None = None
         self._created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self._trained = index != "ivfpq"
+        self._trained = index not in IVF_TYPES
         self._index = self._new_index()
         self._gpu_index = None
         # Keyframes loaded from disk stay in their (read-only) file; new ones go to a private
@@ -238,6 +247,29 @@ class MapDatabase:
 
     def __len__(self) -> int:
         return self._count
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Set the search-time parameter of the index: ``nprobe`` (IVF lists visited, ivfflat /
+        ivfpq) or ``ef_search`` (HNSW candidate list). Recorded in the manifest by ``save``.
+
+        MapError when a value is not a positive int or the index type has no such parameter.
+        """
+        given = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
+        for name, value in given.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise MapError(f"{name} must be a positive integer, got {value!r}")
+            if name not in self._params:
+                raise MapError(f"a {self._index_type} index has no search parameter {name!r}")
+        faiss = _faiss()
+        with self._lock:
+            if "nprobe" in given:
+                self._params["nprobe"] = int(given["nprobe"])
+                if isinstance(self._index, faiss.IndexIVF):   # untrained: used by train()
+                    self._index.nprobe = int(given["nprobe"])
+            if "ef_search" in given:
+                self._params["ef_search"] = int(given["ef_search"])
+                self._index.hnsw.efSearch = int(given["ef_search"])
+            self._gpu_index = None   # a GPU copy is remade with the new setting
 
     def check_fingerprint(self, expected: dict, where: str | None = None) -> None:
         """MapError saying expected vs found when ``expected`` is another model's fingerprint."""
@@ -304,11 +336,14 @@ class MapDatabase:
             raise MapError("descriptors contain NaN or infinity")
         return np.ascontiguousarray(x)
 
-    # -- training (ivfpq) --------------------------------------------------------------------
+    # -- training (ivfflat, ivfpq) -------------------------------------------------------------
+
+    def _nlist(self, n: int) -> int:
+        # nlist ~ 4·sqrt(N), with >= 39 training points per centroid (faiss' k-means floor).
+        return int(self._params["nlist"] or max(1, min(int(4 * math.sqrt(n)), n // 39)))
 
     def _ivfpq_params(self, n: int) -> tuple[int, int, int]:
-        # nlist ~ 4·sqrt(N), with >= 39 training points per centroid (faiss' k-means floor).
-        nlist = self._params["nlist"] or max(1, min(int(4 * math.sqrt(n)), n // 39))
+        nlist = self._nlist(n)
         m = self._params["pq_m"]
         if not m:
             # ~8 dimensions per sub-quantizer (56 bytes for 448-d, 32x smaller than float32):
@@ -318,8 +353,8 @@ class MapDatabase:
         return int(nlist), int(m), int(nprobe)
 
     def train(self, sample: np.ndarray | None = None) -> None:
-        """Train the IVF-PQ index (on ``sample`` or on the vectors added so far) and move them in."""
-        if self._index_type != "ivfpq":
+        """Train the IVF index (on ``sample`` or on the vectors added so far) and move them in."""
+        if self._index_type not in IVF_TYPES:
             return
         faiss = _faiss()
         with self._lock:
@@ -327,15 +362,22 @@ class MapDatabase:
                 return
             current = self._index.reconstruct_n(0, self._index.ntotal) if self._index.ntotal else None
             data = self._check_desc(sample) if sample is not None else current
-            if data is None or len(data) < 256:
-                raise MapError(f"an ivfpq index needs at least 256 vectors to train, got "
-                               f"{0 if data is None else len(data)} (use --index flat for small maps)")
-            nlist, m, nprobe = self._ivfpq_params(len(data))
-            if self._dim % m:
-                raise MapError(f"pq_m={m} must divide the descriptor dim {self._dim}")
+            if data is None or len(data) < MIN_TRAIN:
+                raise MapError(f"an {self._index_type} index needs at least {MIN_TRAIN} vectors to train, "
+                               f"got {0 if data is None else len(data)} (use --index flat for small maps)")
             quant = faiss.IndexFlatIP(self._dim)
-            idx = faiss.IndexIVFPQ(quant, self._dim, nlist, m, int(self._params["pq_bits"]),
-                                   faiss.METRIC_INNER_PRODUCT)
+            if self._index_type == "ivfpq":
+                nlist, m, nprobe = self._ivfpq_params(len(data))
+                if self._dim % m:
+                    raise MapError(f"pq_m={m} must divide the descriptor dim {self._dim}")
+                idx = faiss.IndexIVFPQ(quant, self._dim, nlist, m, int(self._params["pq_bits"]),
+                                       faiss.METRIC_INNER_PRODUCT)
+                learned = {"nlist": nlist, "pq_m": m, "nprobe": nprobe}
+            else:
+                nlist = min(self._nlist(len(data)), len(data))  # k-means needs >= nlist points
+                nprobe = int(self._params["nprobe"])
+                idx = faiss.IndexIVFFlat(quant, self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
+                learned = {"nlist": nlist, "nprobe": nprobe}
             # k-means needs ~39..256 points per centroid; more only costs time (training on
             # 10^6 points with nlist 4000 would take most of an hour on one core).
             cap = min(256 * max(nlist, 256),
@@ -347,7 +389,7 @@ class MapDatabase:
             if current is not None:
                 idx.add(current)
             self._index = idx
-            self._params.update(nlist=nlist, pq_m=m, nprobe=nprobe)
+            self._params.update(learned)
             self._trained = True
             self._gpu_index = None
 
@@ -699,6 +741,7 @@ def _read_index(f: Path, db: MapDatabase):
     kind = db.index_type
     ok = (isinstance(index, faiss.IndexHNSW) if kind == "hnsw"
           else isinstance(index, (faiss.IndexIVFPQ, faiss.IndexFlatIP)) if kind == "ivfpq"
+          else isinstance(index, (faiss.IndexIVFFlat, faiss.IndexFlatIP)) if kind == "ivfflat"
           else isinstance(index, faiss.IndexFlatIP))
     if not ok or index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise MapError(f"{f}: index is a {type(index).__name__}, manifest says {kind}")

@@ -13,9 +13,9 @@ inner product within 1e-5 of the best). The approximate indexes are swept over t
 parameter (IVF ``nprobe``, HNSW ``efSearch``); the figures at the top level of each size are
 the fastest sweep point meeting the agreement target (else the most exact one; ``setting`` says
 which), ``map_default`` is the point of MapDatabase's default, ``sweep`` lists all.
-``ivfflat`` is plain faiss (``IndexIVFFlat``), not a MapDatabase index type: measured
-as the candidate for large maps (exact inner products, so scores keep their meaning for
-``min_score``), see docs/performance.md.
+``ivfflat`` (faiss ``IndexIVFFlat``: exact inner products, so scores keep their meaning for
+``min_score``) is ``build-map``'s default for large maps; its nlist is 4·√N of the whole map
+(``ivfflat_nlist`` overrides), trained on >= 40·nlist sampled vectors, see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -94,13 +94,8 @@ def time_map_search(mapdb, q: np.ndarray) -> tuple[dict, np.ndarray]:
     return summarise(times), found
 
 
-def _set_search_param(mapdb, kind: str, value: int) -> None:
-    # MapDatabase has no public setter for nprobe / efSearch yet: set them on its faiss index.
-    index = mapdb._index
-    if kind == "ivfpq":
-        index.nprobe = int(value)
-    else:
-        index.hnsw.efSearch = int(value)
+# Per approximate index kind: (name in the JSON sweep rows, MapDatabase parameter name).
+SWEEP_PARAM = {"ivfpq": ("nprobe", "nprobe"), "ivfflat": ("nprobe", "nprobe"), "hnsw": ("efSearch", "ef_search")}
 
 
 def build_map(kind: str, db: np.ndarray, params: dict, train_size: int):
@@ -108,11 +103,11 @@ def build_map(kind: str, db: np.ndarray, params: dict, train_size: int):
 
     fp = {"architecture": "synthetic", "weights_sha256": "synthetic", "input_size": [0, 0], "descriptor_dim": DIM}
     index_params = dict(params)
-    if kind == "ivfpq":
+    if kind in ("ivfpq", "ivfflat"):
         index_params["auto_train_at"] = 0     # trained below on a sample, then filled
     mapdb = MapDatabase.create(fp, DIM, kind, index_params=index_params or None, use_gpu=False)
     started = time.perf_counter()
-    if kind == "ivfpq":
+    if kind in ("ivfpq", "ivfflat"):
         rng = np.random.default_rng(1)
         sample = db[np.sort(rng.choice(len(db), size=min(len(db), train_size), replace=False))]
         mapdb.train(sample)
@@ -121,32 +116,6 @@ def build_map(kind: str, db: np.ndarray, params: dict, train_size: int):
         chunk = db[start:start + step]
         mapdb.add(chunk, [{"source": "synthetic"}] * len(chunk))
     return mapdb, time.perf_counter() - started
-
-
-def build_ivfflat(db: np.ndarray, nlist: int, train_size: int):
-    import faiss
-
-    started = time.perf_counter()
-    quantizer = faiss.IndexFlatIP(DIM)
-    index = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(1)
-    index.train(db[np.sort(rng.choice(len(db), size=min(len(db), train_size), replace=False))])
-    index.add(db)
-    return index, time.perf_counter() - started
-
-
-def time_faiss_search(index, q: np.ndarray) -> tuple[dict, np.ndarray]:
-    from .timing import summarise
-
-    for i in range(min(5, len(q))):
-        index.search(q[i:i + 1], 1)
-    times, found = [], np.full(len(q), -1, dtype=np.int64)
-    for i in range(len(q)):
-        t = time.perf_counter()
-        _, ids = index.search(q[i:i + 1], 1)
-        times.append(time.perf_counter() - t)
-        found[i] = ids[0, 0]
-    return summarise(times), found
 
 
 def run(cfg: dict) -> dict:
@@ -161,36 +130,32 @@ def run(cfg: dict) -> dict:
         db, q, _ = synthetic_descriptors(int(n), nq, seed=int(n))
         best, _ = exact_top1(db, q)
         entry: dict = {"synthetic": True, "queries": nq}
+        params, train_size = dict(cfg["params"].get(kind, {})), int(cfg["train_size"])
         if kind == "ivfflat":
+            # nlist from the whole map (the training sample is smaller); k-means wants >= 39
+            # training points per centroid (faiss warns below), so the sample is >= 40·nlist.
             nlist = int(cfg["ivfflat_nlist"] or max(1, min(int(4 * np.sqrt(n)), n // 39)))
-            # k-means wants >= 39 training points per centroid (faiss warns below).
-            index, build_s = build_ivfflat(db, nlist, max(int(cfg["train_size"]), 40 * nlist))
-            entry.update(build_s=build_s, params={"nlist": nlist}, sweep=[])
-            for nprobe in cfg["sweep"]["ivfflat"]:
-                index.nprobe = min(int(nprobe), nlist)
-                stats, found = time_faiss_search(index, q)
-                agreement = _agreement(found, db, q, best)
-                entry["sweep"].append({"nprobe": index.nprobe, **stats, "top1_agreement": agreement})
-            chosen = _choose(entry["sweep"], cfg)
+            params["nlist"] = nlist
+            train_size = max(train_size, 40 * nlist)
+        mapdb, build_s = build_map(kind, db, params, train_size)
+        entry.update(build_s=build_s, params=mapdb.index_params)
+        if kind == "flat":
+            stats, found = time_map_search(mapdb, q)
+            chosen = {**stats, "top1_agreement": _agreement(found, db, q, best)}
         else:
-            mapdb, build_s = build_map(kind, db, cfg["params"].get(kind, {}), int(cfg["train_size"]))
-            entry.update(build_s=build_s, params=mapdb.index_params)
-            if kind == "flat":
+            name, param = SWEEP_PARAM[kind]
+            default = int(mapdb.index_params[param])
+            cap = int(mapdb.index_params.get("nlist") or 0) or None   # nprobe > nlist = nlist
+            entry["sweep"] = []
+            for value in sorted({min(int(v), cap or int(v)) for v in [*cfg["sweep"][kind], default]}):
+                mapdb.set_search_params(**{param: value})
                 stats, found = time_map_search(mapdb, q)
-                chosen = {**stats, "top1_agreement": _agreement(found, db, q, best)}
-            else:
-                name = "nprobe" if kind == "ivfpq" else "efSearch"
-                default = mapdb.index_params["nprobe" if kind == "ivfpq" else "ef_search"]
-                entry["sweep"] = []
-                for value in sorted(set(cfg["sweep"][kind]) | {int(default)}):
-                    _set_search_param(mapdb, kind, value)
-                    stats, found = time_map_search(mapdb, q)
-                    row = {name: int(value), **stats, "top1_agreement": _agreement(found, db, q, best)}
-                    entry["sweep"].append(row)
-                    if value == int(default):
-                        entry["map_default"] = row
-                chosen = _choose(entry["sweep"], cfg)
-            mapdb.close()
+                row = {name: value, **stats, "top1_agreement": _agreement(found, db, q, best)}
+                entry["sweep"].append(row)
+                if value == min(default, cap or default):
+                    entry["map_default"] = row
+            chosen = _choose(entry["sweep"], cfg)
+        mapdb.close()
         entry.update({k: v for k, v in chosen.items() if k not in entry})
         out[str(int(n))] = entry
         del db, q
