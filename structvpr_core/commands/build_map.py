@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ._common import add_backend_argument
+
 NAME = "build-map"
 HELP = "build a map database (faiss index + SQLite keyframes) from images or a rosbag2 bag"
 DESCRIPTION = """\
@@ -77,6 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", action="store_true", help="add to an existing map at --out (same model)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing map at --out")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_backend_argument(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -252,7 +255,7 @@ def run(args) -> int:
                             args.min_interval, args.min_distance)
 
     extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size),
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, backend=args.backend)
     if args.append:
         mapdb = MapDatabase.load(args.out, expected_fingerprint=extractor.fingerprint)
         features = mapdb.meta.get("features", "none")
