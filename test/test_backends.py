@@ -24,12 +24,7 @@ from structvpr_core.weights import file_sha256
 SIZE = (160, 120)   # Corridor's own resolution: small and real
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

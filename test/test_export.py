@@ -7,7 +7,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 from structvpr_core.backends.int8 import float_nodes
 from structvpr_core.backends.preprocess import normalise_nchw
@@ -29,12 +28,7 @@ INT8_MIN_COSINE = 0.99
 INT8_MAX_RECALL_DROP = 0.06
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
