@@ -30,6 +30,18 @@ ENCODINGS = {
 }
 
 
+def as_uint8(data) -> np.ndarray:
+    """A flat uint8 view of a message's byte field (bytes, array.array, numpy array or a list).
+
+    Buffers are viewed, not copied: a raw 640×480 frame is ~1 MB per message.
+    """
+    import array
+
+    if isinstance(data, (bytes, bytearray, memoryview, array.array, np.ndarray)):
+        return np.frombuffer(data, dtype=np.uint8)
+    return np.asarray(data, dtype=np.uint8)
+
+
 def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigendian: bool | int,
                      data) -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/Image`` into a contiguous H×W×3 uint8 BGR array.
@@ -50,8 +62,7 @@ def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigen
     if step < row_bytes:
         raise ImageError(f"image message step {step} is smaller than a row ({width} px × {channels} ch × "
                          f"{itemsize} B = {row_bytes} B)")
-    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray))
-                        else data, dtype=np.uint8)
+    buf = as_uint8(data)
     if buf.size < step * (height - 1) + row_bytes:
         raise ImageError(f"image message data has {buf.size} bytes, {encoding} {width}×{height} with step "
                          f"{step} needs {step * (height - 1) + row_bytes}")
@@ -80,8 +91,7 @@ def compressed_msg_to_bgr(fmt: str, data) -> np.ndarray:
 
     if "compresseddepth" in (fmt or "").lower():
         raise ImageError(f"compressed image format {fmt!r} (depth) is not a camera image")
-    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray))
-                        else data, dtype=np.uint8)
+    buf = as_uint8(data)
     if buf.size == 0:
         raise ImageError("compressed image message has no data")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)

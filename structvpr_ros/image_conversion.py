@@ -36,7 +36,7 @@ def image_to_bgr(msg) -> np.ndarray:
 
 def compressed_to_bgr(msg) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (jpeg, png, ...) into H×W×3 uint8 BGR."""
-    return compressed_msg_to_bgr(msg.format, _as_uint8(msg.data))
+    return compressed_msg_to_bgr(msg.format, msg.data)
 
 
 def bgr_to_image(bgr: np.ndarray, header=None):
@@ -72,13 +72,6 @@ def bgr_to_compressed(bgr: np.ndarray, header=None, fmt: str = "jpeg", quality: 
     msg.format = fmt
     msg.data = array.array("B", buf.tobytes())
     return msg
-
-
-def _as_uint8(data) -> np.ndarray:
-    """A uint8 view of a message's byte field (array.array, bytes or a plain list)."""
-    if isinstance(data, (bytes, bytearray, memoryview, array.array)):
-        return np.frombuffer(data, dtype=np.uint8)
-    return np.asarray(data, dtype=np.uint8)
 
 
 @lru_cache(maxsize=1)
