@@ -26,6 +26,12 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to disk before it is renamed into place."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -39,8 +45,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
     except BaseException:

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .atomic import fsync_dir
+from .atomic import fsync_dir, fsync_file
 from .errors import MapError
 from .geometry import Pose
 
@@ -567,9 +567,9 @@ class MapDatabase:
                 manifest = self.manifest()
                 manifest["files"] = {name: (new / name).stat().st_size for name in (INDEX_FILE, DB_FILE)}
                 for name in (INDEX_FILE, DB_FILE):
-                    _fsync_file(new / name)
+                    fsync_file(new / name)
                 (new / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-                _fsync_file(new / MANIFEST)
+                fsync_file(new / MANIFEST)
                 fsync_dir(new)
                 if target.exists():
                     if old.exists():
@@ -673,11 +673,6 @@ class MapDatabase:
 
 def _sibling(target: Path, suffix: str) -> Path:
     return target.with_name(target.name + suffix)
-
-
-def _fsync_file(p: Path) -> None:
-    with open(p, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 def _is_complete(d: Path) -> bool:

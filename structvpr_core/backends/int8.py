@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..atomic import fsync_file
 from ..errors import ConfigError
 
 FORMATS = ("qdq", "qoperator")
@@ -115,8 +116,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             # (Not CalibMaxIntermediateOutputs: in onnxruntime 1.23 it drops the ranges collected.)
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
         )
-        with open(quantized, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(quantized)
         shutil.move(str(quantized), str(out_path))  # same directory: an atomic rename
     return {
         "method": "static", "format": fmt.upper() if fmt == "qdq" else "QOperator",
