@@ -47,28 +47,6 @@ def _isolated_cache(tmp_path_factory):
         os.environ["STRUCTVPR_CACHE"] = old
 
 
-@pytest.fixture(scope="session")
-def corridor_gt(corridor) -> list[list[int]]:
-    """Ground truth of Corridor: for query i, the matching reference indices (i-2 … i+2)."""
-    rows = (corridor / "ground_truth.csv").read_text().splitlines()[1:]
-    return [[int(v) for v in row.split(",")[1].split()] for row in rows]
-
-
-@pytest.fixture(scope="session")
-def corridor_descriptors(corridor):
-    """ImageNet RGB-branch descriptors of Corridor at 640×480, computed once per test session.
-
-    Returns (extractor, reference descriptors (111, 448), query descriptors (111, 448)).
-    """
-    from structvpr_core.extractor import Extractor
-    from structvpr_core.images import list_images
-
-    extractor = Extractor(device="cpu")
-    ref = extractor.embed_paths(list_images(corridor / "ref"), progress=False)
-    query = extractor.embed_paths(list_images(corridor / "query"), progress=False)
-    return extractor, ref, query
-
-
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module: on small inputs a second thread costs more than it gains."""
