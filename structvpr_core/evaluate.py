@@ -27,6 +27,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import DatasetError
+from .paths import cache_root
 
 DEFAULT_NS = (1, 5, 10, 20)
 CACHE_VERSION = 1
@@ -108,7 +109,7 @@ def precision_recall(best_scores: np.ndarray, best_correct: np.ndarray, num_with
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("STRUCTVPR_CACHE") or Path.home() / ".cache" / "structvpr")
+    return cache_root()
 
 
 def cache_key(dataset, fingerprint: dict) -> str:

@@ -31,13 +31,13 @@ import numpy as np
 
 from .atomic import atomic_write, atomic_write_json
 from .errors import CheckpointError
+from .fingerprint import FINGERPRINT_KEYS, describe_mismatch, fingerprint_mismatch
 
 FORMAT = "structvpr-onnx"
 FORMAT_VERSION = 1
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "descriptor"
-FINGERPRINT_KEYS = ("architecture", "weights_sha256", "input_size", "descriptor_dim")
 
 
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:
@@ -47,7 +47,7 @@ def sidecar_path(onnx_path: str | os.PathLike) -> Path:
 
 
 def input_description(image_size: tuple[int, int]) -> dict:
-    from .backends.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     w, h = image_size
     return {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": ["batch", 3, int(h), int(w)],
@@ -169,9 +169,9 @@ def check_onnx_model(onnx_path: str | os.PathLike, *, expected_fingerprint: dict
                               f"{image_size[0]}x{image_size[1]} (use --size {w} {h} / image_size=({w}, {h}), "
                               "or export again)")
     if expected_fingerprint is not None:
-        diff = [k for k in FINGERPRINT_KEYS if _norm(expected_fingerprint.get(k)) != _norm(fp.get(k))]
+        diff = fingerprint_mismatch(expected_fingerprint, fp)
         if diff:
-            shown = "; ".join(f"{k}: expected {expected_fingerprint.get(k)!r}, found {fp.get(k)!r}" for k in diff)
+            shown = describe_mismatch(expected_fingerprint, fp, diff)
             raise CheckpointError(f"{onnx_path}: exported from another model ({shown})")
     return meta
 

@@ -28,44 +28,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends import preprocess as _preprocess
+from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, ImageError
-from .images import read_image, to_bgr8
+from .images import read_image, resize_image, to_bgr8
 
 COLORS = ("bgr", "rgb", "gray", "grey")
-IMAGENET_MEAN, IMAGENET_STD = _preprocess.IMAGENET_MEAN, _preprocess.IMAGENET_STD   # also used by training.inputs
-
-
-def resolve_device(device: str):
-    """``auto`` → cuda when available, else cpu; an explicit cuda without CUDA is a ConfigError."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {device!r}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {device!r} requested but CUDA is not available on this machine "
-                              f"(use --device cpu or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif dev.type != "cpu":
-        raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {device!r}")
-    return dev
-
-
-def resize_image(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to ``size`` = (W, H): area averaging when shrinking (no aliasing), bilinear otherwise."""
-    import cv2
-
-    h, w = image_bgr.shape[:2]
-    if (w, h) == tuple(size):
-        return image_bgr
-    shrinking = size[0] <= w and size[1] <= h
-    return cv2.resize(image_bgr, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def is_onnx_file(path) -> bool:
@@ -238,7 +205,7 @@ class Extractor:
             if order == "bgr":
                 batch = np.ascontiguousarray(batch[..., ::-1])
             return self._runner.run(batch)
-        from .backends.preprocess import normalise_nchw
+        from .preprocess import normalise_nchw
 
         x = normalise_nchw(batch, order)   # reads BGR planes directly: no channel-swap copy
         # One image per run on the CPU, as with PyTorch: larger batches overflow the caches.

@@ -63,9 +63,28 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_bgr8(image, name=str(path))
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
+def list_images(folder: str | Path, *, recursive: bool = False, exclude: str | Path | None = None) -> list[Path]:
+    """Image files in ``folder`` (``recursive``: anywhere below it), sorted by path.
+
+    ``exclude``: a directory whose contents are left out (e.g. an output tree inside the input).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a directory")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if exclude is not None:
+        skip = Path(exclude).resolve()
+        images = [p for p in images if p.resolve() != skip and skip not in p.resolve().parents]
+    return images
+
+
+def resize_image(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to ``size`` = (W, H): area averaging when shrinking (no aliasing), bilinear otherwise."""
+    import cv2
+
+    h, w = image_bgr.shape[:2]
+    if (w, h) == tuple(size):
+        return image_bgr
+    shrinking = size[0] <= w and size[1] <= h
+    return cv2.resize(image_bgr, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

@@ -40,6 +40,7 @@ import numpy as np
 
 from .atomic import fsync_dir, fsync_file
 from .errors import MapError
+from .fingerprint import FINGERPRINT_KEYS, fingerprint_mismatch
 from .geometry import Pose
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ OLD_SUFFIX = ".structvpr-old"
 INDEX_TYPES = ("flat", "ivfflat", "ivfpq", "hnsw")
 IVF_TYPES = ("ivfflat", "ivfpq")         # need training; search parameter nprobe
 MIN_TRAIN = 256                         # vectors needed to train an IVF index
-FINGERPRINT_KEYS = ("architecture", "weights_sha256", "input_size", "descriptor_dim")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyframes (
@@ -112,15 +112,6 @@ def _as_keyframe(k: Keyframe | dict) -> Keyframe:
     return Keyframe(0, None if stamp is None else float(stamp), pose,
                     None if gps is None else (float(gps[0]), float(gps[1])),
                     str(k.get("session", "default")), str(k.get("source", "")))
-
-
-def fingerprint_mismatch(expected: dict, found: dict) -> list[str]:
-    """Keys of the model fingerprint on which two fingerprints differ."""
-    return [k for k in FINGERPRINT_KEYS if _norm(expected.get(k)) != _norm(found.get(k))]
-
-
-def _norm(v):
-    return list(v) if isinstance(v, tuple) else v
 
 
 class _GrowArray:

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, StructVPRError, WeightsError
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_SEGFORMER = "nvidia/segformer-b0-finetuned-ade-512-512"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TRANSFORMERS_HINT = "pip install transformers==4.57.6 (the optional segmentation extra)"
 
 

@@ -209,7 +209,7 @@ class Replayer:
                 break  # SIGINT / SIGTERM: rclpy shut the context down
             image = frame.image
             if size is not None and (image.shape[1], image.shape[0]) != size:
-                from structvpr_core.extractor import resize_image
+                from structvpr_core.images import resize_image
 
                 image = resize_image(image, size)
             stamp = frame.stamp if (use_original and frame.stamp is not None) else time.time()

@@ -70,9 +70,9 @@ class ImageCalibrationReader:
         self._bar = tqdm(total=len(self.paths), desc="int8 calibration", unit="img", disable=not progress)
 
     def get_next(self):
-        from ..extractor import resize_image
+        from ..images import resize_image
         from ..images import read_image
-        from .preprocess import normalise_nchw
+        from ..preprocess import normalise_nchw
 
         if self._i >= len(self.paths):
             self._bar.close()

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import CheckpointError
+from ..paths import cache_root
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 600.0  # an export takes seconds; a lock held this long belongs to a hung process
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("STRUCTVPR_CACHE") or (Path.home() / ".cache" / "structvpr")
-    return Path(root) / "onnx"
+    return cache_root() / "onnx"
 
 
 def cache_path(fingerprint: dict, directory: str | os.PathLike | None = None) -> Path:

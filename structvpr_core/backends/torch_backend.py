@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 class TorchRunner:

@@ -25,7 +25,7 @@ VARIANTS = ("torch_eager", "torch_channels_last", "onnxruntime_fp32", "onnxrunti
 def bench_image(size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """A real Corridor frame resized to ``size`` (BGR), or a synthetic one when the data is absent."""
     from ..export import default_eval_dataset
-    from ..extractor import resize_image
+    from ..images import resize_image
     from ..images import read_image
 
     root = default_eval_dataset()

@@ -20,10 +20,9 @@ import numpy as np
 
 
 def _inputs(batch: int, size: tuple[int, int], tuple_len: int) -> tuple[np.ndarray, str]:
-    from ..backends.preprocess import normalise_nchw
+    from ..preprocess import normalise_nchw
     from ..export import default_eval_dataset
-    from ..extractor import resize_image
-    from ..images import list_images, read_image
+    from ..images import list_images, read_image, resize_image
 
     n = batch * tuple_len
     root = default_eval_dataset()

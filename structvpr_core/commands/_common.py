@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+from ..backends.providers import BACKENDS
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:

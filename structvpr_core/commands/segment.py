@@ -32,30 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def list_images(root: Path, exclude: Path) -> list[Path]:
-    from ..images import IMAGE_SUFFIXES
-
-    exclude = exclude.resolve()
-    images = []
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-            resolved = p.resolve()
-            if resolved != exclude and exclude not in resolved.parents:
-                images.append(p)
-    return images
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.labelmaps import read_manifest, write_label_map, write_manifest
     from ..errors import DatasetError
-    from ..images import read_image
+    from ..images import list_images, read_image
     from ..segmentation import get_segmenter
 
     if not args.dataset.is_dir():
         raise DatasetError(f"{args.dataset}: no such dataset directory")
-    images = list_images(args.dataset, args.out)
+    images = list_images(args.dataset, recursive=True, exclude=args.out)
     if not images:
         raise DatasetError(f"{args.dataset}: no images found")
     segmenter = get_segmenter(args.segmenter, device=args.device)

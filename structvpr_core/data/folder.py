@@ -13,13 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ..images import IMAGE_SUFFIXES
+from ..images import list_images
 from .dataset import PlaceDataset, radius_neighbours
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files anywhere under ``folder``, sorted by path."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def parse_utm(path: Path) -> tuple[float, float]:
@@ -57,7 +52,7 @@ def load_folder(root: Path, split: str = "test", pos_dist_m: float = 25.0) -> Pl
         folder = base / sub
         if not folder.is_dir():
             raise DatasetError(f"{folder}: missing folder (folder format needs database/ and queries/)")
-        images = find_images(folder)
+        images = list_images(folder, recursive=True)
         if not images:
             raise DatasetError(f"{folder}: no images")
         lists[sub] = images

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..images import list_images
 from .dataset import PlaceDataset, radius_neighbours
-from .folder import find_images
 
 SEASONS = ("spring", "summer", "fall", "winter")
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -53,7 +53,7 @@ def load_nordland(root: Path, split: str = "test", pos_dist_m: float = 25.0, dat
         if not folder.is_dir():
             present = [s for s in SEASONS if (base / s).is_dir()]
             raise DatasetError(f"{folder}: missing traversal folder (present: {', '.join(present) or 'none'})")
-        images = find_images(folder)
+        images = list_images(folder, recursive=True)
         if not images:
             raise DatasetError(f"{folder}: no images")
         # Sort by frame so that database index order follows the route.

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ..images import IMAGE_SUFFIXES
+from ..images import list_images
 from .dataset import PlaceDataset
 
 GT_NAME = "ground_truth.csv"
@@ -26,12 +26,12 @@ def list_frames(folder: Path) -> list[Path]:
     """Images of ``folder`` in frame order (numeric when all stems are numbers)."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: missing folder")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    files = list_images(folder)
     if not files:
         raise DatasetError(f"{folder}: no images")
     if all(p.stem.isdigit() for p in files):
         return sorted(files, key=lambda p: (int(p.stem), p.name))
-    return sorted(files)
+    return files
 
 
 def _indices(text: str, where: str) -> list[int]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..extractor import resolve_device
+from ..devices import resolve_device
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What the branches are fed during training: image tensors (RGB branch) and SLME tensors (seg branch).
 
 The RGB input is prepared exactly as the run-time ``Extractor`` prepares it (resize with
-``extractor.resize_image``, BGR → RGB, ImageNet mean/std), so a trained student sees the same
+``images.resize_image``, BGR → RGB, ImageNet mean/std), so a trained student sees the same
 numbers at deployment. No augmentation (our choice; the paper states none).
 """
 
@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..extractor import IMAGENET_MEAN, IMAGENET_STD, resize_image
+from ..images import resize_image
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..images import read_image
 from ..slme import SLMEConfig, encode_label_map
 

@@ -1,4 +1,6 @@
-"""The network's input tensor from RGB pixels: ImageNet normalisation into NCHW float32.
+"""The network's input tensor from pixels: ImageNet normalisation into NCHW float32.
+
+The one home of the ImageNet mean and std (RGB branch, training inputs, SegFormer).
 
 The exported ONNX models take this tensor (their sidecar says so), so everything that feeds
 them (the Extractor's ONNX Runtime path, int8 calibration, the benchmark) goes through here.
