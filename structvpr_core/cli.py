@@ -14,6 +14,7 @@ import sys
 
 from . import __version__, commands
 from .errors import StructVPRError
+from .log import configure_cli_logging
 
 
 def _command_modules():
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    configure_cli_logging(f"structvpr {args.command}", debug=args.debug)
     try:
         code = args._run(args)
     except StructVPRError as e:
