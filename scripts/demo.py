@@ -29,8 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from structvpr_core.paths import corridor_root
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("STRUCTVPR_CORRIDOR", REPO.parent / "shared" / "data" / "corridor"))
+DEFAULT_DATA = corridor_root()
 IMAGE_TOPIC = "/structvpr_demo/image_raw"
 RESULT_TOPIC = "/structvpr/loop_closures"
 

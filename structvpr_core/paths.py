@@ -9,3 +9,12 @@ from pathlib import Path
 def cache_root() -> Path:
     """The cache root (descriptor caches, ONNX exports); read at call time so tests can redirect it."""
     return Path(os.environ.get("STRUCTVPR_CACHE") or Path.home() / ".cache" / "structvpr")
+
+
+def corridor_root() -> Path:
+    """The real Corridor route used by the tests, the demo and the parity checks.
+
+    ``$STRUCTVPR_CORRIDOR`` when set, else the copy in a source checkout (``datasets/corridor``).
+    """
+    env = os.environ.get("STRUCTVPR_CORRIDOR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "datasets" / "corridor"

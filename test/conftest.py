@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from structvpr_core.paths import corridor_root
+
 REPO = Path(__file__).resolve().parents[1]
-CORRIDOR = Path(os.environ.get("STRUCTVPR_CORRIDOR", REPO.parent / "shared" / "data" / "corridor"))
+CORRIDOR = corridor_root()
 ASSETS = Path(os.environ.get("STRUCTVPR_ASSETS", REPO / ".cache" / "assets"))
 OPENCV_DATA = ASSETS / "opencv-doc" / "usr" / "share" / "doc" / "opencv-doc" / "examples" / "data"
 
