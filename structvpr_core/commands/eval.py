@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..data import FORMATS, SPLITS
 from ._common import add_backend_argument
 
 NAME = "eval"
@@ -37,9 +38,8 @@ Example:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root (or a Pittsburgh .mat)")
-    p.add_argument("--format", default="auto", choices=["auto", "folder", "vpr-bench", "pitts", "msls", "nordland"],
-                   help="dataset layout (default: auto-detect)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default: test)")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="dataset layout (default: auto-detect)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (default: test)")
     p.add_argument("--checkpoint", type=Path, metavar="PATH",
                    help="RGB-branch checkpoint (default: the untrained ImageNet-initialised branch)")
     p.add_argument("--recall", type=int, nargs="+", default=[1, 5, 10, 20], metavar="N",
@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_json
-    from ..data.dataset import detect_format, load_dataset
+    from ..data import detect_format, load_dataset
     from ..errors import ConfigError
     from ..evaluate import evaluate, format_result
     from ..extractor import Extractor
