@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..data import FORMATS, SPLITS
@@ -74,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if min(args.size) < 32:
         raise ConfigError(f"--size: W and H must be >= 32, got {args.size}")
     fmt = detect_format(args.dataset) if args.format == "auto" else args.format
-    options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}
+    options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}  # the one format-only flag
+
     dataset = load_dataset(args.dataset, format=fmt, split=args.split, pos_dist_m=args.pos_dist, **options)
-    print(dataset.summary(), file=sys.stderr)
     extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size), batch_size=args.batch_size,
                           backend=args.backend)
     result = evaluate(dataset, extractor, args.recall, cache_dir=args.cache_dir, use_cache=not args.no_cache,
