@@ -56,7 +56,7 @@ class PlaceDataset:
             raise DatasetError(f"{self.root}: dataset has no coordinates; positives are only given explicitly")
         return radius_neighbours(self.db_coords, self.q_coords, radius)
 
-    def check(self) -> "PlaceDataset":
+    def check(self) -> PlaceDataset:
         """Raise ``DatasetError`` if the dataset is empty or its arrays disagree; return self."""
         where = self.meta.get("source", self.root)
         if not self.database:

@@ -14,8 +14,9 @@ under split folders), nordland (two season folders: names common enough to come 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ..errors import DatasetError
 from . import folder, msls, nordland, pitts, vprbench

@@ -9,8 +9,8 @@ The model and the dataset come from the caller (``commands/eval.py`` reads them 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -18,7 +18,7 @@ evaluation use these without the rest of ``evaluate``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
