@@ -298,7 +298,7 @@ def main(argv=None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     prepare_env()
-    from structvpr_core.data.dataset import load_dataset
+    from structvpr_core.data import load_dataset
 
     dataset = load_dataset(args.data, format="vpr-bench")
     map_dir = out / "map"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from structvpr_core.data import detect_format, load_dataset
-from structvpr_core.data.folder import parse_utm
+from structvpr_core.data.utm_names import parse_utm
 from structvpr_core.errors import DatasetError
 
 

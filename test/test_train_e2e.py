@@ -48,7 +48,7 @@ def run(tmp_path_factory):
     out = base / "run"
     # steps per epoch = ceil(usable training queries / batch); known once the set exists, so
     # first make it (the trainer generates it when absent: that path is exercised here too)
-    from structvpr_core.data.dataset import load_dataset
+    from structvpr_core.data import load_dataset
     from structvpr_core.data.synthetic import generate
 
     generate(root, 10, 0, size=(160, 120), progress=False)

@@ -142,7 +142,7 @@ def run(cfg: dict) -> dict:
 
 def int8_recall(fp32, int8) -> dict:
     """Recall@1 change of int8 vs fp32 on the real Corridor set (skipped when it is absent)."""
-    from ..data.dataset import load_dataset
+    from ..data import load_dataset
     from ..export import default_eval_dataset, recall_change
 
     root = default_eval_dataset()

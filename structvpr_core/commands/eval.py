@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from ..data import FORMATS, SPLITS
 from ._common import add_backend_argument
 
 NAME = "eval"
@@ -37,9 +37,8 @@ Example:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root (or a Pittsburgh .mat)")
-    p.add_argument("--format", default="auto", choices=["auto", "folder", "vpr-bench", "pitts", "msls", "nordland"],
-                   help="dataset layout (default: auto-detect)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default: test)")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="dataset layout (default: auto-detect)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (default: test)")
     p.add_argument("--checkpoint", type=Path, metavar="PATH",
                    help="RGB-branch checkpoint (default: the untrained ImageNet-initialised branch)")
     p.add_argument("--recall", type=int, nargs="+", default=[1, 5, 10, 20], metavar="N",
@@ -64,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_json
-    from ..data.dataset import detect_format, load_dataset
+    from ..data import detect_format, load_dataset
     from ..errors import ConfigError
     from ..evaluate import evaluate, format_result
     from ..extractor import Extractor
@@ -74,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if min(args.size) < 32:
         raise ConfigError(f"--size: W and H must be >= 32, got {args.size}")
     fmt = detect_format(args.dataset) if args.format == "auto" else args.format
-    options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}
+    options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}  # the one format-only flag
+
     dataset = load_dataset(args.dataset, format=fmt, split=args.split, pos_dist_m=args.pos_dist, **options)
-    print(dataset.summary(), file=sys.stderr)
     extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size), batch_size=args.batch_size,
                           backend=args.backend)
     result = evaluate(dataset, extractor, args.recall, cache_dir=args.cache_dir, use_cache=not args.no_cache,

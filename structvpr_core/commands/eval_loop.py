@@ -121,7 +121,7 @@ def run_detector(dataset, mapdb, extractor, id_to_db: dict[int, int], verifier=N
 
 def run(args) -> int:
     from ..atomic import atomic_write_json
-    from ..data.dataset import load_dataset
+    from ..data import load_dataset
     from ..errors import MapError
     from ..extractor import Extractor
     from ..mapdb import MapDatabase

@@ -88,7 +88,7 @@ def run(args) -> int:
     if args.eval_dataset != "none":
         root = Path(args.eval_dataset) if args.eval_dataset else default_eval_dataset()
         if root is not None:
-            from ..data.dataset import load_dataset
+            from ..data import load_dataset
 
             dataset = load_dataset(root)
     if args.parity_images is not None:

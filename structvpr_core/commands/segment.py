@@ -33,32 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..data.labelmaps import read_manifest, write_label_map, write_manifest
-    from ..errors import DatasetError
-    from ..images import list_images, read_image
+    from ..data.labelmaps import images_to_segment, segment_images
     from ..segmentation import get_segmenter
 
-    if not args.dataset.is_dir():
-        raise DatasetError(f"{args.dataset}: no such dataset directory")
-    images = list_images(args.dataset, recursive=True, exclude=args.out)
-    if not images:
-        raise DatasetError(f"{args.dataset}: no images found")
-    segmenter = get_segmenter(args.segmenter, device=args.device)
-    manifest = read_manifest(args.out) if args.out.is_dir() else None
-    if manifest and not args.overwrite and (manifest.get("taxonomy") != segmenter.taxonomy
-                                            or manifest.get("segmenter") != segmenter.name):
-        raise DatasetError(f"{args.out / 'labelmaps.json'}: label maps here come from {manifest.get('segmenter')!r} "
-                           f"({manifest.get('taxonomy')}); use another --out or --overwrite")
-    write_manifest(args.out, segmenter.taxonomy, segmenter=segmenter.name, image_root=str(args.dataset.resolve()))
-    done = skipped = 0
-    for image_path in tqdm(images, desc="segment", unit="img", disable=args.no_progress):
-        target = (args.out / image_path.relative_to(args.dataset)).with_suffix(".png")
-        if target.is_file() and not args.overwrite:
-            skipped += 1
-            continue
-        write_label_map(target, segmenter.segment(read_image(image_path)))
-        done += 1
-    print(f"{done} label maps written, {skipped} already present, under {args.out} ({segmenter.taxonomy})")
+    images = images_to_segment(args.dataset, args.out)
+    segmenter = get_segmenter(args.segmenter, device=args.device)  # after the cheap checks: loading weights is slow
+    written, skipped = segment_images(images, args.dataset, args.out, segmenter, overwrite=args.overwrite,
+                                      progress=not args.no_progress)
+    print(f"{written} label maps written, {skipped} already present, under {args.out} ({segmenter.taxonomy})")
     return 0

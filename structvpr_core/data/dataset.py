@@ -1,9 +1,11 @@
-"""The one in-memory form of a place-recognition dataset, and ``load_dataset`` for every format.
+"""The one in-memory form of a place-recognition dataset, and the radius search its readers share.
 
 Every reader (folder, VPR-Bench, Pittsburgh .mat, MSLS, Nordland) returns a ``PlaceDataset``:
 database images, query images, and for each query the sorted indices of its positives in the
 database. Geographic datasets also keep their UTM coordinates (so a trainer can ask for other
 radii, e.g. the 10 m "non-trivial" positives of NetVLAD); sequence datasets keep frame indices.
+The readers import this module; ``registry`` (``load_dataset``, ``detect_format``) imports the
+readers, never the other way round.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import numpy as np
 
 from ..errors import DatasetError
 
-FORMATS = ("folder", "vpr-bench", "pitts", "msls", "nordland")
 SPLITS = ("train", "val", "test")
 
 
@@ -55,7 +56,7 @@ class PlaceDataset:
             raise DatasetError(f"{self.root}: dataset has no coordinates; positives are only given explicitly")
         return radius_neighbours(self.db_coords, self.q_coords, radius)
 
-    def check(self) -> "PlaceDataset":
+    def check(self) -> PlaceDataset:
         """Raise ``DatasetError`` if the dataset is empty or its arrays disagree; return self."""
         where = self.meta.get("source", self.root)
         if not self.database:
@@ -91,70 +92,3 @@ def radius_neighbours(db_coords: np.ndarray, q_coords: np.ndarray, radius: float
         return [np.zeros(0, dtype=np.int64) for _ in range(len(q))]
     hits = cKDTree(db).query_ball_point(q, r=float(radius))
     return [np.asarray(sorted(h), dtype=np.int64) for h in hits]
-
-
-def detect_format(root: str | Path) -> str:
-    """Guess the format of the dataset at ``root`` from its layout (no image is read)."""
-    root = Path(root)
-    if not root.exists():
-        raise DatasetError(f"{root}: no such dataset directory")
-    if root.is_file():
-        if root.suffix.lower() == ".mat":
-            return "pitts"
-        raise DatasetError(f"{root}: a dataset is a directory (or a Pittsburgh .mat file)")
-    if (root / "datasets").is_dir() and any((root / "datasets").glob("*.mat")):
-        return "pitts"
-    from . import msls, nordland
-
-    if msls.looks_like(root):
-        return "msls"
-    if (root / "ref").is_dir() and (root / "query").is_dir():
-        return "vpr-bench"
-    if (root / "database").is_dir() or any((root / s / "database").is_dir() for s in SPLITS) \
-            or any((root / "images" / s / "database").is_dir() for s in SPLITS):
-        return "folder"
-    if nordland.looks_like(root):
-        return "nordland"
-    raise DatasetError(
-        f"{root}: cannot tell the dataset format (expected database/ + queries/, ref/ + query/, "
-        f"datasets/*.mat, train_val/<city>/ or two Nordland season folders); pass --format")
-
-
-def load_dataset(root: str | Path, format: str = "auto", split: str = "test", pos_dist_m: float = 25.0,
-                 **options) -> PlaceDataset:
-    """Read the dataset at ``root`` in ``format`` ("auto" detects it) as a ``PlaceDataset``.
-
-    ``split`` selects train/val/test where the format has splits; ``pos_dist_m`` is the positive
-    radius of geographic formats (25 m, the community's convention). Format-specific options:
-    folder: none; pitts: ``mat`` (path of the dbStruct file); msls: ``cities`` (list), ``exclude_panos``;
-    nordland: ``database_name``, ``query_name``, ``frame_tolerance`` (frames, default 10).
-    """
-    root = Path(root)
-    if format == "auto":
-        format = detect_format(root)
-    if format not in FORMATS:
-        raise DatasetError(f"unknown dataset format {format!r} (known: auto, {', '.join(FORMATS)})")
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-    if not root.exists():
-        raise DatasetError(f"{root}: no such dataset directory")
-    if not (pos_dist_m > 0):
-        raise DatasetError(f"positive radius must be > 0 m, got {pos_dist_m}")
-    if format == "folder":
-        from .folder import load_folder as loader
-    elif format == "vpr-bench":
-        from .vprbench import load_vprbench as loader
-    elif format == "pitts":
-        from .pitts import load_pitts as loader
-    elif format == "msls":
-        from .msls import load_msls as loader
-    else:
-        from .nordland import load_nordland as loader
-    try:
-        dataset = loader(root, split=split, pos_dist_m=pos_dist_m, **options)
-    except TypeError as e:
-        # An option meant for another format: name it instead of a Python traceback.
-        if "unexpected keyword" in str(e):
-            raise DatasetError(f"format {format}: {e}") from None
-        raise
-    return dataset.check()

@@ -14,19 +14,14 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..images import list_images
-from .dataset import PlaceDataset, radius_neighbours
+from .dataset import SPLITS, PlaceDataset, radius_neighbours
+from .utm_names import parse_utm
 
 
-def parse_utm(path: Path) -> tuple[float, float]:
-    """UTM (east, north) from a name ``…@east@north@…``; ``DatasetError`` naming the file otherwise."""
-    fields = path.name.split("@")
-    try:
-        east, north = float(fields[1]), float(fields[2])
-    except (IndexError, ValueError):
-        raise DatasetError(f"{path}: name does not carry coordinates as '@UTM_east@UTM_north@'") from None
-    if not (np.isfinite(east) and np.isfinite(north)):
-        raise DatasetError(f"{path}: coordinates in the name are not finite")
-    return east, north
+def looks_like(root: Path) -> bool:
+    """``database/`` at the root, under ``<split>/`` or under ``images/<split>/``."""
+    return (root / "database").is_dir() or any((root / s / "database").is_dir() for s in SPLITS) \
+        or any((root / "images" / s / "database").is_dir() for s in SPLITS)
 
 
 def split_dir(root: Path, split: str) -> Path:
@@ -39,7 +34,7 @@ def split_dir(root: Path, split: str) -> Path:
         if split != "test":
             raise DatasetError(f"{root}: has no {split}/ split (a folder without splits is read as split 'test' only)")
         return root
-    present = [s for s in ("train", "val", "test") if (root / s).is_dir() or (root / "images" / s).is_dir()]
+    present = [s for s in SPLITS if (root / s).is_dir() or (root / "images" / s).is_dir()]
     if present:
         raise DatasetError(f"{root / split}: split {split!r} missing (present: {', '.join(present)})")
     raise DatasetError(f"{root}: no database/ and queries/ folders (folder format)")

@@ -16,6 +16,9 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..errors import DatasetError
+from ..log import get_logger
+
+log = get_logger(__name__)
 
 MANIFEST = "labelmaps.json"
 FORMAT = "structvpr-labelmaps/1"
@@ -98,6 +101,51 @@ def read_manifest(label_root: str | Path) -> dict | None:
     if not isinstance(data, dict) or not isinstance(data.get("taxonomy"), str):
         raise DatasetError(f"{path}: manifest must be an object with a 'taxonomy' string")
     return data
+
+
+def images_to_segment(image_root: str | Path, label_root: str | Path) -> list[Path]:
+    """Every image under ``image_root`` (recursively, ``label_root`` left out when it lies inside)."""
+    from ..images import list_images
+
+    image_root = Path(image_root)
+    if not image_root.is_dir():
+        raise DatasetError(f"{image_root}: no such dataset directory")
+    images = list_images(image_root, recursive=True, exclude=label_root)
+    if not images:
+        raise DatasetError(f"{image_root}: no images found")
+    return images
+
+
+def segment_images(images: list[Path], image_root: str | Path, label_root: str | Path, segmenter, *,
+                   overwrite: bool = False, progress: bool = True) -> tuple[int, int]:
+    """Write the label map of each of ``images`` (under ``image_root``) to the mirrored path under ``label_root``.
+
+    ``segmenter``: anything with ``name``, ``taxonomy`` and ``segment(bgr image) -> label map``
+    (``segmentation.get_segmenter`` makes one; passing it in keeps this module free of models).
+    Label maps already present are kept unless ``overwrite``, so an interrupted run resumes; a
+    root written by another segmenter is refused. Returns (written, skipped).
+    """
+    from tqdm import tqdm
+
+    from ..images import read_image
+
+    image_root, label_root = Path(image_root), Path(label_root)
+    manifest = read_manifest(label_root) if label_root.is_dir() else None
+    if manifest and not overwrite and (manifest.get("taxonomy") != segmenter.taxonomy
+                                       or manifest.get("segmenter") != segmenter.name):
+        raise DatasetError(f"{label_root / MANIFEST}: label maps here come from {manifest.get('segmenter')!r} "
+                           f"({manifest.get('taxonomy')}); use another --out or --overwrite")
+    write_manifest(label_root, segmenter.taxonomy, segmenter=segmenter.name, image_root=str(image_root.resolve()))
+    written = skipped = 0
+    for image_path in tqdm(images, desc="segment", unit="img", disable=not progress):
+        target = (label_root / image_path.relative_to(image_root)).with_suffix(".png")
+        if target.is_file() and not overwrite:
+            skipped += 1
+            continue
+        write_label_map(target, segmenter.segment(read_image(image_path)))
+        written += 1
+    log.debug("%d label maps written, %d kept, under %s", written, skipped, label_root)
+    return written, skipped
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -42,6 +42,7 @@ def cities_dir(root: Path) -> Path:
 
 
 def looks_like(root: Path) -> bool:
+    """A ``train_val/`` folder, or city folders whose sides hold ``postprocessed.csv``."""
     base = cities_dir(root)
     if base != root:
         return True

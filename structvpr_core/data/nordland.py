@@ -16,16 +16,17 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..images import list_images
-from .dataset import PlaceDataset, radius_neighbours
+from .dataset import SPLITS, PlaceDataset, radius_neighbours
 
 SEASONS = ("spring", "summer", "fall", "winter")
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
 def looks_like(root: Path) -> bool:
+    """Two season folders or more, at the root or under a split folder."""
     def seasons_in(d: Path) -> int:
         return sum((d / s).is_dir() for s in SEASONS)
-    return seasons_in(root) >= 2 or any(seasons_in(root / s) >= 2 for s in ("train", "val", "test"))
+    return seasons_in(root) >= 2 or any(seasons_in(root / s) >= 2 for s in SPLITS)
 
 
 def frame_numbers(images: list[Path], folder: Path) -> np.ndarray:

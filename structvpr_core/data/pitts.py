@@ -14,9 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from .dataset import PlaceDataset, radius_neighbours
+from .dataset import SPLITS, PlaceDataset, radius_neighbours
 
 FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ")
+
+
+def looks_like(root: Path) -> bool:
+    """A .mat file itself, or a ``datasets/`` folder holding one."""
+    if root.is_file():
+        return root.suffix.lower() == ".mat"
+    return (root / "datasets").is_dir() and any((root / "datasets").glob("*.mat"))
 
 
 def find_mat(root: Path, split: str) -> Path:
@@ -26,7 +33,7 @@ def find_mat(root: Path, split: str) -> Path:
         raise DatasetError(f"{folder}: missing folder (Pittsburgh layout needs datasets/*.mat)")
     mats = sorted(folder.glob("*.mat"))
     matching = [m for m in mats if m.stem.endswith(f"_{split}")]
-    unsplit = [m for m in mats if not any(m.stem.endswith(f"_{s}") for s in ("train", "val", "test"))]
+    unsplit = [m for m in mats if not any(m.stem.endswith(f"_{s}") for s in SPLITS)]
     if not matching and len(unsplit) == 1:
         matching = unsplit  # e.g. tokyo247.mat: one file, no split in its name
     if not matching:

@@ -31,16 +31,17 @@ import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
 from ..errors import DatasetError
+from .dataset import SPLITS
 from .labelmaps import MANIFEST as LABEL_MANIFEST, FORMAT as LABEL_FORMAT, encode_png
 from .synthetic_render import LIGHTS, SEASONS, Camera, Condition, concat, pack, render
 from .synthetic_world import ADE, add_traffic, make_world
+from .utm_names import utm_name
 
 GENERATOR = "structvpr-synthetic-streets/1"
 PLACE_SPACING_M = 60.0
 SPLIT_OFFSET_M = 100_000.0
 GRID_COLUMNS = 50
 ORIGIN = (500_000.0, 4_000_000.0)  # an arbitrary UTM origin (easting, northing)
-SPLITS = ("train", "val", "test")
 
 
 def synthetic_path(out_dir: str | Path) -> Path:
@@ -160,7 +161,7 @@ def generate(out_dir: str | Path, places: int, seed: int = 0, *, size: tuple[int
             split = split_of(place, places)
             east0, north0 = place_origin(place, split)
             for role, k, dx, dz, cond, image, label in render_place(seed, place, size, db_views, query_views):
-                name = f"@{east0 + dx:.2f}@{north0 + dz:.2f}@synthetic@p{place:05d}@v{k}@{cond.name}@"
+                name = utm_name(east0 + dx, north0 + dz, "synthetic", f"p{place:05d}", f"v{k}", cond.name)
                 ok, jpg = cv2.imencode(".jpg", image, params)
                 if not ok:
                     raise DatasetError(f"{tmp}: JPEG encoding failed")

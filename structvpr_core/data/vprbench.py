@@ -22,6 +22,10 @@ from .dataset import PlaceDataset
 GT_NAME = "ground_truth.csv"
 
 
+def looks_like(root: Path) -> bool:
+    return (root / "ref").is_dir() and (root / "query").is_dir()
+
+
 def list_frames(folder: Path) -> list[Path]:
     """Images of ``folder`` in frame order (numeric when all stems are numbers)."""
     if not folder.is_dir():

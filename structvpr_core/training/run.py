@@ -84,7 +84,7 @@ def ensure_synthetic(cfg: TrainConfig, env: DistEnv) -> None:
 
 
 def load_data(ctx: RunContext) -> None:
-    from ..data.dataset import load_dataset
+    from ..data import load_dataset
 
     d, m = ctx.cfg.data, ctx.cfg.mining
     probe = load_dataset(d.root, d.format, split=d.train_split, pos_dist_m=m.negative_m)
