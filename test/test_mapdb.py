@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from structvpr_core import mapdb as mapdb_mod
 from structvpr_core.errors import MapError
 from structvpr_core.geometry import Pose
 from structvpr_core.mapdb import MapDatabase
+from structvpr_core.mapdb import storage as mapdb_mod
 from structvpr_core.verify import LocalFeatures
 
 DIM = 32

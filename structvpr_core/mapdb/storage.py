@@ -1,0 +1,166 @@
+"""The on-disk map format: a directory written crash-safely, recovered after a crash, checked on load.
+
+A map is a directory::
+
+    MAPDIR/manifest.json      format + version, model fingerprint, dim, index type/params,
+                              counts, creation time, sizes of the other files
+    MAPDIR/index.faiss        the faiss index (position p holds keyframe id p + 1)
+    MAPDIR/keyframes.sqlite   one row per keyframe: id, stamp, pose, gps, session, source,
+                              compact local features (npz bytes) for geometric verification
+
+Crash safety (write aside, rename, recover). ``save_map_dir`` never changes a map's files in
+place: (1) it writes everything into ``PATH.structvpr-new`` and fsyncs it (manifest last, so a
+directory with a manifest is complete); (2) renames an existing ``PATH`` to ``PATH.structvpr-old``;
+(3) renames the new directory to ``PATH``; (4) removes the old one. A crash during (1) leaves
+``PATH`` intact (the next save removes the half-written directory); a failure in (3) is undone by
+renaming the old directory back; a crash between (2) and (3) leaves no ``PATH``, and ``recover``
+(run by every load) renames the complete leftover back in place, preferring the new one. Whatever
+the moment of the crash, a loadable map remains. Tested by making the renames fail (test_mapdb).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from ..atomic import fsync_dir, fsync_file
+from ..errors import MapError
+from ..fingerprint import describe_mismatch, fingerprint_mismatch
+from ..log import get_logger
+from .index import INDEX_TYPES
+
+log = get_logger(__name__)
+
+FORMAT = "structvpr-map"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+DB_FILE = "keyframes.sqlite"
+NEW_SUFFIX = ".structvpr-new"   # sibling directories used by the atomic swap in save_map_dir()
+OLD_SUFFIX = ".structvpr-old"
+
+
+def build_manifest(*, fingerprint: dict, dim: int, index_type: str, trained: bool, params: dict,
+                   keyframes: int, with_local_features: int, sessions: list[str], meta: dict,
+                   created: str, saved: str) -> dict:
+    """The manifest's JSON; ``save_map_dir`` adds the sizes of the files it wrote under ``files``."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "descriptor_dim": dim,
+        "index": {"type": index_type, "trained": trained, "params": params},
+        "counts": {"keyframes": keyframes, "with_local_features": with_local_features, "sessions": sessions},
+        "meta": meta,
+        "created": created,
+        "saved": saved,
+    }
+
+
+def _sibling(target: Path, suffix: str) -> Path:
+    return target.with_name(target.name + suffix)
+
+
+def save_map_dir(target: Path, write_files: Callable[[Path], None], manifest: dict) -> None:
+    """Make ``target`` (absolute) the map that ``write_files(dir)`` writes, by the protocol above.
+
+    ``write_files`` writes ``INDEX_FILE`` and ``DB_FILE`` into the directory it is given.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    new, old = _sibling(target, NEW_SUFFIX), _sibling(target, OLD_SUFFIX)
+    if new.exists():
+        shutil.rmtree(new)    # a stale half-written directory from an earlier crash
+    new.mkdir()
+    try:
+        write_files(new)
+        manifest = dict(manifest, files={name: (new / name).stat().st_size for name in (INDEX_FILE, DB_FILE)})
+        for name in (INDEX_FILE, DB_FILE):
+            fsync_file(new / name)
+        (new / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        fsync_file(new / MANIFEST)
+        fsync_dir(new)
+        if target.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(target, old)
+        os.replace(new, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        if not target.exists() and old.exists():
+            os.replace(old, target)  # undo step (2) when step (3) failed
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    log.debug("saved map %s (%s keyframes)", target, manifest["counts"]["keyframes"])
+
+
+def _is_complete(d: Path) -> bool:
+    try:
+        read_manifest(d)
+    except MapError:
+        return False
+    return all((d / n).is_file() for n in (INDEX_FILE, DB_FILE))
+
+
+def recover(path: Path) -> Path:
+    """``path``, or if it is missing after a crash inside a save, the complete leftover put back there."""
+    if path.exists():
+        return path
+    for cand in (_sibling(path, NEW_SUFFIX), _sibling(path, OLD_SUFFIX)):
+        if cand.is_dir() and _is_complete(cand):
+            try:
+                os.replace(cand, path)
+                fsync_dir(path.parent)
+                log.warning("recovered map %s from %s (an earlier save was interrupted)", path, cand.name)
+                return path
+            except OSError:
+                return cand  # read-only location: load the leftover in place
+    raise MapError(f"{path}: no such map directory")
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest of the map directory ``path``, checked for format, version and the keys load needs."""
+    if not path.is_dir():
+        raise MapError(f"{path}: not a directory (a map is a directory made by 'structvpr build-map')")
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise MapError(f"{mf}: missing (not a structvpr map directory, or an incomplete one)")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MapError(f"{mf}: unreadable or corrupted ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise MapError(f"{mf}: not a structvpr map manifest (format {found!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise MapError(f"{mf}: map format version {version!r}, this structvpr reads version {FORMAT_VERSION}")
+    try:
+        ok = (isinstance(manifest["fingerprint"], dict) and int(manifest["descriptor_dim"]) > 0
+              and manifest["index"]["type"] in INDEX_TYPES and int(manifest["counts"]["keyframes"]) >= 0)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise MapError(f"{mf}: manifest lacks or has invalid fingerprint/descriptor_dim/index/counts")
+    return manifest
+
+
+def check_files(path: Path, manifest: dict) -> None:
+    """MapError naming the file when the index or keyframe file is missing or not the size saved."""
+    sizes = manifest.get("files", {})
+    for name in (INDEX_FILE, DB_FILE):
+        f = path / name
+        if not f.is_file():
+            raise MapError(f"{f}: missing (the map is incomplete)")
+        size = f.stat().st_size
+        if name in sizes and size != sizes[name]:
+            raise MapError(f"{f}: size {size} bytes, manifest says {sizes[name]} (truncated or replaced file)")
+
+
+def check_fingerprint(expected: dict, found: dict, where: str) -> None:
+    """MapError saying expected vs found when the map (``found``) was built with another model."""
+    diff = fingerprint_mismatch(expected, found)
+    if diff:
+        raise MapError(f"{where}: built with another model ({describe_mismatch(expected, found, diff)})")
