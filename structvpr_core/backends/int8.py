@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from ..atomic import fsync_file
 from ..errors import ConfigError
 from .onnx_format import INPUT_NAME
