@@ -1,187 +1,31 @@
-"""Export of the RGB branch to ONNX, descriptor head included, with a JSON sidecar.
+"""``structvpr export``: the RGB branch as a deployable ONNX file, checked against PyTorch.
 
-The graph maps a batch of ImageNet-normalised RGB images to unit-length descriptors: the
-MobileNetV2 stages, global max pooling of F3..F5, per-level L2 normalisation, concatenation
-and the final L2 normalisation all run inside it (BatchNorm folded into the convolutions).
+The pipeline on top of the runners: export the fp32 graph (``backends.onnx_export``), run it
+with ONNX Runtime next to PyTorch on real images and refuse to write it unless every descriptor
+pair has cosine >= ``FP32_MIN_COSINE``; with int8, quantise it (``backends.int8``) and measure
+its parity, speed and Recall@1 change; then install the file and its sidecar atomically. The
+file format itself (graph names, sidecar, the check before a file runs) is
+``backends.onnx_format``; the measured parity goes into the sidecar's ``parity``.
 
-Input ``image``: float32 (N, 3, H, W), RGB, ``(pixel / 255 - mean) / std`` with the ImageNet mean
-and std, at the fixed size H×W the model was exported for (N is dynamic). Output
-``descriptor``: float32 (N, D). A normalised float input, rather than raw uint8 pixels, is what
-ONNX Runtime, TensorRT and OpenCV's dnn module all take without a custom pre-processing graph.
-
-The sidecar ``MODEL.onnx.json`` records what a consumer needs and what the loader checks:
-the model fingerprint (architecture, weights sha256, input size, descriptor dim: the same
-fingerprint the PyTorch extractor has, so maps work across backends), the normalisation, the
-precision (fp32 / int8), the ONNX file's own sha256 (corruption or replacement is caught),
-the source checkpoint and, from ``structvpr export``, the measured parity.
-
-Exporter: PyTorch's TorchScript-based exporter (``dynamo=False``): ~1 s and no onnxscript
-dependency. It is deprecated in PyTorch ≥ 2.9 but present in the pinned 2.14.
+Results are returned (and logged at debug level); the ``structvpr export`` command prints them.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, atomic_write_json
-from .errors import CheckpointError
-from .fingerprint import FINGERPRINT_KEYS, describe_mismatch, fingerprint_mismatch
+from .atomic import fsync_dir
+from .backends.onnx_export import export_onnx
+from .backends.onnx_format import make_sidecar, sidecar_path, write_sidecar
+from .errors import CheckpointError, ConfigError
+from .extractor import Extractor
+from .images import list_images, read_image
+from .log import get_logger
 
-FORMAT = "structvpr-onnx"
-FORMAT_VERSION = 1
-OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAME = "descriptor"
-
-
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """``model.onnx`` -> ``model.onnx.json``."""
-    p = Path(onnx_path)
-    return p.with_name(p.name + ".json")
-
-
-def input_description(image_size: tuple[int, int]) -> dict:
-    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
-
-    w, h = image_size
-    return {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": ["batch", 3, int(h), int(w)],
-            "color": "RGB", "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "formula": "(pixel / 255 - mean) / std, per channel",
-            "resize": "to W x H; cv2.INTER_AREA when shrinking both sides, else bilinear"}
-
-
-def make_sidecar(onnx_path: str | os.PathLike, *, fingerprint: dict, source: dict, precision: str = "fp32",
-                 quantization: dict | None = None, parity: dict | None = None) -> dict:
-    """The sidecar of an ONNX file already on disk (hashes it)."""
-    import onnx
-    import torch
-
-    from . import __version__
-    from .weights import file_sha256
-
-    fp = {k: fingerprint[k] for k in FINGERPRINT_KEYS}
-    fp["input_size"] = [int(v) for v in fp["input_size"]]
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "fingerprint": fp,
-        "architecture": fp["architecture"], "descriptor_dim": int(fp["descriptor_dim"]),
-        "input_size": fp["input_size"],
-        "input": input_description(tuple(fp["input_size"])),
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", int(fp["descriptor_dim"])],
-                   "l2_normalised": True},
-        "precision": precision, "quantization": quantization,
-        "opset": OPSET,
-        "onnx_sha256": file_sha256(onnx_path),
-        "source": source,
-        "exporter": {"structvpr": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
-        "parity": parity,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def export_onnx(model, path: str | os.PathLike, *, image_size: tuple[int, int], opset: int = OPSET) -> None:
-    """Write ``model`` (an RGB branch in eval mode, on the CPU) as ONNX to ``path``, atomically.
-
-    BatchNorm is folded into the convolutions first (a copy; ``model`` is left as it is).
-    """
-    import copy
-
-    import torch
-
-    from .models.fusion import fuse_conv_bn
-
-    if model.training:
-        raise ValueError("export_onnx needs a model in eval mode")
-    model = fuse_conv_bn(copy.deepcopy(model).float().cpu())
-    w, h = image_size
-    dummy = torch.zeros(1, 3, int(h), int(w))
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's deprecation notices (see module docstring)
-            torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                              do_constant_folding=True)
-
-    atomic_write(path, write)
-
-
-def write_sidecar(onnx_path: str | os.PathLike, sidecar: dict) -> Path:
-    out = sidecar_path(onnx_path)
-    atomic_write_json(out, sidecar)
-    return out
-
-
-def read_sidecar(onnx_path: str | os.PathLike) -> dict:
-    """The sidecar of ``onnx_path``; CheckpointError naming the file when missing or malformed."""
-    onnx_path = Path(onnx_path)
-    side = sidecar_path(onnx_path)
-    if not onnx_path.is_file():
-        raise CheckpointError(f"{onnx_path}: no such ONNX model file")
-    if not side.is_file():
-        raise CheckpointError(f"{side}: missing; {onnx_path.name} needs the sidecar written beside it by "
-                              "'structvpr export' (input size, normalisation, fingerprint)")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{side}: unreadable or corrupted sidecar ({type(e).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{side}: not a structvpr ONNX sidecar (format {found!r})")
-    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{side}: sidecar format version {meta.get('format_version')!r}, this structvpr "
-                              f"reads up to {FORMAT_VERSION}")
-    fp = meta.get("fingerprint")
-    if (not isinstance(fp, dict) or any(k not in fp for k in FINGERPRINT_KEYS)
-            or not isinstance(meta.get("onnx_sha256"), str) or meta.get("precision") not in ("fp32", "fp16", "int8")):
-        raise CheckpointError(f"{side}: sidecar lacks or has invalid fingerprint/onnx_sha256/precision")
-    return meta
-
-
-def check_onnx_model(onnx_path: str | os.PathLike, *, expected_fingerprint: dict | None = None,
-                     image_size: tuple[int, int] | None = None) -> dict:
-    """Validate an exported model against its sidecar and the caller's expectations; returns the sidecar.
-
-    CheckpointError (one line, naming the file) when the file is missing, its bytes differ from
-    what the sidecar recorded (corrupted, truncated, replaced), it was exported for another
-    input size, or from other weights / another architecture than ``expected_fingerprint``.
-    """
-    from .weights import file_sha256
-
-    onnx_path = Path(onnx_path)
-    meta = read_sidecar(onnx_path)
-    digest = file_sha256(onnx_path)
-    if digest != meta["onnx_sha256"]:
-        raise CheckpointError(f"{onnx_path}: contents differ from its sidecar {sidecar_path(onnx_path).name} "
-                              f"(sha256 {digest[:12]}…, recorded {meta['onnx_sha256'][:12]}…): corrupted, "
-                              "truncated or replaced file; export it again")
-    fp = meta["fingerprint"]
-    if image_size is not None and list(fp["input_size"]) != [int(image_size[0]), int(image_size[1])]:
-        w, h = fp["input_size"]
-        raise CheckpointError(f"{onnx_path}: exported for input size {w}x{h}, but the image size asked for is "
-                              f"{image_size[0]}x{image_size[1]} (use --size {w} {h} / image_size=({w}, {h}), "
-                              "or export again)")
-    if expected_fingerprint is not None:
-        diff = fingerprint_mismatch(expected_fingerprint, fp)
-        if diff:
-            shown = describe_mismatch(expected_fingerprint, fp, diff)
-            raise CheckpointError(f"{onnx_path}: exported from another model ({shown})")
-    return meta
-
-
-def _norm(v):
-    return list(v) if isinstance(v, tuple) else v
-
-
-# ---------------------------------------------------------------------------------------------
-# The `structvpr export` workflow: export, check against PyTorch, optionally quantise, install.
+log = get_logger(__name__)
 
 FP32_MIN_COSINE = 0.999       # parity floor of the fp32 export against PyTorch (the issue's bound)
 INT8_MAX_RECALL_CHANGE = 0.01  # |ΔRecall@1| the int8 model should stay within (reported, not enforced)
@@ -199,6 +43,42 @@ def evenly(items: list, n: int) -> list:
     if len(items) <= n:
         return list(items)
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def choose_calibration_images(folder: str | os.PathLike, count: int) -> list[Path]:
+    """Up to ``count`` images of ``folder`` for int8 calibration, spread evenly over it."""
+    found = list_images(folder)
+    if not found:
+        raise ConfigError(f"{folder}: no images for int8 calibration")
+    return evenly(found, count)
+
+
+def load_eval_dataset(spec: str | os.PathLike | None):
+    """The dataset for the int8 Recall@1 check: a directory, None for the Corridor set when present, "none" for none."""
+    if spec == "none":
+        return None
+    root = Path(spec) if spec else default_eval_dataset()
+    if root is None:
+        return None
+    from .data import load_dataset
+
+    return load_dataset(root)
+
+
+def choose_parity_images(count: int, *, folder: str | os.PathLike | None = None, dataset=None,
+                  calibration: list[Path] | None = None) -> list[Path]:
+    """``count`` real images for the parity check: from ``folder``, else ``dataset``, else the calibration images."""
+    if folder is not None:
+        images = list_images(folder)
+        if not images:
+            raise ConfigError(f"{folder}: no images for the parity check")
+    elif dataset is not None:
+        images = list(dataset.database) + list(dataset.queries)
+    elif calibration:
+        images = list(calibration)
+    else:
+        raise ConfigError("no real images for the parity check: give --parity-images DIR (or --eval-dataset DIR)")
+    return evenly(images, count)
 
 
 def parity(reference, candidate, paths, progress: bool = False) -> dict:
@@ -229,7 +109,7 @@ def time_per_image_ms(extractor, image, repeats: int = 20) -> float:
     """Median wall time of ``extractor.embed([image])`` (after two warm-up runs)."""
     import time
 
-    image = extractor._prepare_bgr(image)      # at the input size already: the resize is not timed
+    image = extractor.prepare(image)      # at the input size already: the resize is not timed
     for _ in range(2):
         extractor.embed([image])
     times = []
@@ -240,24 +120,33 @@ def time_per_image_ms(extractor, image, repeats: int = 20) -> float:
     return float(np.median(times) * 1000.0)
 
 
+def write_int8_export(fp32_path: str | os.PathLike, out: str | os.PathLike, calibration: list[Path], *,
+                      fingerprint: dict, source: dict, image_size: tuple[int, int], fmt: str = "qdq",
+                      keep_float=None, progress: bool = True) -> dict:
+    """Quantise the export ``fp32_path`` to ``out`` and write its int8 sidecar; returns the quantisation record."""
+    from .backends.int8 import DEFAULT_KEEP_FLOAT, quantize_int8
+
+    quant = quantize_int8(fp32_path, out, calibration, image_size=image_size, fmt=fmt,
+                          keep_float=DEFAULT_KEEP_FLOAT if keep_float is None else keep_float, progress=progress)
+    write_sidecar(out, make_sidecar(out, fingerprint=fingerprint, source=source, precision="int8",
+                                    quantization=quant))
+    return quant
+
+
 def export_model_files(checkpoint: str | os.PathLike | None, out: str | os.PathLike, *,
                        image_size: tuple[int, int] = (640, 480), int8: bool = False,
                        calibration: list[Path] | None = None, int8_format: str = "qdq",
                        keep_float=None, parity_images: list[Path] | None = None,
-                       eval_dataset=None, threads: int | None = None, progress: bool = True,
-                       say=print) -> dict:
+                       eval_dataset=None, threads: int | None = None, progress: bool = True) -> dict:
     """Export ``checkpoint`` (None = ImageNet weights) to ``out`` + sidecar; returns the sidecar.
 
     The fp32 export must match PyTorch (min cosine >= FP32_MIN_COSINE on ``parity_images``) or
     nothing is written. With ``int8`` the quantised model is written instead, calibrated on
-    ``calibration``; its parity, speed and (with ``eval_dataset``) Recall@1 change are recorded.
+    ``calibration``; its parity, speed and (with ``eval_dataset``) Recall@1 change are recorded
+    in the sidecar's ``parity`` (keys fp32, int8, speed, recall).
     """
     import tempfile
     import time
-
-    from .backends.int8 import DEFAULT_KEEP_FLOAT, quantize_int8
-    from .extractor import Extractor
-    from .images import read_image
 
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -276,8 +165,7 @@ def export_model_files(checkpoint: str | os.PathLike | None, out: str | os.PathL
         ort32 = Extractor(checkpoint, device="cpu", backend="onnxruntime", image_size=image_size,
                           onnx_model=fp32_path, threads=threads)
         par32 = parity(reference, ort32, parity_images, progress)
-        say(f"parity fp32 ONNX Runtime vs PyTorch on {par32['images']} real images: "
-            f"cosine min {par32['min_cosine']:.6f} mean {par32['mean_cosine']:.6f} (bound >= {FP32_MIN_COSINE})")
+        log.debug("fp32 parity: %s", par32)
         if not par32["min_cosine"] >= FP32_MIN_COSINE:
             raise CheckpointError(f"{out}: not written: the fp32 export does not match PyTorch (min cosine "
                                   f"{par32['min_cosine']:.6f} < {FP32_MIN_COSINE})")
@@ -285,42 +173,32 @@ def export_model_files(checkpoint: str | os.PathLike | None, out: str | os.PathL
         final, precision, quant = fp32_path, "fp32", None
         if int8:
             int8_path = Path(tmp) / "int8.onnx"
-            quant = quantize_int8(fp32_path, int8_path, calibration, image_size=image_size, fmt=int8_format,
-                                  keep_float=DEFAULT_KEEP_FLOAT if keep_float is None else keep_float,
-                                  progress=progress)
-            write_sidecar(int8_path, make_sidecar(int8_path, fingerprint=fp, source=reference.source,
-                                                  precision="int8", quantization=quant))
+            quant = write_int8_export(fp32_path, int8_path, calibration, fingerprint=fp, source=reference.source,
+                                      image_size=image_size, fmt=int8_format, keep_float=keep_float,
+                                      progress=progress)
             ort8 = Extractor(checkpoint, device="cpu", backend="onnxruntime", image_size=image_size,
                              onnx_model=int8_path, threads=threads)
             result["int8"] = parity(reference, ort8, parity_images, progress)
-            say(f"parity int8 vs PyTorch: cosine min {result['int8']['min_cosine']:.4f} "
-                f"mean {result['int8']['mean_cosine']:.4f}")
+            log.debug("int8 parity: %s", result["int8"])
             image = read_image(parity_images[0])
             time_per_image_ms(ort32, image, repeats=3)   # ONNX Runtime's spinning threads of the
             t32 = time_per_image_ms(ort32, image)         # parity runs settle first
             time.sleep(0.1)
             t8 = time_per_image_ms(ort8, image)
-            result["speed"] = {"fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8,
-                               "threads": ort32._runner.session.get_session_options().intra_op_num_threads}
-            say(f"speed at {image_size[0]}x{image_size[1]}, batch 1: fp32 {t32:.1f} ms, int8 {t8:.1f} ms "
-                f"({t32 / t8:.2f}x)")
+            result["speed"] = {"fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8, "threads": ort32.runner.threads}
+            log.debug("speed: %s", result["speed"])
             if eval_dataset is not None:
                 rc = recall_change(ort32, ort8, eval_dataset, progress)
                 result["recall"] = rc
-                tag = " (synthetic)" if rc["synthetic"] else ""
-                say(f"Recall@1 on {eval_dataset.name}{tag} ({rc['num_queries']} queries): "
-                    f"fp32 {rc['recall@1_fp32']:.3f}, int8 {rc['recall@1_int8']:.3f} "
-                    f"(change {100 * rc['delta']:+.1f} points); int8 queries on an fp32 map {rc['recall@1_int8_queries_fp32_map']:.3f} ({100 * rc['delta_mixed']:+.1f} points)")
+                log.debug("Recall@1 change: %s", rc)
                 if abs(rc["delta"]) > INT8_MAX_RECALL_CHANGE:
-                    say(f"warning: |change| > {100 * INT8_MAX_RECALL_CHANGE:.0f} point: check the int8 model on your "
-                        "own data before deploying it")
+                    log.warning("int8 Recall@1 |change| > %.0f point: check the int8 model on your own data before "
+                                "deploying it", 100 * INT8_MAX_RECALL_CHANGE)
             final, precision = int8_path, "int8"
         sidecar = make_sidecar(final, fingerprint=fp, source=reference.source, precision=precision,
                                quantization=quant, parity=result)
         os.replace(final, out)            # same directory: atomic
         write_sidecar(out, sidecar)
-    from .atomic import fsync_dir
-
     fsync_dir(out.parent)
     _readable(out, sidecar_path(out))
     return sidecar

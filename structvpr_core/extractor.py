@@ -1,9 +1,15 @@
 """The run-time descriptor extractor: images in, L2-normalised RGB-branch descriptors out.
 
 Only the RGB branch runs at deployment (StructVPR distils the segmentation knowledge into it).
-Images of any size and kind ``images.to_bgr8`` accepts (grey, colour, alpha, 16-bit, float) are
-resized to ``image_size`` (W, H; 640×480 as in the paper; INTER_AREA when shrinking, bilinear
-when enlarging), normalised with the ImageNet mean and std and embedded in batches.
+The data flow, one way only::
+
+    image (any kind ``images.to_bgr8`` accepts: grey, colour, alpha, 16-bit, float)
+      -> prepare: H×W×3 uint8 BGR at ``image_size`` (W, H; 640×480 as in the paper; INTER_AREA
+         when shrinking, bilinear when enlarging)
+      -> run_prepared / runner.run: (N, H, W, 3) uint8 BGR -> (N, D) float32, L2-normalised
+
+The runner is the same contract whatever the runtime (``backends/runner.py``); the ImageNet
+normalisation happens inside it, with the constants of ``preprocess``.
 
 Backends (``backend=``, see ``backends/providers.py`` for the full table): ``auto`` runs ONNX
 Runtime on the CPU (measured ~2× faster than PyTorch here; the ONNX file is exported on first
@@ -28,15 +34,15 @@ from typing import Sequence
 
 import numpy as np
 
+from .backends.onnx_cache import cached_onnx, trt_cache_dir
+from .backends.onnx_format import check_onnx_model, is_onnx_file
+from .backends.providers import available_providers, plan_backend
+from .backends.runner import Runner
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, ImageError
 from .images import read_image, resize_image, to_bgr8
 
 COLORS = ("bgr", "rgb", "gray", "grey")
-
-
-def is_onnx_file(path) -> bool:
-    return path is not None and Path(path).suffix.lower() == ".onnx"
 
 
 class Extractor:
@@ -49,18 +55,19 @@ class Extractor:
     ``backend``: auto | torch | onnxruntime | tensorrt (see the module docstring).
     ``threads``: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
     ``onnx_model``: an exported ONNX file to run for ``checkpoint`` (instead of the cached export).
+    ``fold_batchnorm`` (PyTorch only): fold BatchNorm into the convolutions (default); False only
+    to measure PyTorch as written.
 
-    After construction: ``backend`` (torch | onnxruntime | tensorrt: what runs), ``providers``
-    (ONNX Runtime's, in order), ``precision`` (fp32 | fp16 | int8), ``onnx_path``, ``fingerprint``,
-    ``source`` (where the weights came from: checkpoint path or "imagenet", sha256).
+    After construction: ``backend`` (torch | onnxruntime | tensorrt: what runs), ``runner`` (it,
+    keeping the contract of ``backends/runner.py``), ``providers`` (ONNX Runtime's, in order),
+    ``precision`` (fp32 | fp16 | int8), ``onnx_path``, ``fingerprint``, ``source`` (where the
+    weights came from: checkpoint path or "imagenet", sha256).
     """
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str = "auto",
                  image_size: tuple[int, int] = (640, 480), batch_size: int = 8, half: bool = False,
                  channels_last: bool | None = None, backend: str = "auto", threads: int | None = None,
-                 onnx_model: str | os.PathLike | None = None) -> None:
-        from .backends.providers import available_providers, plan_backend
-
+                 onnx_model: str | os.PathLike | None = None, fold_batchnorm: bool = True) -> None:
         if (len(image_size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                              for v in image_size) or min(image_size) < 1):
             raise ConfigError(f"image_size: expected (W, H) of positive integers, got {image_size!r}")
@@ -85,7 +92,7 @@ class Extractor:
         w, h = self.image_size
         plan = plan_backend(backend, self.device.type, available_providers(), device_index=self.device.index,
                             onnx_only=onnx_only or onnx_model is not None, half=self.half,
-                            trt_cache_dir=_trt_cache_dir(), max_batch=self.batch_size, input_shape=(3, h, w))
+                            trt_cache_dir=str(trt_cache_dir()), max_batch=self.batch_size, input_shape=(3, h, w))
         if plan.warning:
             warnings.warn(plan.warning, RuntimeWarning, stacklevel=2)
         if self.half and plan.runtime == "onnxruntime" and plan.name != "tensorrt":
@@ -94,7 +101,7 @@ class Extractor:
         self.model = None
         self.onnx_path: Path | None = None
         self.channels_last = False
-        self._runner = None
+        self.runner: Runner | None = None
         if plan.runtime == "onnxruntime":
             explicit = self.checkpoint if onnx_only else (None if onnx_model is None else Path(onnx_model))
             try:
@@ -108,7 +115,7 @@ class Extractor:
                               RuntimeWarning, stacklevel=2)
                 plan = plan_backend("torch", self.device.type, None)
         if plan.runtime == "torch":
-            self._start_torch(channels_last)
+            self._start_torch(channels_last, fold_batchnorm)
         self.backend = plan.name
 
     # -- set-up --------------------------------------------------------------------------------
@@ -116,7 +123,6 @@ class Extractor:
     def _identify(self, onnx_only: bool) -> tuple[dict, int, dict]:
         """(fingerprint, dim, source) without building the network (the ONNX path may not need it)."""
         from .checkpoint import load_checkpoint
-        from .export import check_onnx_model
         from .models import DIMS, RGBBranch
         from .weights import file_sha256, verify_imagenet_weights
 
@@ -148,20 +154,18 @@ class Extractor:
             return build_rgb_branch(pretrained=True).eval()
         return build_model_from_checkpoint(self.checkpoint, expected_architecture=RGBBranch.architecture)
 
-    def _start_torch(self, channels_last: bool | None) -> None:
+    def _start_torch(self, channels_last: bool | None, fold_batchnorm: bool) -> None:
         from .backends.torch_backend import TorchRunner
 
         self.channels_last = (self.device.type == "cpu") if channels_last is None else bool(channels_last)
-        self._runner = TorchRunner(self._build_model(), self.device, half=self.half,
-                                   channels_last=self.channels_last)
-        self.model = self._runner.model
+        self.runner = TorchRunner(self._build_model(), self.device, half=self.half,
+                                  channels_last=self.channels_last, fuse=fold_batchnorm)
+        self.model = self.runner.model
         self.providers: list[str] = []
         self.precision = "fp16" if self.half else "fp32"
 
     def _start_onnxruntime(self, plan, explicit: Path | None) -> None:
-        from .backends.onnx_cache import cached_onnx
         from .backends.ort_backend import OrtRunner
-        from .export import check_onnx_model
 
         if explicit is not None:
             meta = check_onnx_model(explicit, expected_fingerprint=self.fingerprint, image_size=self.image_size)
@@ -171,7 +175,7 @@ class Extractor:
             meta = check_onnx_model(path, expected_fingerprint=self.fingerprint, image_size=self.image_size)
         runner = OrtRunner(path, providers=plan.providers, image_size=self.image_size, dim=self.dim,
                            threads=self.threads)
-        self._runner, self.onnx_path = runner, Path(path)
+        self.runner, self.onnx_path = runner, Path(path)
         self.providers = runner.providers
         self.precision = "fp16" if (plan.name == "tensorrt" and self.half) else meta["precision"]
 
@@ -183,11 +187,11 @@ class Extractor:
     # -- embedding -----------------------------------------------------------------------------
 
     def prepare(self, image: np.ndarray, color: str = "bgr", name: str = "image") -> np.ndarray:
-        """One image as H×W×3 uint8 **RGB** at ``image_size`` (the network's input before normalising)."""
-        return np.ascontiguousarray(self._prepare_bgr(image, color, name)[:, :, ::-1])
+        """One image of any kind as H×W×3 uint8 **BGR** at ``image_size``: what ``run_prepared`` takes.
 
-    def _prepare_bgr(self, image: np.ndarray, color: str = "bgr", name: str = "image") -> np.ndarray:
-        """One image as H×W×3 uint8 BGR at ``image_size`` (possibly a strided view)."""
+        ``color``: the channel order of a colour ``image`` ("bgr" as OpenCV reads it, or "rgb");
+        ``name`` is used in errors. The result may be a strided view; ``np.stack`` of several is a batch.
+        """
         if color not in COLORS:
             raise ConfigError(f"color: expected one of {list(COLORS)}, got {color!r}")
         is_colour = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] in (3, 4)
@@ -196,24 +200,17 @@ class Extractor:
             bgr = bgr[:, :, ::-1]  # the caller's RGB(A) went through to_bgr8 unchanged: swap it now
         return resize_image(bgr, self.image_size)
 
-    def _forward(self, batch_rgb: np.ndarray) -> np.ndarray:
-        """Descriptors of prepared images ((N, H, W, 3) uint8 RGB at ``image_size``)."""
-        return self._run(batch_rgb, "rgb")
+    def run_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """Descriptors (N, dim) float32, L2-normalised, of prepared images: (N, H, W, 3) uint8 BGR at ``image_size``.
 
-    def _run(self, batch: np.ndarray, order: str) -> np.ndarray:
-        if self.onnx_path is None:
-            if order == "bgr":
-                batch = np.ascontiguousarray(batch[..., ::-1])
-            return self._runner.run(batch)
-        from .preprocess import normalise_nchw
-
-        x = normalise_nchw(batch, order)   # reads BGR planes directly: no channel-swap copy
-        # One image per run on the CPU, as with PyTorch: larger batches overflow the caches.
-        step = 1 if self.device.type == "cpu" else len(x)
-        desc = np.concatenate([self._runner.run(x[i:i + step]) for i in range(0, len(x), step)])
-        desc = np.asarray(desc, dtype=np.float32)
-        # The graph normalises already; int8 and fp16 outputs are only approximately unit length.
-        return desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+        The runner's contract (``backends/runner.py``), whatever the backend; ``embed`` is
+        ``prepare`` + this, and a benchmark can time this alone.
+        """
+        w, h = self.image_size
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.shape[1:] != (h, w, 3):
+            found = (batch.dtype, batch.shape) if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise ImageError(f"run_prepared: expected (N, {h}, {w}, 3) uint8 BGR images (see prepare), got {found}")
+        return self.runner.run(batch)
 
     def embed(self, images: Sequence[np.ndarray], color: str = "bgr") -> np.ndarray:
         """Descriptors (N, dim) float32, L2-normalised, of a sequence of images (any size/kind)."""
@@ -222,8 +219,8 @@ class Extractor:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            batch = np.stack([self._prepare_bgr(im, color, name=f"image {start + i}") for i, im in enumerate(chunk)])
-            out[start:start + len(chunk)] = self._run(batch, "bgr")
+            batch = np.stack([self.prepare(im, color, name=f"image {start + i}") for i, im in enumerate(chunk)])
+            out[start:start + len(chunk)] = self.run_prepared(batch)
         return out
 
     def embed_paths(self, paths: Sequence[str | os.PathLike], progress: bool = True) -> np.ndarray:
@@ -235,13 +232,7 @@ class Extractor:
         with tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar:
             for start in range(0, len(paths), self.batch_size):
                 chunk = paths[start:start + self.batch_size]
-                batch = np.stack([self._prepare_bgr(read_image(p), "bgr", name=str(p)) for p in chunk])
-                out[start:start + len(chunk)] = self._run(batch, "bgr")
+                batch = np.stack([self.prepare(read_image(p), "bgr", name=str(p)) for p in chunk])
+                out[start:start + len(chunk)] = self.run_prepared(batch)
                 bar.update(len(chunk))
         return out
-
-
-def _trt_cache_dir() -> str:
-    from .backends.onnx_cache import cache_dir
-
-    return str(cache_dir().parent / "tensorrt")

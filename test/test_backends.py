@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from structvpr_core.backends.onnx_cache import cache_dir, cache_path, cached_onnx
+from structvpr_core.backends.onnx_export import export_onnx
+from structvpr_core.backends.onnx_format import make_sidecar, sidecar_path, write_sidecar
 from structvpr_core.backends.providers import CPU_EP, CUDA_EP, TRT_EP, plan_backend
 from structvpr_core.checkpoint import save_checkpoint
 from structvpr_core.errors import CheckpointError, ConfigError
-from structvpr_core.export import export_onnx, make_sidecar, sidecar_path, write_sidecar
 from structvpr_core.extractor import Extractor
 from structvpr_core.images import list_images, read_image
 from structvpr_core.mapdb import MapDatabase
@@ -89,7 +90,7 @@ def test_auto_picks_onnxruntime_on_cpu_and_matches_torch(auto_extractor, torch_e
     assert ex.onnx_path.parent == cache_dir() and ex.onnx_path == cache_path(ex.fingerprint)
     assert sidecar_path(ex.onnx_path).is_file()
     assert ex.fingerprint == torch_extractor.fingerprint      # maps work across backends
-    assert ex._runner.session.get_session_options().intra_op_num_threads == 1   # follows torch's count
+    assert ex.runner.session.get_session_options().intra_op_num_threads == 1   # follows torch's count
     a, b = ex.embed_paths(frames, progress=False), torch_extractor.embed_paths(frames, progress=False)
     cos = (a * b).sum(axis=1)
     assert cos.min() >= 0.999, cos.min()
@@ -112,7 +113,7 @@ def test_cache_is_reused_and_a_damaged_entry_is_exported_again(auto_extractor):
     before = path.stat().st_mtime_ns
     again = Extractor(device="cpu", image_size=SIZE, threads=2)
     assert again.onnx_path == path and path.stat().st_mtime_ns == before     # no second export
-    assert again._runner.session.get_session_options().intra_op_num_threads == 2
+    assert again.runner.session.get_session_options().intra_op_num_threads == 2
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF                                            # one flipped byte
     path.write_bytes(bytes(data))

@@ -9,13 +9,12 @@ import onnxruntime as ort
 import pytest
 
 from structvpr_core.backends.int8 import float_nodes
-from structvpr_core.preprocess import normalise_nchw
 from structvpr_core.checkpoint import save_checkpoint
 from structvpr_core.cli import main
 from structvpr_core.extractor import Extractor
-from structvpr_core.images import resize_image
-from structvpr_core.images import list_images, read_image
+from structvpr_core.images import list_images, read_image, resize_image
 from structvpr_core.models import build_seg_branch
+from structvpr_core.preprocess import normalise_nchw
 from structvpr_core.weights import IMAGENET_SHA256, file_sha256
 
 SIZE = (160, 120)   # Corridor's own resolution

@@ -20,10 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from ..atomic import fsync_file
 from ..errors import ConfigError
+from .onnx_format import INPUT_NAME
 
 FORMATS = ("qdq", "qoperator")
 KEEP_FLOAT = ("stem", "heads")
@@ -34,7 +33,7 @@ def float_nodes(model, keep: Sequence[str]) -> list[str]:
     """Names of the nodes to leave unquantised in an onnx ModelProto, for the given policies.
 
     ``stem``: the first stage (MobileNetV2 ``features[0:2]``, stride 2), i.e. the nodes the
-    exporter names ``/blocks.0/...`` (``export.export_onnx`` exports ``RGBBranch.blocks``).
+    exporter names ``/blocks.0/...`` (``onnx_export.export_onnx`` exports ``RGBBranch.blocks``).
     ``heads``: the producers of the tensors that are max-pooled (``ReduceMax`` inputs), and for
     a residual ``Add`` also its convolution branch (found in the graph).
     """
@@ -70,8 +69,7 @@ class ImageCalibrationReader:
         self._bar = tqdm(total=len(self.paths), desc="int8 calibration", unit="img", disable=not progress)
 
     def get_next(self):
-        from ..images import resize_image
-        from ..images import read_image
+        from ..images import read_image, resize_image
         from ..preprocess import normalise_nchw
 
         if self._i >= len(self.paths):
@@ -80,8 +78,8 @@ class ImageCalibrationReader:
         path = self.paths[self._i]
         self._i += 1
         self._bar.update(1)
-        rgb = np.ascontiguousarray(resize_image(read_image(path), self.size)[:, :, ::-1])
-        return {self.input_name: normalise_nchw(rgb[None])}
+        bgr = resize_image(read_image(path), self.size)
+        return {self.input_name: normalise_nchw(bgr[None], "bgr")}   # the planes the Extractor's runner feeds
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: Sequence[Path], *,
@@ -92,8 +90,6 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from ..export import INPUT_NAME
 
     if fmt not in FORMATS:
         raise ConfigError(f"int8 format: expected one of {', '.join(FORMATS)}, got {fmt!r}")

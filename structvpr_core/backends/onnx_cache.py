@@ -10,15 +10,17 @@ with a warning (it is a cache); a damaged file the user named is an error instea
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Callable
 
 from ..errors import CheckpointError
+from ..log import get_logger
 from ..paths import cache_root
+from .onnx_export import export_onnx
+from .onnx_format import FORMAT_VERSION, check_onnx_model, make_sidecar, sidecar_path, write_sidecar
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 LOCK_TIMEOUT_S = 600.0  # an export takes seconds; a lock held this long belongs to a hung process
 
 
@@ -26,9 +28,12 @@ def cache_dir() -> Path:
     return cache_root() / "onnx"
 
 
-def cache_path(fingerprint: dict, directory: str | os.PathLike | None = None) -> Path:
-    from ..export import FORMAT_VERSION
+def trt_cache_dir() -> Path:
+    """Where TensorRT keeps its engines and timing cache (beside the ONNX cache)."""
+    return cache_root() / "tensorrt"
 
+
+def cache_path(fingerprint: dict, directory: str | os.PathLike | None = None) -> Path:
     w, h = fingerprint["input_size"]
     name = (f"{fingerprint['architecture']}-{fingerprint['weights_sha256'][:16]}-{int(w)}x{int(h)}"
             f"-v{FORMAT_VERSION}.onnx")
@@ -43,8 +48,6 @@ def cached_onnx(fingerprint: dict, build_model: Callable[[], object], *, source:
     sidecar either way.
     """
     from filelock import FileLock, Timeout
-
-    from ..export import check_onnx_model, export_onnx, make_sidecar, sidecar_path, write_sidecar
 
     path = cache_path(fingerprint, directory)
     size = tuple(fingerprint["input_size"])

@@ -1,5 +1,7 @@
 """ONNX Runtime inference of an exported model (CPU; CUDA and TensorRT providers untested here).
 
+``OrtRunner.run`` keeps the runner contract (``runner.py``): BGR uint8 batches in, normalised
+here with ``preprocess.normalise_nchw`` into the tensor the graph takes (see ``onnx_format``).
 Session options: all graph optimisations, ``intra_op`` threads as asked (default: PyTorch's
 thread count, so ``torch.set_num_threads`` and ``OMP_NUM_THREADS`` keep meaning what they
 mean), one inter-op thread, sequential execution (one small graph: parallel branches are rare).
@@ -13,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError
+from ..preprocess import normalise_nchw
+from .providers import CPU_EP
+from .runner import l2_normalise
 
 
 def default_threads() -> int:
@@ -44,13 +49,20 @@ def make_session(onnx_path: str | os.PathLike, providers, threads: int | None = 
 
 
 class OrtRunner:
-    """Runs normalised NCHW batches through a session, checked against the expected shapes."""
+    """Runs (N, H, W, 3) uint8 BGR batches through a session checked against the expected shapes.
+
+    After construction: ``providers`` (in order, as the session registered them), ``threads``
+    (its intra-op thread count), ``session``.
+    """
 
     def __init__(self, onnx_path: str | os.PathLike, *, providers, image_size: tuple[int, int], dim: int,
                  threads: int | None = None) -> None:
         self.path = Path(onnx_path)
         self.session = make_session(self.path, providers, threads)
         self.providers = list(self.session.get_providers())
+        self.threads = int(self.session.get_session_options().intra_op_num_threads)
+        # One image per run on the CPU, as with PyTorch: larger batches overflow the caches.
+        self._per_image = self.providers[:1] == [CPU_EP]
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{self.path}: expected one input and one output, the graph has "
@@ -66,5 +78,11 @@ class OrtRunner:
                                   "(descriptor dim of its sidecar)")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
 
-    def run(self, batch_nchw: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch_nchw})[0]
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 BGR -> (N, D) float32 L2-normalised descriptors."""
+        x = normalise_nchw(batch, "bgr")   # reads the BGR planes directly: no channel-swap copy
+        step = 1 if self._per_image else len(x)
+        desc = np.concatenate([self.session.run([self.output_name], {self.input_name: x[i:i + step]})[0]
+                               for i in range(0, len(x), step)])
+        # The graph normalises already; int8 and fp16 outputs are only approximately unit length.
+        return l2_normalise(desc)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..errors import ConfigError
+from .onnx_format import INPUT_NAME
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 CPU_EP = "CPUExecutionProvider"
@@ -101,8 +102,6 @@ def _trt_provider(device_index, half, cache_dir, max_batch, input_shape):
         opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir),
                     trt_timing_cache_enable=True, trt_timing_cache_path=str(cache_dir))
     if input_shape is not None:
-        from ..export import INPUT_NAME
-
         c, h, w = input_shape
         one, most = f"{INPUT_NAME}:1x{c}x{h}x{w}", f"{INPUT_NAME}:{max(1, int(max_batch))}x{c}x{h}x{w}"
         opts.update(trt_profile_min_shapes=one, trt_profile_opt_shapes=one, trt_profile_max_shapes=most)

@@ -25,8 +25,7 @@ VARIANTS = ("torch_eager", "torch_channels_last", "onnxruntime_fp32", "onnxrunti
 def bench_image(size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """A real Corridor frame resized to ``size`` (BGR), or a synthetic one when the data is absent."""
     from ..export import default_eval_dataset
-    from ..images import resize_image
-    from ..images import read_image
+    from ..images import read_image, resize_image
 
     root = default_eval_dataset()
     if root is not None and (root / "query" / "0000050.jpg").is_file():
@@ -55,23 +54,16 @@ def calibration_images(count: int, workdir: Path) -> tuple[list[Path], str]:
 
 
 def make_extractors(size, threads: int, calibration: list[Path], workdir: Path) -> dict:
-    import torch
-
-    from ..backends.int8 import quantize_int8
-    from ..backends.torch_backend import TorchRunner
-    from ..export import make_sidecar, write_sidecar
+    from ..export import write_int8_export
     from ..extractor import Extractor
-    from ..models import build_rgb_branch
 
-    eager = Extractor(device="cpu", backend="torch", image_size=size, channels_last=False)
-    eager._runner = TorchRunner(build_rgb_branch(pretrained=True).eval(), torch.device("cpu"), fuse=False)
     fp32 = Extractor(device="cpu", backend="onnxruntime", image_size=size, threads=threads)
     int8_path = workdir / f"int8_{size[0]}x{size[1]}.onnx"
-    quant = quantize_int8(fp32.onnx_path, int8_path, calibration, image_size=size, progress=False)
-    write_sidecar(int8_path, make_sidecar(int8_path, fingerprint=fp32.fingerprint, source=fp32.source,
-                                          precision="int8", quantization=quant))
+    write_int8_export(fp32.onnx_path, int8_path, calibration, fingerprint=fp32.fingerprint, source=fp32.source,
+                      image_size=size, progress=False)
     return {
-        "torch_eager": eager,
+        "torch_eager": Extractor(device="cpu", backend="torch", image_size=size, channels_last=False,
+                                 fold_batchnorm=False),
         "torch_channels_last": Extractor(device="cpu", backend="torch", image_size=size),
         "onnxruntime_fp32": fp32,
         "onnxruntime_int8": Extractor(device="cpu", backend="onnxruntime", image_size=size, threads=threads,

@@ -62,11 +62,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..errors import ConfigError
-    from ..export import default_eval_dataset, evenly, export_model_files
-    from ..images import list_images
+    from ..export import choose_calibration_images, choose_parity_images, export_model_files, load_eval_dataset
 
     w, h = args.size
     if w < 32 or h < 32:
@@ -75,39 +72,43 @@ def run(args) -> int:
         raise ConfigError("--calibration-count and --parity-count must be >= 1")
     if args.calibration is not None and not args.int8:
         raise ConfigError("--calibration is only used with --int8")
-    calibration = None
-    if args.int8:
-        if args.calibration is None:
-            raise ConfigError("--int8 needs --calibration DIR (images of the kind the robot will see)")
-        found = list_images(args.calibration)
-        if not found:
-            raise ConfigError(f"{args.calibration}: no images for int8 calibration")
-        calibration = evenly(found, args.calibration_count)
-
-    dataset = None
-    if args.eval_dataset != "none":
-        root = Path(args.eval_dataset) if args.eval_dataset else default_eval_dataset()
-        if root is not None:
-            from ..data import load_dataset
-
-            dataset = load_dataset(root)
-    if args.parity_images is not None:
-        parity_images = list_images(args.parity_images)
-        if not parity_images:
-            raise ConfigError(f"{args.parity_images}: no images for the parity check")
-    elif dataset is not None:
-        parity_images = list(dataset.database) + list(dataset.queries)
-    elif calibration:
-        parity_images = calibration
-    else:
-        raise ConfigError("no real images for the parity check: give --parity-images DIR (or --eval-dataset DIR)")
-    parity_images = evenly(parity_images, args.parity_count)
+    if args.int8 and args.calibration is None:
+        raise ConfigError("--int8 needs --calibration DIR (images of the kind the robot will see)")
+    calibration = choose_calibration_images(args.calibration, args.calibration_count) if args.int8 else None
+    dataset = load_eval_dataset(args.eval_dataset)
+    parity_images = choose_parity_images(args.parity_count, folder=args.parity_images, dataset=dataset,
+                                         calibration=calibration)
 
     sidecar = export_model_files(None if args.imagenet else args.checkpoint, args.out, image_size=(w, h),
                                  int8=args.int8, calibration=calibration, int8_format=args.int8_format,
                                  keep_float=None if args.int8_float is None else tuple(args.int8_float),
                                  parity_images=parity_images, eval_dataset=dataset if args.int8 else None,
                                  threads=args.threads, progress=not args.no_progress)
+    for line in report(sidecar["parity"], (w, h), None if dataset is None else dataset.name):
+        print(line)
     print(f"wrote {args.out} ({sidecar['precision']}, {sidecar['architecture']}, {w}x{h} -> "
           f"{sidecar['descriptor_dim']}-d, sha256 {sidecar['onnx_sha256'][:12]}) and {args.out}.json")
     return 0
+
+
+def report(parity: dict, size: tuple[int, int], dataset_name: str | None) -> list[str]:
+    """The measured parity (the sidecar's ``parity``) as the lines the user reads."""
+    from ..export import FP32_MIN_COSINE
+
+    p = parity["fp32"]
+    lines = [f"parity fp32 ONNX Runtime vs PyTorch on {p['images']} real images: cosine min {p['min_cosine']:.6f} "
+             f"mean {p['mean_cosine']:.6f} (bound >= {FP32_MIN_COSINE})"]
+    if "int8" in parity:
+        p = parity["int8"]
+        lines.append(f"parity int8 vs PyTorch: cosine min {p['min_cosine']:.4f} mean {p['mean_cosine']:.4f}")
+    if "speed" in parity:
+        t = parity["speed"]
+        lines.append(f"speed at {size[0]}x{size[1]}, batch 1: fp32 {t['fp32_ms']:.1f} ms, int8 {t['int8_ms']:.1f} ms "
+                     f"({t['speedup']:.2f}x)")
+    if "recall" in parity:
+        rc = parity["recall"]
+        tag = " (synthetic)" if rc["synthetic"] else ""
+        lines.append(f"Recall@1 on {dataset_name}{tag} ({rc['num_queries']} queries): fp32 {rc['recall@1_fp32']:.3f}, "
+                     f"int8 {rc['recall@1_int8']:.3f} (change {100 * rc['delta']:+.1f} points); int8 queries on an "
+                     f"fp32 map {rc['recall@1_int8_queries_fp32_map']:.3f} ({100 * rc['delta_mixed']:+.1f} points)")
+    return lines
