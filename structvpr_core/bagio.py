@@ -8,9 +8,9 @@ interpolated at its stamp (header stamp; the recording time when the header stam
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -126,7 +126,7 @@ def read_frames(bag: str | Path, image_topic: str, pose_topic: str | None = None
                     raise ImageError(f"{bag}#{image_topic}@{t_ns}: {e}") from None
                 continue
             pose = interpolate_pose(stamps, poses, stamp, max_pose_gap_s) if pose_topic else None
-            yield BagFrame(stamp, image, pose, f"{bag.name}#{image_topic}@{int(round(stamp * 1e9))}",
+            yield BagFrame(stamp, image, pose, f"{bag.name}#{image_topic}@{round(stamp * 1e9)}",
                            getattr(msg.header, "frame_id", ""))
     finally:
         reader.close()

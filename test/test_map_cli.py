@@ -11,6 +11,7 @@ import pytest
 from test_bagio import write_bag
 
 from structvpr_core.cli import main
+from structvpr_core.errors import ConfigError
 from structvpr_core.extractor import Extractor
 from structvpr_core.geometry import Pose
 from structvpr_core.images import read_image
@@ -34,7 +35,8 @@ def route(corridor, tmp_path_factory):
         (root / side).mkdir()
         for p in sorted((corridor / side).glob("*.jpg"))[:N]:
             shutil.copy(p, root / side / p.name)
-    rows = ["image,x,y,stamp"] + [f"{p.name},{i * 0.5},0,{100 + i}" for i, p in enumerate(sorted((root / "ref").iterdir()))]
+    rows = ["image,x,y,stamp"] + [f"{p.name},{i * 0.5},0,{100 + i}"
+                                  for i, p in enumerate(sorted((root / "ref").iterdir()))]
     (root / "poses.csv").write_text("\n".join(rows) + "\n")
     gt = ["query_index,matching_ref_indices"] + [
         f"{i}," + " ".join(str(j) for j in range(max(0, i - 2), min(N, i + 3))) for i in range(N)]
@@ -147,3 +149,29 @@ def test_help_explains(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
     assert e.value.code == 0 and "Example" in capsys.readouterr().out
+
+
+def test_mapbuild_library_call_returns_the_map(route, tmp_path):
+    """build_map as a script or a notebook calls it: a conf dict over the defaults, a Path back."""
+    from structvpr_core import mapbuild
+
+    conf = {"model": {"image_size": (160, 120), "device": "cpu"}, "verification": {"features": "none"},
+            "session": "nb", "progress": False}
+    out = mapbuild.main(conf, route / "ref", tmp_path / "m", poses=route / "poses.csv")
+    assert out == tmp_path / "m"
+    m = MapDatabase.load(out)
+    assert len(m) == N and m.meta["features"] == "none" and m.index_type == "flat"
+    assert m.keyframe(1).session == "nb" and m.keyframe(1).stamp == 100.0
+    with pytest.raises(ConfigError, match=r"conf.model: unknown key 'sise'"):
+        mapbuild.build_map(route / "ref", tmp_path / "m2", {"model": {"sise": (1, 1)}})
+    with pytest.raises(ConfigError, match="index ivfpq needs at least 256 images"):
+        mapbuild.build_map(route / "ref", tmp_path / "m3", {**conf, "index": "ivfpq"})
+
+
+def test_thin_frames_keeps_what_the_keyframe_policy_keeps():
+    from structvpr_core.mapbuild import Frame, thin_frames
+
+    frames = [Frame(lambda: None, {"stamp": 10.0 + 0.5 * i, "pose": Pose((0.5 * i, 0.0, 0.0))}) for i in range(9)]
+    assert [f.keyframe["stamp"] for f in thin_frames(frames, min_interval_s=1.0)] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    assert [f.keyframe["stamp"] for f in thin_frames(frames, min_distance_m=1.5)] == [10.0, 11.5, 13.0]
+    assert len(list(thin_frames(frames))) == 9

@@ -23,12 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..mapdb import MANIFEST, MapDatabase
+    from ..mapquery import map_info
 
-    mapdb = MapDatabase.load(args.map)   # full validation; MapError with the reason otherwise
-    manifest = json.loads((mapdb.path / MANIFEST).read_text(encoding="utf-8"))
-    manifest["path"] = str(mapdb.path)
-    manifest["size_bytes"] = sum(f.stat().st_size for f in mapdb.path.iterdir() if f.is_file())
-    print(json.dumps(manifest, indent=2))
-    mapdb.close()
+    print(json.dumps(map_info(args.map), indent=2))
     return 0

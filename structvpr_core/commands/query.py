@@ -44,55 +44,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
 
 
-def candidate_json(c) -> dict:
-    return {"map_id": int(c.map_id), "score": float(c.score), "source": c.source,
-            "pose": c.pose.to_dict() if c.pose is not None else None,
-            "inliers": None if c.inliers is None else int(c.inliers)}
-
-
-def load_map_and_extractor(map_dir: Path, checkpoint: Path | None, device: str, backend: str = "auto"):
-    """The map and an Extractor of the model it was built with (MapError on a mismatch)."""
-    from ..errors import MapError
-    from ..extractor import Extractor
-    from ..mapdb import MapDatabase
-
-    mapdb = MapDatabase.load(map_dir)
-    if checkpoint is None and mapdb.meta.get("checkpoint"):
-        checkpoint = Path(mapdb.meta["checkpoint"])
-        if not checkpoint.is_file():
-            raise MapError(f"{map_dir}: built with checkpoint {checkpoint}, which no longer exists "
-                           "(pass --checkpoint)")
-    size = mapdb.fingerprint.get("input_size") or (640, 480)
-    extractor = Extractor(checkpoint, device=device, image_size=(int(size[0]), int(size[1])), backend=backend)
-    mapdb.check_fingerprint(extractor.fingerprint)
-    return mapdb, extractor
-
-
 def run(args) -> int:
     from ..atomic import atomic_write_json
     from ..errors import ConfigError
-    from ..images import read_image
-    from ..loopclosure import DetectorConfig, LoopClosureDetector
+    from ..mapquery import candidate_json, open_map, query_images
 
     if args.top_k < 1:
-        raise ConfigError("--top-k must be >= 1")
-    mapdb, extractor = load_map_and_extractor(args.map, args.checkpoint, args.device, args.backend)
-    verifier = None
-    if args.verify:
-        from ..verify import GeometricVerifier, VerifyConfig
-        feature = mapdb.meta.get("features")
-        feature = feature if feature in ("sift", "orb") else "sift"
-        verifier = GeometricVerifier(VerifyConfig(feature=feature))
-    cfg = DetectorConfig(top_k=args.top_k, min_score=max(-1.0, min(1.0, args.min_score)), verify=args.verify,
-                         min_inliers=args.min_inliers, mode="localization",
-                         verify_candidates=args.verify_candidates)
-    detector = LoopClosureDetector(extractor, mapdb, cfg, verifier=verifier)
-
+        raise ConfigError("--top-k must be >= 1")   # before the model loads
+    mapdb, extractor = open_map(args.map, args.checkpoint, args.device, args.backend)
+    conf = {"top_k": args.top_k, "min_score": args.min_score, "verify": args.verify,
+            "verify_candidates": args.verify_candidates, "min_inliers": args.min_inliers}
     results = []
-    for path in args.images:
-        image = read_image(path)
-        detector.reset()   # each query image is independent: no keyframe policy between them
-        det = detector.process(image, stamp=0.0, source=str(path))
+    for path, det in query_images(mapdb, extractor, args.images, conf):
         results.append({"query": str(path), "candidates": [candidate_json(c) for c in det.candidates]})
         print(f"{path}")
         if not det.candidates:
