@@ -7,6 +7,7 @@ Dataclasses may define ``validate(self)`` for range checks; it is called after c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -141,3 +142,21 @@ def load_yaml(path: str | Path, cls: type[T]) -> T:
 
 
 _ = typing  # typing is referenced by get_type_hints for string annotations
+
+
+def merge_conf(default: dict, conf: dict | None, where: str = "conf") -> dict:
+    """``default`` updated with ``conf`` (nested dicts merged); an unknown key is a ``ConfigError``.
+
+    For the hloc-style ``default_conf`` dicts of the pipeline steps (mapbuild, loop_eval, mapquery).
+    """
+    out = copy.deepcopy(default)
+    for key, value in (conf or {}).items():
+        if key not in default:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(default))})")
+        if isinstance(default[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
+            out[key] = merge_conf(default[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import merge_conf
 from .log import get_logger
-from .mapbuild import MODEL_CONF, make_verifier, merge_conf
+from .mapbuild import MODEL_CONF, make_verifier
 
 log = get_logger(__name__)
 

@@ -16,7 +16,6 @@ embedded) and the keyframe dict ``MapDatabase.add`` takes (pose, stamp, gps, ses
 
 from __future__ import annotations
 
-import copy
 import csv
 import math
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from .config import merge_conf
 from .errors import ConfigError, DatasetError, ImageError, MapError
 from .log import get_logger
 
@@ -64,21 +64,6 @@ default_conf = {
     "session": None,             # session name stored with the keyframes; None = the source's name
     "progress": True,            # tqdm bar on stderr
 }
-
-
-def merge_conf(default: dict, conf: dict | None, where: str = "conf") -> dict:
-    """``default`` updated with ``conf`` (nested dicts merged); an unknown key is a ``ConfigError``."""
-    out = copy.deepcopy(default)
-    for key, value in (conf or {}).items():
-        if key not in default:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(default))})")
-        if isinstance(default[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
-            out[key] = merge_conf(default[key], value, f"{where}.{key}")
-        else:
-            out[key] = value
-    return out
 
 
 def _check_conf(conf: dict) -> None:

@@ -54,7 +54,7 @@ def query_images(mapdb, extractor, images: Iterable[Path], conf: dict | None = N
     """(path, Detection) per image: its map candidates, best first, each image looked up on its own."""
     from .images import read_image
     from .loopclosure import DetectorConfig, LoopClosureDetector
-    from .mapbuild import merge_conf
+    from .config import merge_conf
 
     conf = merge_conf(default_conf, conf)
     verifier = None

@@ -315,11 +315,11 @@ def test_set_search_params_validates():
 
 
 def test_build_map_auto_index_is_ivfflat_from_50k():
-    from structvpr_core.commands import build_map
+    from structvpr_core import mapbuild
 
-    assert build_map.AUTO_IVFFLAT_AT == 50_000
-    assert build_map.auto_index(1) == "flat" and build_map.auto_index(49_999) == "flat"
-    assert build_map.auto_index(50_000) == "ivfflat" and build_map.auto_index(10**6) == "ivfflat"
+    assert mapbuild.AUTO_IVFFLAT_AT == 50_000
+    assert mapbuild.auto_index(1) == "flat" and mapbuild.auto_index(49_999) == "flat"
+    assert mapbuild.auto_index(50_000) == "ivfflat" and mapbuild.auto_index(10**6) == "ivfflat"
 
 
 def test_too_few_vectors_to_train_ivfpq_is_a_clear_error():

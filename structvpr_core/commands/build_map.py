@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# auto_index: re-exported for test_mapdb, which imports it from here (its home is now mapbuild)
-from ..mapbuild import AUTO_IVFFLAT_AT, FEATURES, INDEXES, auto_index  # noqa: F401
+from ..mapbuild import AUTO_IVFFLAT_AT, FEATURES, INDEXES
 from ._common import add_backend_argument
 
 NAME = "build-map"
