@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from structvpr_core.bench.node import ros_missing
+from structvpr_ros.bench_node import ros_missing
 from structvpr_core.bench.search import _agreement, exact_top1, synthetic_descriptors
 from structvpr_core.bench.targets import evaluate_targets
 from structvpr_core.bench.timing import summarise

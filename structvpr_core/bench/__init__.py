@@ -4,7 +4,8 @@ Parts (each in its own subprocess, so its peak RSS is its own: ``ru_maxrss`` fro
 
 - ``extraction`` (extraction.py): batch-1 latency per runtime at 640×480 and 320×240;
 - ``search:<index>`` (search.py): MapDatabase search on synthetic maps of 10⁴..10⁶ descriptors;
-- ``node`` (node.py): the ROS node's end-to-end latency and drops at 10 and 30 Hz, over DDS;
+- ``node`` (``structvpr_ros/bench_node.py``, started as a process: the core never imports ROS): the
+  ROS node's end-to-end latency and drops at 10 and 30 Hz, over DDS;
 - ``training`` (training.py): stage I and stage II step time on the CPU.
 
 The JSON keeps the shape of issue 7 (extra keys added): ``{"extraction": {"640x480": {variant:
@@ -58,14 +59,20 @@ def configs(quick: bool, threads: int) -> dict:
     }
 
 
+def part_command(name: str) -> list[str]:
+    """The module (and arguments) a part runs as; the node part is a ROS client in structvpr_ros."""
+    if name.split(":")[0] == "node":
+        return ["structvpr_ros.bench_node"]
+    return ["structvpr_core.bench.part", name]
+
+
 def run_part(name: str, cfg: dict, workdir: Path) -> tuple[dict, float | None, float]:
     """Run one part in a subprocess: (its result, its peak RSS in MB, seconds)."""
     cfg_file, out_file, err_file = (workdir / f"{name.replace(':', '_')}.{s}" for s in ("cfg.json", "out.json", "err"))
     cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
     started = time.perf_counter()
     with open(err_file, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "structvpr_core.bench.part", name, str(cfg_file),
-                                 str(out_file)], stdout=err, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-m", *part_command(name), str(cfg_file), str(out_file)], stdout=err, stderr=subprocess.STDOUT,
                                 cwd=str(Path(__file__).resolve().parents[2]))
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)

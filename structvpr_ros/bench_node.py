@@ -1,5 +1,9 @@
 """End-to-end latency of the ROS node over real DDS: image published -> candidates received.
 
+The ``node`` part of ``structvpr bench``. It lives in the ROS package because it is a ROS client;
+the core's bench starts it as a process (``python -m structvpr_ros.bench_node CFG OUT``), never
+imports it, so ``structvpr_core`` stays free of ROS.
+
 Three processes, as on a robot: ``structvpr_replay`` publishes the real Corridor query frames
 (upscaled to the model's input size, raw ``sensor_msgs/Image``, stamped with the wall clock at
 publication) at 10 and 30 Hz; the node (``structvpr_ros.vpr_node``, localisation against a map
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOPIC_IN = "/camera/image_raw"
 TOPIC_OUT = "/structvpr/loop_closures"
 
@@ -55,10 +59,10 @@ def build_map(out: Path, size: tuple[int, int], threads: int) -> tuple[Path, Pat
     """A map of the Corridor reference frames at ``size``; returns (map dir, query frames dir)."""
     import torch
 
-    from ..export import default_eval_dataset
-    from ..extractor import Extractor
-    from ..images import list_images
-    from ..mapdb import MapDatabase
+    from structvpr_core.export import default_eval_dataset
+    from structvpr_core.extractor import Extractor
+    from structvpr_core.images import list_images
+    from structvpr_core.mapdb import MapDatabase
 
     root = default_eval_dataset()
     torch.set_num_threads(threads)
@@ -144,7 +148,7 @@ def run_rate(collector: Collector, env: dict, frames: Path, size, rate: float, c
 
 
 def run(cfg: dict) -> dict:
-    from ..export import default_eval_dataset
+    from structvpr_core.export import default_eval_dataset
 
     reason = ros_missing()
     if reason:
@@ -222,3 +226,20 @@ def _stop(proc: subprocess.Popen) -> float | None:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_maxrss / 1024.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m structvpr_ros.bench_node CFG.json OUT.json``: the part protocol of ``structvpr_core.bench.part``."""
+    import json
+
+    from structvpr_core.atomic import atomic_write_json
+
+    cfg_file, out_file = sys.argv[1:] if argv is None else argv
+    with open(cfg_file, encoding="utf-8") as f:
+        cfg = json.load(f)
+    atomic_write_json(out_file, run(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
