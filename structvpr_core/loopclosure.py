@@ -16,7 +16,8 @@ Per incoming frame ``LoopClosureDetector.process``:
 
 Memory is bounded: the detector keeps only the last keyframe's stamp, pose and descriptor;
 only the map grows. Not re-entrant: call ``process`` from one thread (the map itself is
-thread-safe, so another thread may save it meanwhile).
+thread-safe, so another thread may save it meanwhile; ``set_config`` may be called from another
+thread too, the new thresholds apply from the next frame).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 
@@ -36,8 +37,14 @@ from .geometry import Pose
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectorConfig:
+    """The detector's settings: one immutable value, replaced whole by ``LoopClosureDetector.set_config``.
+
+    ``validate`` holds the one rule per field; the ROS node's parameters of the same names are
+    checked by it too (it names them as parameters).
+    """
+
     top_k: int = 5
     min_score: float = 0.0
     verify: bool = False
@@ -50,25 +57,35 @@ class DetectorConfig:
     session: str = "default"
     verify_candidates: int = 0               # how many search results to verify (0 = top_k)
 
-    def validate(self) -> None:
-        if self.top_k < 1:
-            raise ConfigError(f"top_k: must be >= 1, got {self.top_k}")
-        if self.mode not in ("localization", "mapping"):
-            raise ConfigError(f"mode: expected 'localization' or 'mapping', got {self.mode!r}")
-        if not -1.0 <= self.min_score <= 1.0:
-            raise ConfigError(f"min_score: must be in [-1, 1] (cosine similarity), got {self.min_score}")
-        if self.min_inliers < 0:
-            raise ConfigError(f"min_inliers: must be >= 0, got {self.min_inliers}")
-        for name in ("temporal_exclusion_s", "keyframe_min_interval_s", "keyframe_min_distance_m"):
-            v = getattr(self, name)
-            if not (v >= 0 and math.isfinite(v)):
-                raise ConfigError(f"{name}: must be a finite number >= 0, got {v}")
-        if not -1.0 <= self.keyframe_max_similarity <= 1.0:
-            raise ConfigError(f"keyframe_max_similarity: must be in [-1, 1], got {self.keyframe_max_similarity}")
-        if not self.session:
-            raise ConfigError("session: must be a non-empty string")
-        if self.verify_candidates < 0:
-            raise ConfigError(f"verify_candidates: must be >= 0, got {self.verify_candidates}")
+    # What ``set_config`` may change while frames are processed: thresholds read per frame.
+    # mode and session decide what the map is and receives; they stay as the detector was built.
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
+        "top_k", "min_score", "verify", "min_inliers", "verify_candidates", "temporal_exclusion_s",
+        "keyframe_min_interval_s", "keyframe_min_distance_m", "keyframe_max_similarity")
+
+    def validate(self, name: Callable[[str], str] = str) -> None:
+        """ConfigError for the first bad field; ``name(field)`` is how the message names the field
+        (the node passes ``lambda f: f"parameter '{f}'"``)."""
+
+        def need(ok: bool, key: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name(key)}: {rule}, got {getattr(self, key)!r}")
+
+        # 1000 bounds the work of one frame (verification runs per candidate) and stays within
+        # what GPU faiss indexes can return; a typo set on a live node must not stall it.
+        need(1 <= self.top_k <= 1000, "top_k", "must be in 1..1000")
+        need(self.mode in ("localization", "mapping"), "mode", "expected 'localization' or 'mapping'")
+        need(-1.0 <= self.min_score <= 1.0, "min_score", "must be in [-1, 1] (cosine similarity)")
+        need(self.min_inliers >= 0, "min_inliers", "must be >= 0")
+        for field_name in ("temporal_exclusion_s", "keyframe_min_interval_s", "keyframe_min_distance_m"):
+            v = getattr(self, field_name)
+            need(v >= 0 and math.isfinite(v), field_name, "must be a finite number >= 0")
+        # -1 is left out: a unit descriptor is at least -1 similar to any other, so no frame after
+        # the first would ever be novel (mapping would silently stop adding keyframes).
+        need(-1.0 < self.keyframe_max_similarity <= 1.0, "keyframe_max_similarity",
+             "must be in (-1, 1] (1 = no novelty test)")
+        need(bool(self.session), "session", "must be a non-empty string")
+        need(self.verify_candidates >= 0, "verify_candidates", "must be >= 0")
 
 
 @dataclass
@@ -151,11 +168,10 @@ class LoopClosureDetector:
             mapdb.check_fingerprint(fp)
         self._extractor = extractor
         self._mapdb = mapdb
-        self.config = config
-        if config.verify and verifier is None:
-            from .verify import GeometricVerifier
-            verifier = GeometricVerifier()
         self._verifier = verifier
+        if config.verify:
+            self._ensure_verifier()
+        self.config = config       # read it freely; change it with set_config
         self._K = None if camera_matrix is None else np.asarray(camera_matrix, dtype=np.float64).reshape(3, 3)
         self._policy = KeyframePolicy(config.keyframe_min_interval_s, config.keyframe_min_distance_m,
                                       config.keyframe_max_similarity)
@@ -169,6 +185,27 @@ class LoopClosureDetector:
     def verifier(self):
         return self._verifier
 
+    def set_config(self, config: DetectorConfig) -> None:
+        """Use ``config`` from the next frame on; ConfigError (and the old config kept) if it is bad.
+
+        Safe while ``process`` runs in another thread: the config is immutable and ``process``
+        takes it once per frame, so a frame never mixes old and new settings. Only
+        ``DetectorConfig.RUNTIME_FIELDS`` may differ from the current config.
+        """
+        config.validate()
+        for f in fields(DetectorConfig):
+            if f.name not in DetectorConfig.RUNTIME_FIELDS and getattr(config, f.name) != getattr(self.config, f.name):
+                raise ConfigError(f"{f.name}: cannot change while the detector runs, "
+                                  f"got {getattr(config, f.name)!r} (is {getattr(self.config, f.name)!r})")
+        if config.verify:
+            self._ensure_verifier()   # before the swap: the worker sees verify=True only with a verifier
+        self.config = config
+
+    def _ensure_verifier(self) -> None:
+        if self._verifier is None:
+            from .verify import GeometricVerifier
+            self._verifier = GeometricVerifier()
+
     def set_camera_matrix(self, K) -> None:
         """Intrinsics for the relative pose (e.g. from a camera_info message); None to disable."""
         self._K = None if K is None else np.asarray(K, dtype=np.float64).reshape(3, 3)
@@ -181,15 +218,18 @@ class LoopClosureDetector:
 
     def process(self, image_bgr: np.ndarray, stamp: float, pose: Pose | None = None,
                 source: str = "") -> Detection:
-        cfg = self.config
+        cfg = self.config   # once per frame: set_config may swap it from another thread meanwhile
+        policy = self._policy
+        policy.min_interval_s, policy.min_distance_m, policy.max_similarity = (
+            cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m, cfg.keyframe_max_similarity)
         stamp = float(stamp)
-        if not self._policy.due(stamp, pose):
+        if not policy.due(stamp, pose):
             return Detection(is_keyframe=False)
 
         t0 = time.perf_counter()
         desc = np.asarray(self._extractor.embed([image_bgr]), dtype=np.float32).reshape(-1)
         extract_ms = (time.perf_counter() - t0) * 1e3
-        if not self._policy.novel(desc):
+        if not policy.novel(desc):
             return Detection(is_keyframe=False, extract_ms=extract_ms)
 
         t1 = time.perf_counter()
@@ -210,7 +250,7 @@ class LoopClosureDetector:
             t2 = time.perf_counter()
             query_features = self._verifier.extract_features(image_bgr)
             if candidates:
-                candidates = self._verify(query_features, candidates)
+                candidates = self._verify(query_features, candidates, cfg.min_inliers)
             verify_ms = (time.perf_counter() - t2) * 1e3
         candidates = candidates[: cfg.top_k]
 
@@ -219,7 +259,7 @@ class LoopClosureDetector:
             kf = {"stamp": stamp, "pose": pose, "session": cfg.session, "source": source}
             feats = [query_features] if query_features is not None else None
             query_id = self._mapdb.add(desc[None], [kf], local_features=feats)[0]
-        self._policy.accept(stamp, desc)
+        policy.accept(stamp, desc)
         return Detection(True, query_id, candidates, extract_ms, search_ms, verify_ms)
 
     def _map_features(self, cand: Candidate):
@@ -241,7 +281,7 @@ class LoopClosureDetector:
             self._warned_unverifiable = True
         return None
 
-    def _verify(self, query_features, candidates: list[Candidate]) -> list[Candidate]:
+    def _verify(self, query_features, candidates: list[Candidate], min_inliers: int) -> list[Candidate]:
         verified = []
         for c in candidates:
             feats = self._map_features(c)
@@ -250,7 +290,7 @@ class LoopClosureDetector:
             r = self._verifier.verify(query_features, feats, K=self._K)
             c.inliers = r.inliers
             c.relative_rotation, c.relative_translation = r.R, r.t
-            if r.inliers >= self.config.min_inliers:
+            if r.inliers >= min_inliers:
                 verified.append(c)
         verified.sort(key=lambda c: (-c.inliers, -c.score))
         return verified

@@ -1,10 +1,14 @@
 """The node's parameters: names, defaults, documentation and validation.
 
-``NodeParams`` is a plain dataclass (no ROS needed to build or validate it);
-``declare_and_read(node)`` declares every field as a ROS parameter, reads the values given
-on the command line or in the params file, and returns a validated ``NodeParams``. A bad
-value raises ``ConfigError`` naming the parameter, and the node refuses to start.
-config/vpr_node.yaml lists the same parameters with the same defaults.
+``NodeParams`` is a plain dataclass (no ROS needed to build or validate it). Its detector
+settings (top_k, min_score, ...) are those of the core's ``DetectorConfig``: the defaults and
+the rules are the core's, ``validate`` lets ``DetectorConfig`` check them (naming the
+parameter) and checks only what is the node's own. ``declare_and_read(node)`` declares every
+field as a ROS parameter, reads the values given on the command line or in the params file, and
+returns a validated ``NodeParams``; a bad value raises ``ConfigError`` naming the parameter, and
+the node refuses to start. ``LIVE_PARAMETERS`` may change while the node runs (``with_changes``
+checks such a change); the others are declared read-only. config/vpr_node.yaml lists the same
+parameters with the same defaults.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Literal
 
 from structvpr_core.config import from_dict
 from structvpr_core.errors import ConfigError
+from structvpr_core.loopclosure import DetectorConfig
 
 # ROS parameters every rclpy node may carry that are not ours.
 _ROS_BUILTIN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
@@ -25,10 +30,13 @@ DESCRIPTIONS = {
     "compressed": "Subscribe to sensor_msgs/CompressedImage (e.g. <camera>/image_raw/compressed).",
     "camera_info_topic": "Optional sensor_msgs/CameraInfo topic; its K is used by geometric verification. '' = none.",
     "pose_topic": "Optional pose topic for mapping mode (keyframe poses). '' = none.",
-    "pose_type": "Message type on pose_topic: 'odometry' (nav_msgs/Odometry) or 'pose_stamped' (geometry_msgs/PoseStamped).",
+    "pose_type": ("Message type on pose_topic: 'odometry' (nav_msgs/Odometry) or 'pose_stamped' "
+                  "(geometry_msgs/PoseStamped)."),
     "pose_max_gap_s": "Largest gap between two poses, or between the newest pose and an image, to attach a pose to it.",
-    "map_path": "Map database directory. Localization: a prebuilt map (read-only). Mapping: loaded if present, else created; saved there.",
-    "checkpoint": "Model checkpoint (.pt, or an .onnx from structvpr export). '' = the ImageNet-initialised RGB branch; must match the map's model.",
+    "map_path": ("Map database directory. Localization: a prebuilt map (read-only). Mapping: loaded if present, "
+                 "else created; saved there."),
+    "checkpoint": ("Model checkpoint (.pt, or an .onnx from structvpr export). '' = the ImageNet-initialised RGB "
+                   "branch; must match the map's model."),
     "device": "Where the model runs: auto (cuda if available), cuda or cpu.",
     "backend": "Inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU), torch, onnxruntime or tensorrt.",
     "cpu_threads": "CPU threads of the model, torch and ONNX Runtime (0 = library default).",
@@ -43,14 +51,23 @@ DESCRIPTIONS = {
     "temporal_exclusion_s": "Mapping: keyframes more recent than this (seconds before the query) are not candidates.",
     "keyframe_min_interval_s": "Mapping: least time between two keyframes added to the map.",
     "keyframe_min_distance_m": "Mapping: least travelled distance between two keyframes (needs poses).",
-    "keyframe_max_similarity": "Mapping: a frame this similar (or more) to the previous keyframe is not added (novelty).",
+    "keyframe_max_similarity": ("Mapping: a frame more similar than this to the last keyframe is not added "
+                                "(1 = no novelty test)."),
     "session": "Mapping: session name stored with every keyframe added.",
     "save_map_on_shutdown": "Mapping: save the map to map_path when the node shuts down.",
-    "qos_reliability": "Image subscription reliability: best_effort (also receives from reliable publishers) or reliable.",
+    "qos_reliability": ("Image subscription reliability: best_effort (also receives from reliable publishers) "
+                        "or reliable."),
     "qos_depth": "Image subscription queue depth (the node keeps only the newest frame anyway).",
     "frame_id": "frame_id written into published headers; '' = the image's own frame_id.",
     "diagnostics_period_s": "Period of /diagnostics messages in seconds.",
 }
+
+
+_DETECTOR = DetectorConfig()  # the defaults of the detector's parameters
+
+
+def _parameter(name: str) -> str:
+    return f"parameter '{name}'"
 
 
 @dataclass
@@ -68,17 +85,17 @@ class NodeParams:
     cpu_threads: int = 0
     image_width: int = 640
     image_height: int = 480
-    top_k: int = 5
-    min_score: float = 0.0
-    verify: bool = False
+    top_k: int = _DETECTOR.top_k
+    min_score: float = _DETECTOR.min_score
+    verify: bool = _DETECTOR.verify
     verify_feature: Literal["sift", "orb"] = "sift"
-    min_inliers: int = 15
-    mode: Literal["localization", "mapping"] = "localization"
-    temporal_exclusion_s: float = 30.0
-    keyframe_min_interval_s: float = 0.0
-    keyframe_min_distance_m: float = 0.0
-    keyframe_max_similarity: float = 1.0
-    session: str = "default"
+    min_inliers: int = _DETECTOR.min_inliers
+    mode: Literal["localization", "mapping"] = _DETECTOR.mode
+    temporal_exclusion_s: float = _DETECTOR.temporal_exclusion_s
+    keyframe_min_interval_s: float = _DETECTOR.keyframe_min_interval_s
+    keyframe_min_distance_m: float = _DETECTOR.keyframe_min_distance_m
+    keyframe_max_similarity: float = _DETECTOR.keyframe_max_similarity
+    session: str = _DETECTOR.session
     save_map_on_shutdown: bool = True
     qos_reliability: Literal["best_effort", "reliable"] = "best_effort"
     qos_depth: int = 5
@@ -86,9 +103,13 @@ class NodeParams:
     diagnostics_period_s: float = 1.0
 
     def validate(self) -> None:
+        """The node's own values here; the detector's are checked by DetectorConfig (one rule, in the core).
+
+        Files are looked for by ``check_files``, at start only.
+        """
         def need(ok: bool, name: str, rule: str) -> None:
             if not ok:
-                raise ConfigError(f"parameter '{name}': {rule}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{_parameter(name)}: {rule}, got {getattr(self, name)!r}")
 
         need(bool(self.image_topic.strip()) and " " not in self.image_topic, "image_topic",
              "must be a topic name")
@@ -96,48 +117,60 @@ class NodeParams:
         need(" " not in self.pose_topic, "pose_topic", "must be a topic name or ''")
         need(self.pose_max_gap_s > 0, "pose_max_gap_s", "must be > 0")
         need(bool(self.map_path.strip()), "map_path", "must name the map directory")
+        need(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
+        need(32 <= self.image_width <= 8192, "image_width", "must be in 32..8192")
+        need(32 <= self.image_height <= 8192, "image_height", "must be in 32..8192")
+        self.detector_config().validate(name=_parameter)
+        need(1 <= self.qos_depth <= 1000, "qos_depth", "must be in 1..1000")
+        need(self.diagnostics_period_s > 0, "diagnostics_period_s", "must be > 0")
+
+    def check_files(self) -> None:
+        """The map (localization) and the checkpoint must exist; checked when the node starts."""
         if self.mode == "localization" and not Path(self.map_path).exists():
             raise ConfigError(f"parameter 'map_path': no map at {self.map_path} "
                               "(localization mode needs a prebuilt map; build one with structvpr build-map)")
         if self.checkpoint and not Path(self.checkpoint).is_file():
             raise ConfigError(f"parameter 'checkpoint': no such file {self.checkpoint}")
-        need(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
-        need(32 <= self.image_width <= 8192, "image_width", "must be in 32..8192")
-        need(32 <= self.image_height <= 8192, "image_height", "must be in 32..8192")
-        need(1 <= self.top_k <= 1000, "top_k", "must be in 1..1000")
-        need(-1.0 <= self.min_score <= 1.0, "min_score", "must be in [-1, 1]")
-        need(self.min_inliers >= 0, "min_inliers", "must be >= 0")
-        need(self.temporal_exclusion_s >= 0, "temporal_exclusion_s", "must be >= 0")
-        need(self.keyframe_min_interval_s >= 0, "keyframe_min_interval_s", "must be >= 0")
-        need(self.keyframe_min_distance_m >= 0, "keyframe_min_distance_m", "must be >= 0")
-        need(-1.0 < self.keyframe_max_similarity <= 1.0, "keyframe_max_similarity", "must be in (-1, 1]")
-        need(1 <= self.qos_depth <= 1000, "qos_depth", "must be in 1..1000")
-        need(self.diagnostics_period_s > 0, "diagnostics_period_s", "must be > 0")
 
-    def detector_config(self):
-        """The core's DetectorConfig for these parameters."""
-        from structvpr_core.loopclosure import DetectorConfig
-
-        return DetectorConfig(
-            top_k=self.top_k, min_score=self.min_score, verify=self.verify,
-            min_inliers=self.min_inliers, mode=self.mode,
-            temporal_exclusion_s=self.temporal_exclusion_s,
-            keyframe_min_interval_s=self.keyframe_min_interval_s,
-            keyframe_min_distance_m=self.keyframe_min_distance_m,
-            keyframe_max_similarity=self.keyframe_max_similarity,
-            session=self.session,
-        )
+    def detector_config(self) -> DetectorConfig:
+        """The core's DetectorConfig for these parameters (the fields of the same names)."""
+        return DetectorConfig(**{name: getattr(self, name) for name in _DETECTOR_PARAMETERS})
 
     @property
     def image_size(self) -> tuple[int, int]:
         return (self.image_width, self.image_height)
 
 
+# Our parameters (rclpy declares a few of its own on every node: use_sim_time ...).
+PARAMETER_NAMES = frozenset(f.name for f in dataclasses.fields(NodeParams))
+# The node's parameters that are DetectorConfig fields (verify_candidates is not one: it is top_k).
+_DETECTOR_PARAMETERS = tuple(f.name for f in dataclasses.fields(DetectorConfig) if f.name in PARAMETER_NAMES)
+# The parameters applied while the node runs: the detector settings it may change between frames.
+# The others (topics, model, map, mode, QoS) shape what was set up at start and are read-only.
+LIVE_PARAMETERS = frozenset(DetectorConfig.RUNTIME_FIELDS) & PARAMETER_NAMES
+
+
 def params_from_dict(values: dict) -> NodeParams:
-    """Validated ``NodeParams`` from plain values; errors name the parameter."""
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(NodeParams)})
+    """Validated ``NodeParams`` from plain values (and its files checked); errors name the parameter."""
+    unknown = sorted(set(values) - PARAMETER_NAMES)
     if unknown:
         raise ConfigError(f"unknown parameter '{unknown[0]}' (known: {', '.join(sorted(DESCRIPTIONS))})")
+    params = _typed(values)
+    params.check_files()
+    return params
+
+
+def with_changes(params: NodeParams, changes: dict) -> NodeParams:
+    """``params`` with ``changes`` made while the node runs: ConfigError naming the parameter when
+    one is not live or its value is bad. The files checked at start are not looked for again."""
+    fixed = sorted(set(changes) - LIVE_PARAMETERS)
+    if fixed:
+        raise ConfigError(f"parameter '{fixed[0]}': read-only, it takes effect only when the node starts")
+    return _typed({**dataclasses.asdict(params), **changes})
+
+
+def _typed(values: dict) -> NodeParams:
+    """``NodeParams`` with the declared types, validated; errors name the parameter."""
     try:
         return from_dict(NodeParams, values, where="")
     except ConfigError as e:
@@ -153,14 +186,16 @@ def declare_and_read(node) -> NodeParams:
     """Declare all parameters on ``node`` and return their validated values.
 
     Parameters are declared with dynamic typing so that a value of the wrong type reaches
-    our validation (and its message naming the parameter) instead of an rclpy exception.
+    our validation (and its message naming the parameter) instead of an rclpy exception; all but
+    ``LIVE_PARAMETERS`` are read-only, so that rclpy refuses to set them on a running node.
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
     defaults = NodeParams()
     values = {}
     for field in dataclasses.fields(NodeParams):
-        descriptor = ParameterDescriptor(description=DESCRIPTIONS[field.name], dynamic_typing=True)
+        descriptor = ParameterDescriptor(description=DESCRIPTIONS[field.name], dynamic_typing=True,
+                                         read_only=field.name not in LIVE_PARAMETERS)
         param = node.declare_parameter(field.name, getattr(defaults, field.name), descriptor)
         values[field.name] = param.value
     # A misspelt name in a params file would otherwise be ignored silently. rclpy keeps the

@@ -25,6 +25,10 @@ import numpy as np
 
 from structvpr_core.errors import StructVPRError
 
+from .entry import print_error, run_with_rclpy
+
+PROG = "structvpr_replay"
+
 
 @dataclass
 class Frame:
@@ -234,14 +238,12 @@ def rclpy_ok() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
     from rclpy.utilities import remove_ros_args
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(remove_ros_args(["structvpr_replay", *argv])[1:])
     if args.bag is not None and not args.bag_topic:
-        print("structvpr_replay: error: --bag needs --bag-topic (the image topic inside the bag)", file=sys.stderr)
+        print_error(PROG, "--bag needs --bag-topic (the image topic inside the bag)")
         return 2
     if args.topic is None:
         if args.bag is not None:
@@ -249,21 +251,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args.topic = "/camera/image_raw/compressed" if args.compressed else "/camera/image_raw"
     if args.rate is not None and args.rate <= 0:
-        print("structvpr_replay: error: --rate must be > 0", file=sys.stderr)
+        print_error(PROG, "--rate must be > 0")
         return 2
     try:  # check the input before waiting for subscribers
         parse_size(args.size)
         check_source(args)
     except StructVPRError as e:
-        print(f"structvpr_replay: error: {e}", file=sys.stderr)
+        print_error(PROG, str(e))
         return 1
-    try:
-        rclpy.init(args=["structvpr_replay", *argv])
-    except Exception as e:  # rcl's RCLError for malformed --ros-args
-        print(f"structvpr_replay: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    node = rclpy.create_node("structvpr_replay")
-    code = 0
+    return run_with_rclpy(PROG, [PROG, *argv], lambda: replay(args))
+
+
+def replay(args) -> None:
+    """Publish the frames ``args`` name, on a node of its own (rclpy initialised)."""
+    import rclpy
+
+    node = rclpy.create_node(PROG)
     out = None
     try:
         size = parse_size(args.size)
@@ -280,20 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = replayer.run(_frames(args), size, writer)
         if not args.quiet:
             extra = f", {summary['unanswered']} unanswered" if args.pace_by else ""
-            print(f"structvpr_replay: published {summary['published']} frames on {replayer.pub.topic_name} "
-                  f"in {summary['seconds']:.1f} s{extra}", file=sys.stderr)
+            node.get_logger().info(f"published {summary['published']} frames on {replayer.pub.topic_name} "
+                                   f"in {summary['seconds']:.1f} s{extra}")
         time.sleep(0.2)  # let the last reliable frame leave before the participant goes
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StructVPRError as e:
-        print(f"structvpr_replay: error: {e}", file=sys.stderr)
-        code = 1
     finally:
         if out is not None:
             out.close()
         node.destroy_node()
-        rclpy.try_shutdown()
-    return code
 
 
 if __name__ == "__main__":

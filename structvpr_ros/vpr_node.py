@@ -9,6 +9,10 @@ Topics:   sub  <image_topic> (Image or CompressedImage), [camera_info_topic], [p
           pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics
 Services: ~/save_map, ~/reset (std_srvs/Trigger)
 Run:      structvpr_node --ros-args --params-file config/vpr_node.yaml -p map_path:=MAP
+
+The detector's thresholds (top_k, min_score, verify, min_inliers, temporal_exclusion_s and the
+keyframe_* parameters) may be changed while the node runs (`ros2 param set /structvpr top_k 10`):
+they are checked like at start and apply from the next frame. The other parameters are read-only.
 """
 
 from __future__ import annotations
@@ -20,24 +24,28 @@ import traceback
 from collections import deque
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from structvpr_core.errors import ImageError, StructVPRError
+from structvpr_core.errors import ConfigError, ImageError, StructVPRError
 from structvpr_core.geometry import Pose, interpolate_pose
 
 from .candidates_msg import detection_to_msg, stamp_to_sec
+from .entry import run_with_rclpy
 from .image_conversion import compressed_to_bgr, image_to_bgr
 from .latest_slot import LatestSlot
-from .params import NodeParams, declare_and_read
+from .params import DESCRIPTIONS, LIVE_PARAMETERS, PARAMETER_NAMES, NodeParams, declare_and_read, with_changes
 from .stats import LATENCY_KEYS, NodeStats
 
 NODE_NAME = "structvpr"
 
 
-def build_detector(params: NodeParams, log=print):
-    """Extractor + map database + (optional) verifier -> LoopClosureDetector, from parameters."""
+def build_detector(params: NodeParams, logger):
+    """Extractor + map database + verifier -> LoopClosureDetector, from parameters.
+
+    The verifier is made even with verify off (it loads nothing until used), so that verify can
+    be switched on while the node runs, with the configured verify_feature.
+    """
     from pathlib import Path
 
     from structvpr_core.errors import MapError
@@ -52,7 +60,7 @@ def build_detector(params: NodeParams, log=print):
     extractor = Extractor(params.checkpoint or None, device=params.device, backend=params.backend,
                           threads=params.cpu_threads or None, image_size=params.image_size, batch_size=1)
     if params.mode == "mapping" and not Path(params.map_path).exists():
-        log(f"mapping: no map at {params.map_path} yet, starting an empty one")
+        logger.info(f"mapping: no map at {params.map_path} yet, starting an empty one")
         mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim)
     else:
         try:
@@ -61,11 +69,9 @@ def build_detector(params: NodeParams, log=print):
             if "input_size" in str(e):  # the usual cause: parameters left at another size
                 raise MapError(f"{e}; set the parameters image_width/image_height to the map's input size") from None
             raise
-    verifier = None
-    if params.verify:
-        from structvpr_core.verify import GeometricVerifier, VerifyConfig
+    from structvpr_core.verify import GeometricVerifier, VerifyConfig
 
-        verifier = GeometricVerifier(VerifyConfig(feature=params.verify_feature))
+    verifier = GeometricVerifier(VerifyConfig(feature=params.verify_feature))
     detector = LoopClosureDetector(extractor, mapdb, params.detector_config(), verifier=verifier)
     return detector, extractor
 
@@ -90,12 +96,16 @@ class _LogLimiter:
 class VprNode(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        # destroy_node may come for a half-made node (rclpy destroys the nodes of its context at
+        # shutdown, also one whose set-up failed): it stops and saves only what was started.
+        self._worker: threading.Thread | None = None
+        self._stopped = False
         self.params = declare_and_read(self)  # ConfigError -> the node refuses to start
         p = self.params
         log = self.get_logger()
         log.info(f"loading model ({p.checkpoint or 'ImageNet RGB branch'}, device {p.device}) "
                  f"and map {p.map_path} ({p.mode})")
-        self._detector, extractor = build_detector(p, log=log.info)
+        self._detector, extractor = build_detector(p, log)
         self._device = str(extractor.device)
         self._warm_up(extractor)
 
@@ -106,7 +116,6 @@ class VprNode(Node):
         self._poses: deque = deque(maxlen=2000)  # (stamp, Pose), newest last
         self._poses_lock = threading.Lock()
         self._stop = threading.Event()
-        self._stopped = False
         self._worker_error: str | None = None
 
         from diagnostic_msgs.msg import DiagnosticArray
@@ -119,6 +128,9 @@ class VprNode(Node):
         self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        # After declare_and_read: rclpy calls these for declarations too. Check, then apply.
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
 
         self._worker = threading.Thread(target=self._work, name="structvpr-worker", daemon=True)
         self._worker.start()
@@ -167,6 +179,28 @@ class VprNode(Node):
 
                 self.create_subscription(PoseStamped, p.pose_topic,
                                          lambda m: self._on_pose(m.header.stamp, m.pose), 50)
+
+    # ---- parameters changed at run time (executor thread) ---------------------------------
+
+    def _check_parameters(self, parameters):
+        """Accept a change only if the new values pass the same checks as at start (no effect yet)."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        try:
+            with_changes(self.params, _own(parameters))
+        except ConfigError as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters) -> None:
+        """Swap in the accepted values; the worker picks the detector's new config on its next frame."""
+        changes = _own(parameters)
+        if not changes:
+            return
+        self.params = with_changes(self.params, changes)  # a new object: the worker reads one per frame
+        self._detector.set_config(self.params.detector_config())
+        self.get_logger().info("parameters changed: " + ", ".join(
+            f"{name}={getattr(self.params, name)!r}" for name in changes))
 
     # ---- callbacks (executor thread): keep them short -------------------------------------
 
@@ -318,35 +352,51 @@ class VprNode(Node):
 
     # ---- shutdown ---------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop processing; in mapping mode save the map when save_map_on_shutdown is set."""
+    def destroy_node(self) -> None:
+        """Stop processing, destroy the ROS entities, then save the map (mapping mode, save_map_on_shutdown).
+
+        The save is logged after the entities are gone: at shutdown (Ctrl-C, SIGTERM) the context
+        is usually gone already, and only without its rosout publisher does the node's logger
+        write to the console without a complaint about that publisher.
+        """
         if self._stopped:
             return
         self._stopped = True
-        self._stop.set()
-        self._slot.close()
-        self._worker.join(timeout=30.0)
-        if self.params.mode == "mapping" and self.params.save_map_on_shutdown:
+        started = self._worker is not None
+        if started:
+            self._stop.set()
+            self._slot.close()
+            self._worker.join(timeout=30.0)
+        super().destroy_node()
+        if started and self.params.mode == "mapping" and self.params.save_map_on_shutdown:
             try:
                 n = self._save_map()
-                _say(f"saved {n} keyframes to {self.params.map_path}")
+                self.get_logger().info(f"saved {n} keyframes to {self.params.map_path}")
             except Exception as e:
-                _say(f"error: could not save the map to {self.params.map_path}: {e}")
+                self.get_logger().error(f"could not save the map to {self.params.map_path}: {e}")
 
 
-def _say(text: str) -> None:
-    # At shutdown the ROS context may be gone already; stderr always works.
-    print(f"[{NODE_NAME}] {text}", file=sys.stderr, flush=True)
+def _own(parameters) -> dict:
+    """The changes to our parameters (rclpy's own, such as use_sim_time, are left to rclpy)."""
+    return {param.name: param.value for param in parameters if param.name in PARAMETER_NAMES}
 
 
 def print_help() -> None:
-    from .params import DESCRIPTIONS
-
     defaults = NodeParams()
     print(__doc__.strip())
-    print("\nParameters (set them in a params file, see config/vpr_node.yaml, or with -p name:=value):")
+    print("\nParameters (set them in a params file, see config/vpr_node.yaml, or with -p name:=value;"
+          " * = may be changed while the node runs):")
     for name, text in DESCRIPTIONS.items():
-        print(f"  {name} (default {getattr(defaults, name)!r})\n      {text}")
+        live = " *" if name in LIVE_PARAMETERS else ""
+        print(f"  {name}{live} (default {getattr(defaults, name)!r})\n      {text}")
+
+
+def _run_node() -> None:
+    node = VprNode()  # ConfigError, MapError ...: the node refuses to start (one line, exit 1)
+    try:
+        rclpy.spin(node)
+    finally:
+        node.destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -355,27 +405,7 @@ def main(args: list[str] | None = None) -> int:
     if "-h" in own or "--help" in own:
         print_help()
         return 0
-    try:
-        rclpy.init(args=args)
-    except Exception as e:  # rcl's RCLError for malformed --ros-args; keep it to one line
-        print(f"structvpr_node: error: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
-        return 2
-    node = None
-    code = 0
-    try:
-        node = VprNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StructVPRError as e:
-        print(f"structvpr_node: error: {e}", file=sys.stderr, flush=True)
-        code = 1
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_with_rclpy("structvpr_node", args, _run_node)
 
 
 if __name__ == "__main__":

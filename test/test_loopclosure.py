@@ -8,6 +8,7 @@ verifier.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tracemalloc
 
@@ -164,6 +165,57 @@ def test_wrong_model_or_config_is_refused():
                 {"keyframe_max_similarity": 1.5}, {"session": ""}):
         with pytest.raises(ConfigError):
             detector(**bad)
+
+
+def test_config_errors_name_the_field_as_asked():
+    with pytest.raises(ConfigError, match=r"^top_k: must be in 1\.\.1000, got 0$"):
+        DetectorConfig(top_k=0).validate()
+    with pytest.raises(ConfigError, match=r"^parameter 'min_score': must be in \[-1, 1\]"):
+        DetectorConfig(min_score=2.0).validate(name=lambda f: f"parameter '{f}'")
+    # -1 would make no frame after the first novel: mapping would stop adding keyframes.
+    for bad in (-1.0, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="keyframe_max_similarity"):
+            DetectorConfig(keyframe_max_similarity=bad).validate()
+    DetectorConfig(keyframe_max_similarity=1.0, top_k=1000, min_score=-1.0).validate()
+
+
+def test_config_changes_between_frames():
+    ex = StandInExtractor()
+    mapdb = MapDatabase.create(FP, DIM)
+    mapdb.add(ex.embed([place(p) for p in range(20)]), [{"stamp": float(p)} for p in range(20)])
+    det = detector(ex, mapdb, min_score=-1.0, top_k=3)
+    assert len(det.process(place(5), 0.0).candidates) == 3
+    det.set_config(dataclasses.replace(det.config, top_k=7))
+    assert len(det.process(place(5), 1.0).candidates) == 7
+    det.set_config(dataclasses.replace(det.config, min_score=0.99))
+    assert [c.map_id for c in det.process(place(5), 2.0).candidates] == [6]
+
+    # Refused: a bad value, or a field that decides what the map is; the old config stays.
+    before = det.config
+    for bad in ({"top_k": 0}, {"keyframe_max_similarity": -1.0}, {"mode": "mapping"}, {"session": "other"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            det.set_config(dataclasses.replace(before, **bad))
+        assert det.config is before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        det.config.top_k = 9  # immutable: a frame in progress keeps the config it started with
+
+    # The keyframe policy follows too.
+    det.set_config(dataclasses.replace(det.config, keyframe_min_interval_s=10.0))
+    assert det.process(place(5), 20.0).is_keyframe and not det.process(place(5), 25.0).is_keyframe
+
+
+def test_verification_switched_on_between_frames(opencv_data):
+    ex = StandInExtractor()
+    photo = read_image(opencv_data / "leuvenA.jpg")
+    ex.by_hash[hashlib.sha1(np.ascontiguousarray(photo).tobytes()).hexdigest()] = ex.table[3]
+    mapdb = MapDatabase.create(FP, DIM)
+    mapdb.add(ex.embed([photo]), [{"stamp": 0.0, "source": str(opencv_data / "leuvenA.jpg")}])
+    det = detector(ex, mapdb, min_inliers=30)
+    assert det.verifier is None and det.process(photo, 1.0).candidates[0].inliers is None
+    det.set_config(dataclasses.replace(det.config, verify=True))
+    assert det.verifier is not None
+    (cand,) = det.process(photo, 2.0).candidates
+    assert cand.inliers >= 30
 
 
 # -- real images: verification re-ranks ------------------------------------------------------

@@ -184,3 +184,119 @@ def test_save_map_refused_in_localization(loc_node, ros_node, corridor_map):
     finally:
         ros_node.destroy_client(client)
     assert (Path(corridor_map["path"]) / "manifest.json").is_file()
+
+
+# ---- parameters at run time ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def param_client(loc_node, ros_node):
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(ros_node, "/structvpr")
+    assert client.wait_for_services(timeout_sec=10), "parameter services of /structvpr not available"
+    return client
+
+
+def _set(ros_node, client, name, value):
+    """Set one parameter of the node through its SetParameters service; its SetParametersResult."""
+    from rclpy.parameter import Parameter
+
+    future = client.set_parameters([Parameter(name, value=value)])
+    assert spin_until(ros_node, future.done, 10), f"setting {name} got no answer"
+    (result,) = future.result().results
+    return result
+
+
+def _get(ros_node, client, name):
+    from rclpy.parameter import parameter_value_to_python
+
+    future = client.get_parameters([name])
+    assert spin_until(ros_node, future.done, 10), f"getting {name} got no answer"
+    return parameter_value_to_python(future.result().values[0])
+
+
+@pytest.fixture(scope="module")
+def query_pub(loc_node, ros_node):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    pub = ros_node.create_publisher(Image, IMAGE_TOPIC, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10)
+    yield pub
+    ros_node.destroy_publisher(pub)
+
+
+def _candidates_for_a_query(ros_node, pub, results, corridor_map, stamp_sec: int) -> int:
+    """Publish a real query frame stamped ``stamp_sec``; the number of candidates answering it."""
+    from std_msgs.msg import Header
+
+    from structvpr_core.images import read_image
+    from structvpr_ros.image_conversion import bgr_to_image
+
+    header = Header(frame_id="param_test")
+    header.stamp.sec = stamp_sec
+    msg = bgr_to_image(read_image(corridor_map["queries"][40]), header)
+    # Again if unanswered: a reader matched a moment ago may miss the first message (same stamp:
+    # a second answer only replaces the first).
+    for _ in range(5):
+        pub.publish(msg)
+        if spin_until(ros_node, lambda: (stamp_sec, 0) in results, 3):
+            return len(results[(stamp_sec, 0)].candidates)
+    raise AssertionError(f"no answer for frame {stamp_sec}")
+
+
+def test_top_k_set_at_run_time_applies_from_the_next_frame(loc_node, ros_node, results, corridor_map, param_client,
+                                                           query_pub):
+    assert _candidates_for_a_query(ros_node, query_pub, results, corridor_map, 2001) == 5
+    try:
+        result = _set(ros_node, param_client, "top_k", 10)
+        assert result.successful, result.reason
+        assert _get(ros_node, param_client, "top_k") == 10
+        assert _candidates_for_a_query(ros_node, query_pub, results, corridor_map, 2002) == 10
+        result = _set(ros_node, param_client, "top_k", 3)
+        assert result.successful, result.reason
+        assert _candidates_for_a_query(ros_node, query_pub, results, corridor_map, 2003) == 3
+    finally:
+        assert _set(ros_node, param_client, "top_k", 5).successful
+    assert "parameters changed: top_k=3" in loc_node.output()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("top_k", 0),
+    ("top_k", "ten"),
+    ("min_score", 2.0),
+    ("keyframe_max_similarity", -1.0),
+    ("temporal_exclusion_s", -5.0),
+])
+def test_bad_value_at_run_time_is_refused_with_a_reason(loc_node, ros_node, param_client, name, value):
+    before = _get(ros_node, param_client, name)
+    result = _set(ros_node, param_client, name, value)
+    assert not result.successful
+    assert f"parameter '{name}'" in result.reason, result.reason
+    assert _get(ros_node, param_client, name) == before
+    assert loc_node.proc.poll() is None
+
+
+def test_bad_value_leaves_the_detector_as_it_was(loc_node, ros_node, results, corridor_map, param_client, query_pub):
+    assert not _set(ros_node, param_client, "top_k", 0).successful
+    assert _candidates_for_a_query(ros_node, query_pub, results, corridor_map, 2011) == 5
+
+
+@pytest.mark.parametrize("name, value", [
+    ("map_path", "/somewhere/else"),
+    ("checkpoint", "/models/other.pt"),
+    ("mode", "mapping"),
+    ("image_topic", "/other/image_raw"),
+])
+def test_read_only_parameter_is_refused(loc_node, ros_node, param_client, name, value):
+    before = _get(ros_node, param_client, name)
+    result = _set(ros_node, param_client, name, value)
+    assert not result.successful
+    assert "read-only" in result.reason, result.reason
+    assert _get(ros_node, param_client, name) == before
+
+
+def test_parameters_of_rclpy_are_left_to_rclpy(loc_node, ros_node, param_client):
+    result = _set(ros_node, param_client, "use_sim_time", False)
+    assert result.successful, result.reason

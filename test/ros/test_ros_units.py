@@ -16,7 +16,7 @@ import pytest
 from ros_helpers import CORRIDOR, REPO
 from structvpr_core.errors import ConfigError, ImageError
 from structvpr_ros.latest_slot import LatestSlot
-from structvpr_ros.params import DESCRIPTIONS, NodeParams, params_from_dict
+from structvpr_ros.params import DESCRIPTIONS, LIVE_PARAMETERS, NodeParams, params_from_dict, with_changes
 from structvpr_ros.stats import NodeStats
 
 # ---- the one-slot buffer -------------------------------------------------------------------
@@ -124,6 +124,36 @@ def test_mapping_mode_may_start_without_a_map_but_localization_may_not(tmp_path)
     assert p.detector_config().mode == "mapping"
     with pytest.raises(ConfigError, match="parameter 'map_path'"):
         params_from_dict({"map_path": str(tmp_path / "new_map")})
+
+
+def test_detector_parameters_follow_the_core(tmp_path):
+    """One rule and one default per detector setting: DetectorConfig's, named as a parameter."""
+    from structvpr_core.loopclosure import DetectorConfig
+
+    defaults = NodeParams().detector_config()
+    assert defaults == DetectorConfig()
+    with pytest.raises(ConfigError, match=r"parameter 'keyframe_max_similarity': must be in \(-1, 1\]"):
+        params_from_dict({"map_path": str(tmp_path), "keyframe_max_similarity": -1.0})
+    assert LIVE_PARAMETERS == {"top_k", "min_score", "verify", "min_inliers", "temporal_exclusion_s",
+                               "keyframe_min_interval_s", "keyframe_min_distance_m", "keyframe_max_similarity"}
+    assert LIVE_PARAMETERS <= set(DetectorConfig.RUNTIME_FIELDS)
+
+
+def test_changes_at_run_time_are_checked_like_at_start(tmp_path):
+    p = params_from_dict({"map_path": str(tmp_path)})
+    q = with_changes(p, {"top_k": 10, "min_score": 1, "verify": True})
+    assert (q.top_k, q.min_score, q.verify) == (10, 1.0, True) and isinstance(q.min_score, float)
+    assert p.top_k == 5  # a new value: the worker thread keeps the one it read for its frame
+    for changes, name in (({"top_k": 0}, "top_k"), ({"min_score": 2.0}, "min_score"), ({"top_k": "ten"}, "top_k"),
+                          ({"min_inliers": None}, "min_inliers")):  # None: a client "unsetting" it
+        with pytest.raises(ConfigError, match=f"parameter '{name}'"):
+            with_changes(p, changes)
+    with pytest.raises(ConfigError, match="parameter 'map_path': read-only"):
+        with_changes(p, {"map_path": str(tmp_path / "other")})
+    (tmp_path / "gone").mkdir()
+    p = params_from_dict({"map_path": str(tmp_path / "gone")})
+    (tmp_path / "gone").rmdir()
+    assert with_changes(p, {"top_k": 3}).top_k == 3  # the files are checked at start only
 
 
 def test_shipped_params_file_is_complete_and_valid(tmp_path):

@@ -1,0 +1,46 @@
+"""What the console entry points (``structvpr_node``, ``structvpr_replay``) share around their work.
+
+rclpy start-up and shut-down, user errors on one line, and the exit codes: 0 when the work ends
+or is interrupted (Ctrl-C raises ``KeyboardInterrupt``; SIGTERM shuts the context down, so
+spinning raises ``ExternalShutdownException``: both are a normal end, as in ros2/demos), 1 for a
+``StructVPRError`` (a user error: one line, no traceback), 2 for malformed ``--ros-args``.
+rclpy is imported only when used, so that ``--help`` and argument errors need no ROS.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from structvpr_core.errors import StructVPRError
+
+
+def print_error(prog: str, message: str) -> None:
+    """``<prog>: error: <message>`` on stderr, the one-line form of every user error."""
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
+def run_with_rclpy(prog: str, rclpy_args: list[str] | None, work: Callable[[], object]) -> int:
+    """Initialise rclpy with ``rclpy_args`` (None: sys.argv), call ``work()``, shut rclpy down.
+
+    ``work`` creates its node and destroys it in a ``finally`` of its own, so that the node is
+    gone before rclpy is shut down, however ``work`` ends. Returns the exit code (module docstring).
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        rclpy.init(args=rclpy_args)
+    except Exception as e:  # rcl's RCLError for malformed --ros-args; keep it to one line
+        print_error(prog, str(e).splitlines()[0])
+        return 2
+    try:
+        work()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StructVPRError as e:
+        print_error(prog, str(e))
+        return 1
+    finally:
+        rclpy.try_shutdown()
+    return 0
