@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from structvpr_core.backends.providers import BACKENDS
 from structvpr_core.config import from_dict
 from structvpr_core.errors import ConfigError
 from structvpr_core.loopclosure import DetectorConfig
@@ -81,7 +82,7 @@ class NodeParams:
     map_path: str = ""
     checkpoint: str = ""
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
+    backend: str = "auto"            # one of structvpr_core.backends.providers.BACKENDS
     cpu_threads: int = 0
     image_width: int = 640
     image_height: int = 480
@@ -117,6 +118,7 @@ class NodeParams:
         need(" " not in self.pose_topic, "pose_topic", "must be a topic name or ''")
         need(self.pose_max_gap_s > 0, "pose_max_gap_s", "must be > 0")
         need(bool(self.map_path.strip()), "map_path", "must name the map directory")
+        need(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
         need(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
         need(32 <= self.image_width <= 8192, "image_width", "must be in 32..8192")
         need(32 <= self.image_height <= 8192, "image_height", "must be in 32..8192")
