@@ -10,8 +10,9 @@ Plain training (stage I, and stage II with ``partition.method: none``) uses ``No
 The contract
 ------------
 A distillation is a subclass of ``Distillation`` with a unique ``name``, built as
-``cls(student, cfg)`` (the student branch before training, the run's ``TrainConfig``). The loop
-calls, in this order:
+``cls(student, cfg)`` (the student branch before training, the run's ``TrainConfig``; create the
+trainable modules here, so that their random init follows the stage's seed). The stage that
+builds it calls ``prepare``, then the loop calls ``modules`` once and ``forward``/``loss`` per step:
 
 1. ``modules() -> dict[str, nn.Module]``: extra *trainable* modules (StructVPR: T). Called once;
    must return the same module objects every time. The loop moves them to the device, trains
@@ -22,11 +23,11 @@ calls, in this order:
    without ``find_unused_parameters``); a zero weight is fine, a skipped module is not.
    Frozen teachers are *not* modules: keep them as plain attributes (they are neither trained,
    nor wrapped, nor saved), on ``ctx.env.device``.
-2. ``prepare(ctx)``: once per stage, on every DDP rank, before the first epoch (also when
-   resuming); ``ctx`` is the run's ``context.RunContext`` (config, run directory and stage
-   directories, training split, input loaders, ``env``). Load teachers, compute or read caches
-   here (rank 0 writes files, then ``distributed.barrier``). Raise ``ConfigError`` when a stage
-   this one needs has not run.
+2. ``prepare(ctx)``: once per stage, on every DDP rank, before the loop starts (also when
+   resuming; ``stage2.train_stage2`` calls it); ``ctx`` is the run's ``context.RunContext``
+   (config, run and stage directories, training split, input loaders, ``env``). Load teachers,
+   compute or read caches here (rank 0 writes files, then ``distributed.barrier``). Raise
+   ``ConfigError`` when a stage this one needs has not run.
 3. ``forward(branch, modules, x) -> dict[str, Tensor]``: the student's forward pass, run inside
    the DDP-wrapped module (so it must be where the trainable modules are called). ``x`` is the
    (B·T, C, H, W) input batch of the B training tuples of T images each, as the stage's input
@@ -60,10 +61,12 @@ for a stage is the stage's job (``stage2.distillation_name``). The two planned o
   student on the degraded batch with ``branch.stages`` and returns its descriptors and the
   intermediate maps it distils; ``loss`` runs the teacher (no grad) on the undegraded
   ``batch.images`` and returns MSE on global descriptors + inter-channel-correlation KD,
-  ``{"mse": …, "ickd": …}``. Its loss ignores ``batch.rows``, so it needs no place labels;
-  the batches still come from the loop's mined tuples (and the triplet term still applies),
-  so training on an *unlabelled* image set would add a tuple-free batch source to the loop —
-  a change there, not to this interface.
+  ``{"mse": …, "ickd": …}``. ``test/test_distillation.py`` runs a toy of exactly this shape.
+  Its loss ignores ``batch.rows``, so it needs no place labels; but the batches still come
+  from the loop's mined tuples (and the triplet term still applies), and the loop mines and
+  validates with the student on undegraded images. Training on an *unlabelled* image set, or
+  validating degraded queries against the teacher's map, would add a batch source or a
+  validation hook to the loop: changes there, not to this interface.
 """
 
 from __future__ import annotations
