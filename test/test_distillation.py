@@ -1,5 +1,8 @@
 """The distillation interface: the registry by name, StructVPR's KD through it, and a new one plugged in."""
 
+import pickle
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -86,9 +89,30 @@ def test_no_distillation_is_the_triplet_loss_alone():
     assert float(loss) == float(vpr) == pytest.approx(float(want)) and float(term) == 0.0 and parts == {}
 
 
+class FakeLoader:
+    """Stands in for the stage's InputLoader: a fixed 3×32×32 tensor per path."""
+
+    def __call__(self, path):
+        return torch.randn(3, SIZE, SIZE, generator=torch.Generator().manual_seed(zlib.crc32(str(path).encode())))
+
+
+class GoodAndDegraded:
+    """A tuple loader giving each image twice, stacked on channels: as it is, and degraded (the epoch seeds it)."""
+
+    def __init__(self, loader, epoch):
+        self.loader, self.epoch = loader, epoch
+
+    def __call__(self, path):
+        good = self.loader(path)
+        factor = 2 + self.epoch % 3          # a stand-in for a seeded structvpr_core.degrade draw
+        low = F.interpolate(F.avg_pool2d(good[None], factor), size=good.shape[-2:], mode="nearest")[0]
+        return torch.cat([good, low])
+
+
 class DegradedQueryKD(Distillation):
-    """What a low-quality-query KD needs from the interface: the student's intermediate features on a
-    degraded batch, the undegraded images for a frozen teacher, a trainable adapter, named loss parts."""
+    """What a low-quality-query KD needs from the interface: both versions of every image, the
+    student's intermediate features on the degraded one, a frozen teacher on the good one, a
+    trainable adapter, named loss parts."""
 
     name = "toy_lq"
 
@@ -99,15 +123,17 @@ class DegradedQueryKD(Distillation):
     def modules(self):
         return {"adapter": self.adapter}
 
+    def tuple_loader(self, loader, epoch):
+        return GoodAndDegraded(loader, epoch)
+
     def forward(self, branch, modules, x):
-        low = F.interpolate(F.avg_pool2d(x, 4), size=x.shape[-2:], mode="nearest")   # the student sees a degraded image
-        stages = branch.stages(low)
+        stages = branch.stages(x[:, 3:])                       # the student sees the degraded image
         return {"descriptors": branch.head([stages[i] for i in branch.mc_stages]),
                 "f5": modules["adapter"](stages[-1])}
 
     def loss(self, batch, outputs):
         with torch.no_grad():
-            t_stages = self.teacher.stages(batch.images.flatten(0, 1))
+            t_stages = self.teacher.stages(batch.images[:, :, :3].flatten(0, 1))   # the teacher, the good one
             t_desc = self.teacher.head([t_stages[i] for i in self.teacher.mc_stages])
         t_f5 = t_stages[-1].view(*outputs["f5"].shape)
         mse = (outputs["descriptors"] - t_desc.view_as(outputs["descriptors"])).pow(2).sum(-1).mean()
@@ -121,17 +147,27 @@ def _channel_correlation(f):
     return v @ v.transpose(-1, -2)
 
 
-def test_a_new_distillation_gets_features_images_and_its_own_modules():
+def test_a_new_distillation_gets_both_images_features_and_its_own_modules():
     torch.manual_seed(0)
     student = SegBranch(in_channels=3)
     kd = DegradedQueryKD(student)
     net = TrainNet(student, kd)
     assert list(net.extras) == ["adapter"]
     assert not any(p is q for p in net.parameters() for q in kd.teacher.parameters())
-    out = net(_batch(2).images.flatten(0, 1))
+    read = pickle.loads(pickle.dumps(kd.tuple_loader(FakeLoader(), epoch=1)))     # as DataLoader workers get it
+    rows = _batch().rows
+    images = torch.stack([torch.stack([read(f"img{i}.jpg") for i in row]) for row in rows])
+    assert images.shape == (B, T, 6, SIZE, SIZE)
+    out = net(images.flatten(0, 1))
     assert out["descriptors"].shape == (B * T, SegBranch.dim) and out["f5"].shape[:2] == (B * T, 320)
-    loss, _, term, parts = tuple_losses(net, kd, _batch(2), margin=0.1)
+    loss, _, term, parts = tuple_losses(net, kd, TrainBatch(images=images, rows=rows), margin=0.1)
     assert set(parts) == {"mse", "ickd"} and term.item() == pytest.approx((parts["mse"] + parts["ickd"]).item())
     loss.backward()
     assert float(kd.adapter.weight.grad.abs().sum()) > 0                 # the adapter trains through forward
     assert all(p.grad is None for p in kd.teacher.parameters())          # the teacher does not
+
+
+def test_the_default_tuple_loader_is_the_stage_loader():
+    loader = FakeLoader()
+    assert NoDistillation().tuple_loader(loader, epoch=3) is loader
+    assert StructVPRDistillation(ToyStudent(), cfg=None).tuple_loader(loader, epoch=3) is loader

@@ -12,7 +12,8 @@ The contract
 A distillation is a subclass of ``Distillation`` with a unique ``name``, built as
 ``cls(student, cfg)`` (the student branch before training, the run's ``TrainConfig``; create the
 trainable modules here, so that their random init follows the stage's seed). The stage that
-builds it calls ``prepare``, then the loop calls ``modules`` once and ``forward``/``loss`` per step:
+builds it calls ``prepare``; the loop calls ``modules`` once, ``tuple_loader`` every epoch and
+``forward`` and ``loss`` every step:
 
 1. ``modules() -> dict[str, nn.Module]``: extra *trainable* modules (StructVPR: T). Called once;
    must return the same module objects every time. The loop moves them to the device, trains
@@ -28,20 +29,26 @@ builds it calls ``prepare``, then the loop calls ``modules`` once and ``forward`
    (config, run and stage directories, training split, input loaders, ``env``). Load teachers,
    compute or read caches here (rank 0 writes files, then ``distributed.barrier``). Raise
    ``ConfigError`` when a stage this one needs has not run.
-3. ``forward(branch, modules, x) -> dict[str, Tensor]``: the student's forward pass, run inside
+3. ``tuple_loader(loader, epoch) -> Callable[[Path], Tensor]``: what each image of a training
+   tuple becomes in this epoch, from its path: a (C, H, W) tensor. The default is the stage's
+   own ``loader`` (ImageNet-normalised RGB for the student, as mining and validation see it).
+   A distillation that needs the raw pixels, or two versions of every image, returns its own
+   callable; ``epoch`` lets its random draws differ per epoch yet repeat on ``--resume``. It
+   runs in the DataLoader workers, so it must pickle (a module-level class, not a lambda).
+4. ``forward(branch, modules, x) -> dict[str, Tensor]``: the student's forward pass, run inside
    the DDP-wrapped module (so it must be where the trainable modules are called). ``x`` is the
-   (B·T, C, H, W) input batch of the B training tuples of T images each, as the stage's input
-   loader made it (ImageNet-normalised RGB for the student). Return ``"descriptors"`` (B·T, D)
-   plus anything the loss needs, each a tensor with one row per image; the default returns
-   ``{"descriptors": branch(x)}``. Intermediate feature maps come from ``branch.stages(x)`` (the
-   five stage outputs) and ``branch.head([...])`` gives the descriptor from them.
-4. ``loss(batch, outputs) -> (Tensor, dict[str, Tensor])``: the distillation term (a scalar
+   (B·T, C, H, W) input batch of the B training tuples of T images each, as ``tuple_loader``
+   made it. Return ``"descriptors"`` (B·T, D) plus anything the loss needs, each a tensor with
+   one row per image; the default returns ``{"descriptors": branch(x)}``. Intermediate feature
+   maps come from ``branch.stages(x)`` (the five stage outputs), and ``branch.head([...])``
+   makes the descriptor from them.
+5. ``loss(batch, outputs) -> (Tensor, dict[str, Tensor])``: the distillation term (a scalar
    added to the triplet term; it is logged as ``loss_kd``) and its named parts when it has more
    than one (logged to TensorBoard as ``<stage>/loss_kd_<name>``; the same names every step).
-   ``outputs`` is what ``forward`` returned, reshaped to (B, T, ...) and cast to float32;
-   ``batch`` (a ``TrainBatch``) holds the input images (B, T, C, H, W) on the device and the
-   tuple rows (B, T) ``[query, positive, negatives…]`` indexing ``ctx.train.queries`` and
-   ``ctx.train.database`` (teacher caches are looked up with them).
+   ``outputs`` is what ``forward`` returned, reshaped to (B, T, ...) and cast to float32.
+   ``batch`` (a ``TrainBatch``) holds the (B, T, C, H, W) tensors ``x`` came from, on the
+   device, and the tuple rows (B, T) ``[query, positive, negatives…]`` indexing
+   ``ctx.train.queries`` and ``ctx.train.database`` (teacher caches are looked up with them).
 
 Adding one
 ----------
@@ -56,12 +63,14 @@ for a stage is the stage's job (``stage2.distillation_name``). The two planned o
   its descriptors); ``loss`` distils part by part with the sample weights, naming each part.
   If the label head is part of the deployed student, it belongs in ``models/`` as a new
   architecture, and the distillation trains it through ``forward`` the same way.
-- Low-quality-query KD: ``prepare`` loads the frozen high-quality teacher; ``forward`` degrades
-  ``x`` (downsampling, JPEG round trip after undoing the ImageNet normalisation, …), runs the
-  student on the degraded batch with ``branch.stages`` and returns its descriptors and the
-  intermediate maps it distils; ``loss`` runs the teacher (no grad) on the undegraded
-  ``batch.images`` and returns MSE on global descriptors + inter-channel-correlation KD,
-  ``{"mse": …, "ickd": …}``. ``test/test_distillation.py`` runs a toy of exactly this shape.
+- Low-quality-query KD: ``prepare`` loads the frozen high-quality teacher; ``tuple_loader``
+  reads each image once and returns its normalised tensor and that of a degraded copy
+  (``structvpr_core.degrade`` on the uint8 pixels, its generator seeded from the image and
+  ``epoch``), stacked along channels (6, H, W); ``forward`` runs the student on the degraded half
+  with ``branch.stages`` and returns its descriptors and the intermediate maps it distils;
+  ``loss`` runs the teacher (no grad) on the high-quality half of ``batch.images`` and returns
+  MSE on global descriptors + inter-channel-correlation KD, ``{"mse": …, "ickd": …}``.
+  ``test/test_distillation.py`` runs a toy of exactly this shape.
   Its loss ignores ``batch.rows``, so it needs no place labels; but the batches still come
   from the loop's mined tuples (and the triplet term still applies), and the loop mines and
   validates with the student on undegraded images. Training on an *unlabelled* image set, or
@@ -73,6 +82,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -84,6 +94,7 @@ from torch import nn
 from ..errors import ConfigError
 from .config import TrainConfig
 from .context import RunContext
+from .inputs import InputLoader
 
 MODULE_PREFIX = "distill_"
 
@@ -91,7 +102,7 @@ MODULE_PREFIX = "distill_"
 @dataclass
 class TrainBatch:
     """One training batch as a distillation's ``loss`` sees it."""
-    images: torch.Tensor          # (B, T, C, H, W) the student's input tensors, on the device
+    images: torch.Tensor          # (B, T, C, H, W) the tuples' tensors (from ``tuple_loader``), on the device
     rows: np.ndarray              # (B, T) int64: [query index, positive db index, negative db indices…]
 
 
@@ -106,6 +117,10 @@ class Distillation:
 
     def prepare(self, ctx: RunContext) -> None:
         """Once per stage on every rank, before the first epoch: teachers, caches."""
+
+    def tuple_loader(self, loader: InputLoader, epoch: int) -> Callable[[Path], torch.Tensor]:
+        """Image path -> the (C, H, W) tensor a training batch of ``epoch`` holds (picklable); default: ``loader``."""
+        return loader
 
     def forward(self, branch: nn.Module, modules: nn.ModuleDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The student's outputs for the (B·T, C, H, W) batch ``x``; ``"descriptors"`` is required."""

@@ -164,8 +164,7 @@ class StageLoop:
             tuples = self.mine(rng, chunk)
             if len(tuples):
                 _set_train_mode(self.net, setup.stage_cfg.freeze_bn)
-                # a new order for every chunk of every epoch
-                for x, rows in self.batches(tuples, epoch * 100_000 + ci):
+                for x, rows in self.batches(tuples, epoch, ci):
                     losses = self.train_step(x, rows.numpy())
                     self.log.step(epoch, self.progress.step, losses)
                     values = torch.tensor([losses[k] for k in LOSS_NAMES], dtype=torch.float64)
@@ -190,12 +189,13 @@ class StageLoop:
                           **kw)
         return select_tuples(q_desc, pool_desc, pool, chunk, setup.pairs, cfg.mining.negatives_per_query)
 
-    def batches(self, tuples: np.ndarray, order_seed: int) -> DataLoader:
-        """This rank's share of the batches of mined tuples, in an order set by the seed and ``order_seed``."""
+    def batches(self, tuples: np.ndarray, epoch: int, chunk_index: int) -> DataLoader:
+        """This rank's share of the batches of a chunk's mined tuples, read by the distillation's ``tuple_loader``."""
         setup, env = self.setup, self.env
-        data = TupleDataset(tuples, setup.train.queries, setup.train.database, setup.loader)
+        images = setup.distillation.tuple_loader(setup.loader, epoch)
+        data = TupleDataset(tuples, setup.train.queries, setup.train.database, images)
         sampler = DistributedSampler(data, num_replicas=env.world, rank=env.rank, shuffle=True, seed=self.cfg.seed)
-        sampler.set_epoch(order_seed)
+        sampler.set_epoch(epoch * 100_000 + chunk_index)   # a new order for every chunk of every epoch
         return DataLoader(data, batch_size=self.per_rank, sampler=sampler, num_workers=self.cfg.data.workers,
                           pin_memory=env.device.type == "cuda")
 
