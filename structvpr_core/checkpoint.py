@@ -105,7 +105,7 @@ def load_checkpoint(path: str | os.PathLike, *, expected_architecture: str | Non
 
 def build_model_from_checkpoint(path: str | os.PathLike, *, expected_architecture: str | None = None):
     """The model stored in a checkpoint, weights loaded, in eval mode, on the CPU."""
-    from .models import ARCHITECTURES
+    from .models import ARCHITECTURES, RGB_ARCHITECTURE
 
     ckpt = load_checkpoint(path, expected_architecture=expected_architecture)
     architecture = ckpt["architecture"]
@@ -113,7 +113,7 @@ def build_model_from_checkpoint(path: str | os.PathLike, *, expected_architectur
         raise CheckpointError(f"{path}: unknown architecture {architecture!r} (known: {', '.join(ARCHITECTURES)})")
     cls = ARCHITECTURES[architecture]
     kwargs = dict(ckpt["model_args"])
-    if cls.__name__ == "RGBBranch":
+    if architecture == RGB_ARCHITECTURE:
         kwargs["pretrained"] = False  # the checkpoint's weights replace the ImageNet ones
     try:
         model = cls(**kwargs)

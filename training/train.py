@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from structvpr_core.errors import ConfigError, StructVPRError
+    from structvpr_core.log import configure_cli_logging
+
+    configure_cli_logging("train", args.debug)      # the library's progress and warnings, as "train: ..."
 
     env = None
     try:
@@ -72,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
         import torch
 
+        from structvpr_core.training.budget import StopRequested
         from structvpr_core.training.distributed import init_distributed, shutdown
         from structvpr_core.training.run import run_training
-        from structvpr_core.training.stage import StopRequested
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -1,9 +1,10 @@
 """Training step time on the CPU: stage I (RGB branch, triplet loss) and stage II (student + T +
 φ-weighted distillation with the teacher's descriptors cached, so the teacher does not run).
 
-One step = forward of a batch of tuples (q, p, n) through the trained network, the loss of
-``training.losses_kd.tuple_loss``, backward and an Adam update (the training config's default
-optimiser), with the modules of ``training.stage`` (``TrainNet``). Inputs are real Corridor
+One step = forward of a batch of tuples (q, p, n) through the trained network and the loss, as
+the training loop computes them (``training.stage.TrainNet`` and ``tuple_losses``; stage II with
+``training.distill_structvpr.StructVPRDistillation``), backward and an Adam update (the training
+config's default optimiser). Inputs are real Corridor
 frames when present (else synthetic noise, labelled); the cached teacher descriptors are
 synthetic unit vectors: their values do not change the cost. Stage I of the seg branch
 (MobileNet-L on 6-channel SLME input) is timed too, for completeness. The stages take turns in
@@ -20,9 +21,9 @@ import numpy as np
 
 
 def _inputs(batch: int, size: tuple[int, int], tuple_len: int) -> tuple[np.ndarray, str]:
-    from ..preprocess import normalise_nchw
     from ..export import default_eval_dataset
     from ..images import list_images, read_image, resize_image
+    from ..preprocess import normalise_nchw
 
     n = batch * tuple_len
     root = default_eval_dataset()
@@ -39,10 +40,10 @@ def _inputs(batch: int, size: tuple[int, int], tuple_len: int) -> tuple[np.ndarr
 def run(cfg: dict) -> dict:
     import torch
 
-    from ..losses import Projector
     from ..models import build_rgb_branch, build_seg_branch
-    from ..training.losses_kd import tuple_loss
-    from ..training.stage import TrainNet
+    from ..training.distill_structvpr import StructVPRDistillation
+    from ..training.distillation import TrainBatch
+    from ..training.stage import TrainNet, tuple_losses
     from .timing import summarise
 
     torch.set_num_threads(int(cfg["threads"]))
@@ -51,28 +52,31 @@ def run(cfg: dict) -> dict:
     w, h = cfg["image_size"]
     t = 2 + negatives
     x_np, source = _inputs(batch, (w, h), t)
-    x = torch.from_numpy(x_np)
-    slme = torch.rand(batch * t, 6, h, w)                     # synthetic SLME-shaped input for the seg branch
-    teacher = torch.nn.functional.normalize(torch.randn(batch, t, 480), dim=2)   # synthetic cached teacher
-    phi = torch.ones(batch)
+    images = torch.from_numpy(x_np).view(batch, t, 3, h, w)
+    slme = torch.rand(batch, t, 6, h, w)                      # synthetic SLME-shaped input for the seg branch
+    # Tuple b is [query b, database images b·(t-1) … b·(t-1)+t-2]: each image has its cached teacher descriptor.
+    rows = np.array([[b, *range(b * (t - 1), (b + 1) * (t - 1))] for b in range(batch)], dtype=np.int64)
     margin = 0.1
 
+    def unit(n: int) -> np.ndarray:
+        return torch.nn.functional.normalize(torch.randn(n, 480), dim=1).numpy()
+
+    student = build_rgb_branch(pretrained=True)
+    structvpr = StructVPRDistillation(student, cfg=None)
+    structvpr.use_teacher(unit(batch * (t - 1)), unit(batch), lambda q, p: np.ones(len(q), dtype=np.float32))
     nets = {
         "stage1": TrainNet(build_rgb_branch(pretrained=True)),
-        "stage2": TrainNet(build_rgb_branch(pretrained=True), Projector(448, 480)),
+        "stage2": TrainNet(student, structvpr),
         "stage1_seg": TrainNet(build_seg_branch(6)),
     }
     opts = {k: torch.optim.Adam(n.parameters(), lr=1e-5) for k, n in nets.items()}
+    batches = {"stage1": TrainBatch(images, rows), "stage2": TrainBatch(images, rows),
+               "stage1_seg": TrainBatch(slme, rows)}
 
     def step(name: str) -> None:
         net, opt = nets[name], opts[name]
         net.train()
-        out = net(slme if name == "stage1_seg" else x)
-        student = out[0].view(batch, t, -1)
-        if name == "stage2":
-            loss, _, _ = tuple_loss(student, margin, out[1].view(batch, t, -1), teacher, phi)
-        else:
-            loss, _, _ = tuple_loss(student, margin)
+        loss, _, _, _ = tuple_losses(net, net.distillation, batches[name], margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -13,6 +13,9 @@ from .mc_head import MultiLevelConcat
 from .rgb_branch import RGBBranch
 from .seg_branch import SegBranch
 
+# The architecture names a checkpoint records; compare with these, never with a string literal.
+RGB_ARCHITECTURE = RGBBranch.architecture
+SEG_ARCHITECTURE = SegBranch.architecture
 ARCHITECTURES = {RGBBranch.architecture: RGBBranch, SegBranch.architecture: SegBranch}
 DIMS = {name: cls.dim for name, cls in ARCHITECTURES.items()}
 
@@ -27,5 +30,5 @@ def build_seg_branch(in_channels: int = 6) -> SegBranch:
     return SegBranch(in_channels=in_channels)
 
 
-__all__ = ["ARCHITECTURES", "DIMS", "MultiLevelConcat", "RGBBranch", "SegBranch",
-           "build_rgb_branch", "build_seg_branch"]
+__all__ = ["ARCHITECTURES", "DIMS", "RGB_ARCHITECTURE", "SEG_ARCHITECTURE", "MultiLevelConcat", "RGBBranch",
+           "SegBranch", "build_rgb_branch", "build_seg_branch"]

@@ -4,10 +4,13 @@ Modules, in the order a run uses them:
 
 - ``config``: the job schema (``config/train_*.yaml``);
 - ``run``: the run directory, data loading, synthetic-set generation, the stages in order;
+  ``context``: the ``RunContext`` the stages read; ``budget``: ``--max-steps``;
 - ``mining``: positives (10 m or ground truth), negatives (beyond 25 m), hard-negative cache;
 - ``inputs``: image tensors (RGB branch) and SLME tensors (seg branch), training tuples;
 - ``stage`` (the epoch loop), ``stage1``, ``partition_stage``, ``stage2``;
-- ``losses_kd``: triplet + φ-weighted distillation; ``embed``: descriptors split over DDP ranks;
+- ``distillation``: what a distillation is (the interface the loop calls, found by name);
+  ``distill_structvpr``: StructVPR's φ-weighted KD from the cached seg teacher (stage II);
+- ``losses_kd``: triplet + φ-weighted distillation formulas; ``embed``: descriptors split over DDP ranks;
 - ``distributed``: process groups (gloo on CPU, nccl on CUDA), seeding;
 - ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there).
 

@@ -97,7 +97,7 @@ class StageConfig:
     amp: bool = True                  # mixed precision; only ever used on CUDA
     validate_every: int = 1           # epochs between validations (the last epoch always validates)
     val_queries: int = 0              # 0: all validation queries
-    projector_lr: float | None = None  # stage II: learning rate of T (None: lr)
+    projector_lr: float | None = None  # learning rate of the distillation's modules, e.g. T (None: lr)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "validate_every"):

@@ -1,21 +1,22 @@
 """What the branches are fed during training: image tensors (RGB branch) and SLME tensors (seg branch).
 
 The RGB input is prepared exactly as the run-time ``Extractor`` prepares it (resize with
-``images.resize_image``, BGR → RGB, ImageNet mean/std), so a trained student sees the same
-numbers at deployment. No augmentation (our choice; the paper states none).
+``images.resize_image``, then ``preprocess.normalise_nchw``: BGR → RGB, ImageNet mean/std), so
+a trained student sees the same numbers at deployment. No augmentation (our choice; the paper
+states none).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..images import resize_image
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
-from ..images import read_image
+from ..images import read_image, resize_image
+from ..preprocess import normalise_nchw
 from ..slme import SLMEConfig, encode_label_map
 
 MODALITIES = ("rgb", "seg")
@@ -37,14 +38,12 @@ class InputLoader:
         self.size = (int(size[0]), int(size[1]))
         self.slme = slme or SLMEConfig()
         self.labels = labels
-        self._mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255.0
-        self._std = np.asarray(IMAGENET_STD, dtype=np.float32) * 255.0
 
     def __call__(self, path: str | Path) -> torch.Tensor:
         if self.modality == "seg":
             return encode_label_map(self.labels.read(path), self.slme, size=self.size)
-        rgb = resize_image(read_image(path), self.size)[:, :, ::-1].astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(((rgb - self._mean) / self._std).transpose(2, 0, 1)))
+        bgr = resize_image(read_image(path), self.size)
+        return torch.from_numpy(normalise_nchw(bgr[None], "bgr")[0])
 
 
 class PathDataset(Dataset):
@@ -68,7 +67,8 @@ class TupleDataset(Dataset):
     Item: (tensor (2+K, C, H, W) in the order q, p, n…, the tuple row (2+K,) int64).
     """
 
-    def __init__(self, tuples: np.ndarray, queries: list[Path], database: list[Path], loader: InputLoader):
+    def __init__(self, tuples: np.ndarray, queries: list[Path], database: list[Path],
+                 loader: Callable[[Path], torch.Tensor]):
         self.tuples = np.asarray(tuples, dtype=np.int64)
         self.queries = queries
         self.database = database

@@ -13,7 +13,9 @@ descriptors x^S::
   DDP's gradient averaging over equal per-rank batches gives the single-process gradient;
 - T(x^D) is not re-normalised (T is a plain linear layer; the paper writes no normalisation).
 
-Stage I is the same call without a teacher: the triplet term alone.
+Stage I is the same call without a teacher: the triplet term alone. The training loop adds
+``tuple_triplet_loss`` and a distillation's term (``distillation``; StructVPR's is
+``distillation_loss`` with cached teacher descriptors, ``distill_structvpr``).
 
 Tuples are tensors (B, 2+K, D) laid out [q, p, n_1, …, n_K] along dimension 1.
 """
@@ -34,6 +36,13 @@ def distillation_loss(projected: torch.Tensor, teacher: torch.Tensor, phi: torch
     return (phi.to(per_tuple.dtype) * per_tuple).mean()
 
 
+def tuple_triplet_loss(student: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """The triplet term of (B, 2+K, D) tuples [q, p, n_1..n_K]: the mean over the B·K triplets."""
+    if student.dim() != 3 or student.shape[1] < 3:
+        raise ValueError(f"expected (B, 2+K, D) student tuples, got {tuple(student.shape)}")
+    return triplet_loss(student[:, 0], student[:, 1], student[:, 2:], margin=margin)
+
+
 def tuple_loss(student: torch.Tensor, margin: float = 0.1, projected: torch.Tensor | None = None,
                teacher: torch.Tensor | None = None, phi: torch.Tensor | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -43,9 +52,7 @@ def tuple_loss(student: torch.Tensor, margin: float = 0.1, projected: torch.Tens
     ``teacher``: (B, 2+K, D_teacher); ``phi``: (B,). Without ``projected`` (stage I, or stage II
     with method "none") the distillation term is 0.
     """
-    if student.dim() != 3 or student.shape[1] < 3:
-        raise ValueError(f"expected (B, 2+K, D) student tuples, got {tuple(student.shape)}")
-    vpr = triplet_loss(student[:, 0], student[:, 1], student[:, 2:], margin=margin)
+    vpr = tuple_triplet_loss(student, margin)
     if projected is None:
         return vpr, vpr, vpr.new_zeros(())
     # Computed even when every φ of the batch is 0, so that T takes part in every step (DDP

@@ -6,23 +6,24 @@ import time
 
 from ..partition import partition_pairs, retrieval_ranks, write_partition
 from . import records
+from .distributed import barrier
 from .embed import embed
 
 
 def run_partition(ctx) -> dict:
     """Embed the training split with both stage-I branches (best checkpoints) and write the partition."""
     from ..checkpoint import build_model_from_checkpoint
+    from ..models import RGB_ARCHITECTURE, SEG_ARCHITECTURE
 
     cfg, env, train = ctx.cfg, ctx.env, ctx.train
     started = time.perf_counter()
     q_idx, p_idx = ctx.pairs.pair_arrays()
     ranks = {}
-    for kind, stage in (("seg", "stage1_seg"), ("rgb", "stage1_rgb")):
+    for kind, stage, architecture in (("seg", "stage1_seg", SEG_ARCHITECTURE), ("rgb", "stage1_rgb", RGB_ARCHITECTURE)):
         path = ctx.stage_dir(stage) / records.BEST
-        expected = "structvpr-seg-mobilenetl" if kind == "seg" else "structvpr-rgb-mobilenetv2"
-        model = build_model_from_checkpoint(path, expected_architecture=expected).to(env.device)
+        model = build_model_from_checkpoint(path, expected_architecture=architecture).to(env.device)
         loader = ctx.loader(kind)
-        kw = dict(batch_size=cfg.mining.embed_batch_size, workers=cfg.data.workers, progress=cfg.progress)
+        kw = {"batch_size": cfg.mining.embed_batch_size, "workers": cfg.data.workers, "progress": cfg.progress}
         db = embed(model, train.database, loader, env, desc=f"partition {kind} db", **kw)
         qs = embed(model, train.queries, loader, env, desc=f"partition {kind} queries", **kw)
         ranks[kind] = retrieval_ranks(db, qs, q_idx, p_idx, cfg.partition.depth)
@@ -34,6 +35,5 @@ def run_partition(ctx) -> dict:
         records.write_done(out, {"stage": "partition", "pairs": len(part), "method": cfg.partition.method,
                                  "groups": summary["groups"], "kd_ratio": summary["kd_ratio"],
                                  "seconds": round(time.perf_counter() - started, 2)})
-    from .distributed import barrier
     barrier(env)
     return records.read_done(out) or {}

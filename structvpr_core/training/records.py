@@ -2,9 +2,11 @@
 
 Each stage writes under ``RUN/<stage>/`` (rank 0 only):
 
-- ``state.pt``: the resume state, replaced atomically after every epoch: model (and T)
-  weights, optimiser and AMP-scaler state, the last finished epoch, the global step, the best
-  validation result so far. Loaded with ``weights_only=True``.
+- ``state.pt``: the resume state, replaced atomically after every epoch: the branch's weights
+  (``branch``), the distillation's trainable modules (``modules``: name → weights, e.g. T as
+  ``projector``; older files hold T as ``projector`` at the top level), optimiser and AMP-scaler
+  state, the last finished epoch, the global step, the best validation result so far. Loaded
+  with ``weights_only=True``.
 - ``best.pt``: the model with the best validation Recall@1 (``structvpr_core.checkpoint``
   format; stage I seg: ``structvpr-seg-mobilenetl``, RGB branches: ``structvpr-rgb-mobilenetv2``,
   loadable by the ``Extractor``). Without a validation split: the last epoch's model.
@@ -16,6 +18,8 @@ Each stage writes under ``RUN/<stage>/`` (rank 0 only):
   validation split (empty when the epoch was not validated).
 - ``steps.csv``: one row per optimiser step: ``epoch``, ``step`` (global, 1-based), ``loss``,
   ``loss_vpr``, ``loss_kd``.
+- ``tensorboard/`` (``tensorboard: true``): the step losses as ``<stage>/loss…`` (with a
+  distillation's named parts as ``<stage>/loss_kd_<part>``) and ``<stage>/val_R@N``.
 - ``done.json``: written last; the stage is complete (epochs, best epoch and recalls, seconds).
 """
 
@@ -27,7 +31,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_write, atomic_write_json, atomic_write_text
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 STATE = "state.pt"
 BEST = "best.pt"
@@ -73,6 +77,64 @@ class CsvLog:
             w.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
 
 
+class StageLog:
+    """The logs of one stage: ``log.csv``, ``steps.csv`` and, when asked, TensorBoard events.
+
+    Every rank calls it the same way; only the main rank (``enabled``) writes.
+    """
+
+    def __init__(self, out: Path, name: str, recall_ns, enabled: bool):
+        self.out = Path(out)
+        self.name = name
+        self.enabled = enabled
+        self.epochs = CsvLog(self.out / LOG, log_columns(recall_ns))
+        self.steps = CsvLog(self.out / STEPS, STEP_COLUMNS)
+        self.writer = None
+
+    def restart(self, epoch: int, step: int) -> None:
+        """Keep the rows up to the last finished ``epoch`` and its last ``step`` (0, 0: a new stage)."""
+        if self.enabled:
+            self.epochs.keep(lambda r: int(r["epoch"]) <= epoch)
+            self.steps.keep(lambda r: int(r["step"]) <= step)
+
+    def open_tensorboard(self, step: int) -> None:
+        """Also write TensorBoard events (``out/tensorboard``), dropping any after ``step`` (a resumed run)."""
+        if not self.enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("tensorboard: true needs the 'tensorboard' package installed") from None
+        self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=step + 1)
+
+    def step(self, epoch: int, step: int, losses: dict[str, float]) -> None:
+        """One step: ``loss``, ``loss_vpr``, ``loss_kd`` (CSV and TensorBoard), named parts (TensorBoard only)."""
+        if not self.enabled:
+            return
+        self.steps.append({"epoch": epoch, "step": step, **losses})
+        if self.writer is not None:
+            for k, v in losses.items():
+                self.writer.add_scalar(f"{self.name}/{k}", v, step)
+
+    def epoch(self, row: dict, recalls: dict[int, float] | None, step: int) -> None:
+        """One finished epoch: its ``log.csv`` row and, when validated, its Recall@N."""
+        if not self.enabled:
+            return
+        self.epochs.append({**row, **{f"R@{n}": r for n, r in (recalls or {}).items()}})
+        if self.writer is not None:
+            for n, r in (recalls or {}).items():
+                self.writer.add_scalar(f"{self.name}/val_R@{n}", r, step)
+            self.writer.flush()
+
+    def seconds(self) -> float:
+        """Wall time of the stage's epochs so far (over resumed invocations too)."""
+        return sum(float(r["seconds"]) for r in self.epochs.rows()) if self.enabled else 0.0
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def _fmt(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
@@ -88,8 +150,9 @@ def load_state(path: Path) -> dict:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file: name it, no traceback
-        raise CheckpointError(f"{path}: unreadable resume state ({type(e).__name__}); delete it to restart the stage") from None
+    except Exception as e:  # noqa: BLE001 -- truncated or foreign file: name it, no traceback
+        raise CheckpointError(f"{path}: unreadable resume state ({type(e).__name__}); "
+                              "delete it to restart the stage") from None
 
 
 def read_done(stage_dir: Path) -> dict | None:

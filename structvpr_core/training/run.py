@@ -18,53 +18,20 @@ Without ``--resume`` a stage that already has outputs is an error (nothing is ov
 from __future__ import annotations
 
 import json
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_write_json
 from ..config import to_dict
 from ..errors import ConfigError
+from ..log import get_logger
 from . import records
+from .budget import StepBudget
 from .config import STAGES, TrainConfig
+from .context import RunContext
 from .distributed import DistEnv, barrier
-from .inputs import InputLoader
 from .mining import build_pairs, positive_mode
-from .stage import StepBudget
 
-
-@dataclass
-class RunContext:
-    cfg: TrainConfig
-    out: Path
-    env: DistEnv
-    tag: str | None = None
-    budget: StepBudget = field(default_factory=StepBudget)
-    train: object = None
-    val: object = None
-    pairs: object = None
-    _labels: dict = field(default_factory=dict)
-
-    def stage_dir(self, stage: str) -> Path:
-        if self.tag and stage in ("partition", "stage2"):
-            return self.out / f"{stage}-{self.tag}"
-        return self.out / stage
-
-    def labels(self):
-        """The label-map tree of the dataset (one tree mirrors every split)."""
-        from ..data.labelmaps import LabelMapTree
-
-        if "tree" not in self._labels:
-            d = self.cfg.data
-            self._labels["tree"] = LabelMapTree(d.label_root, d.root, taxonomy=self.cfg.slme.taxonomy)
-        return self._labels["tree"]
-
-    def loader(self, modality: str) -> InputLoader:
-        """Input of the ``rgb`` or ``seg`` branch (one label-map tree serves every split)."""
-        size = tuple(self.cfg.data.image_size)
-        if modality == "rgb":
-            return InputLoader("rgb", size)
-        return InputLoader("seg", size, self.cfg.slme, self.labels())
+log = get_logger(__name__)
 
 
 def ensure_synthetic(cfg: TrainConfig, env: DistEnv) -> None:
@@ -75,7 +42,7 @@ def ensure_synthetic(cfg: TrainConfig, env: DistEnv) -> None:
     if env.is_main:
         from ..data.synthetic import generate
 
-        print(f"train: generating a synthetic set of {syn.places} places at {root}", file=sys.stderr)
+        log.info("generating a synthetic set of %d places at %s", syn.places, root)
         made = generate(root, syn.places, syn.seed, size=tuple(syn.size), db_views=syn.db_views,
                         query_views=syn.query_views, progress=cfg.progress)
         if made != root:
@@ -104,7 +71,7 @@ def _check_config(ctx: RunContext, resume: bool) -> None:
         before = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
         if changed and ctx.env.is_main:
-            print(f"train: warning: resuming with changed config sections: {', '.join(changed)}", file=sys.stderr)
+            log.warning("resuming with changed config sections: %s", ", ".join(changed))
     if ctx.env.is_main:
         atomic_write_json(path, current)
 
@@ -150,7 +117,7 @@ def run_training(cfg: TrainConfig, out: str | Path, env: DistEnv, *, stages: lis
             result = train_stage1(stage.split("_")[1], ctx)
         results[stage] = result
         if env.is_main:
-            print(f"train: {stage} done{tag_note}: {describe(result)}", file=sys.stderr)
+            log.info("%s done%s: %s", stage, tag_note, describe(result))
     return results
 
 
