@@ -3,12 +3,15 @@ SHELL := /bin/bash
 ROOT  := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 ENV   := source $(ROOT)/install/setup.bash &&
 PYTEST_ARGS ?=
+# The house rules (docs/ARCHITECTURE.md): ruff lint + format check, the import-layer contracts.
+LINT  := cd $(ROOT) && ruff check . && ruff format --check . && lint-imports --no-cache
 
-.PHONY: help setup test demo bench clean
+.PHONY: help setup lint test demo bench clean
 
 help:
 	@echo "make setup  - venv with pinned deps, ImageNet weights, structvpr_msgs, install/setup.bash"
-	@echo "make test   - setup (with real test images) + the whole test suite"
+	@echo "make lint   - the house rules: ruff (lint + format check) and the import-layer contracts"
+	@echo "make test   - setup (with real test images) + lint + the whole test suite"
 	@echo "make demo   - setup + the end-to-end demo on the real Corridor images"
 	@echo "make bench  - setup + performance figures (JSON in bench.json)"
 	@echo "make clean  - remove build products (keeps .venv and downloads)"
@@ -16,8 +19,12 @@ help:
 setup:
 	@bash scripts/setup_env.sh
 
+lint: setup
+	@$(ENV) $(LINT)
+
 test:
 	@WITH_TEST_ASSETS=1 bash scripts/setup_env.sh
+	@$(ENV) $(LINT)
 	@$(ENV) python -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -20,18 +20,19 @@ script with the same parameters file:
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, EqualsSubstitution, LaunchConfiguration
 from launch_ros.actions import Node
 
-PACKAGE = 'structvpr_ros'
-PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+from launch import LaunchDescription
+
+PACKAGE = "structvpr_ros"
+PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 # Launch arguments that override one node parameter each, only when given a non-empty value
 # (an empty default must not wipe the value in the params file).
-OVERRIDES = {'map': 'map_path', 'checkpoint': 'checkpoint', 'image_topic': 'image_topic'}
+OVERRIDES = {"map": "map_path", "checkpoint": "checkpoint", "image_topic": "image_topic"}
 
 
 def _node(context):
@@ -40,41 +41,48 @@ def _node(context):
         value = LaunchConfiguration(argument).perform(context)
         if value:
             overrides[parameter] = value
-    params_file = LaunchConfiguration('params_file').perform(context)
-    return [Node(
-        package=PACKAGE,
-        executable='structvpr_node',
-        name='structvpr',
-        namespace=LaunchConfiguration('namespace').perform(context),
-        parameters=[params_file, overrides],
-        output='screen',
-        emulate_tty=True,
-    )]
+    params_file = LaunchConfiguration("params_file").perform(context)
+    return [
+        Node(
+            package=PACKAGE,
+            executable="structvpr_node",
+            name="structvpr",
+            namespace=LaunchConfiguration("namespace").perform(context),
+            parameters=[params_file, overrides],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
 
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    profile = os.path.join(share, 'config', 'fastdds_profile.xml')
-    return LaunchDescription([
-        DeclareLaunchArgument(
-            'params_file', default_value=os.path.join(share, 'config', 'vpr_node.yaml'),
-            description='Parameters file of the structvpr node'),
-        DeclareLaunchArgument(
-            'map', default_value='',
-            description='Map database directory (overrides map_path of the params file)'),
-        DeclareLaunchArgument(
-            'checkpoint', default_value='',
-            description='Model checkpoint (overrides checkpoint of the params file)'),
-        DeclareLaunchArgument(
-            'image_topic', default_value='',
-            description='Camera image topic (overrides image_topic of the params file)'),
-        DeclareLaunchArgument(
-            'namespace', default_value='',
-            description='Namespace of the node'),
-        # Keep a profile the user already chose; otherwise use the one shipped for large frames.
-        SetEnvironmentVariable(
-            PROFILE_VARIABLE, profile,
-            condition=IfCondition(EqualsSubstitution(
-                EnvironmentVariable(PROFILE_VARIABLE, default_value=''), ''))),
-        OpaqueFunction(function=_node),
-    ])
+    profile = os.path.join(share, "config", "fastdds_profile.xml")
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=os.path.join(share, "config", "vpr_node.yaml"),
+                description="Parameters file of the structvpr node",
+            ),
+            DeclareLaunchArgument(
+                "map", default_value="", description="Map database directory (overrides map_path of the params file)"
+            ),
+            DeclareLaunchArgument(
+                "checkpoint", default_value="", description="Model checkpoint (overrides checkpoint of the params file)"
+            ),
+            DeclareLaunchArgument(
+                "image_topic",
+                default_value="",
+                description="Camera image topic (overrides image_topic of the params file)",
+            ),
+            DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
+            # Keep a profile the user already chose; otherwise use the one shipped for large frames.
+            SetEnvironmentVariable(
+                PROFILE_VARIABLE,
+                profile,
+                condition=IfCondition(EqualsSubstitution(EnvironmentVariable(PROFILE_VARIABLE, default_value=""), "")),
+            ),
+            OpaqueFunction(function=_node),
+        ]
+    )

@@ -40,13 +40,28 @@ RESULT_TOPIC = "/structvpr/loop_closures"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output directory (map, logs, report)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="VPR-Bench style dataset: ref/, query/, ground_truth.csv (default: Corridor)")
-    p.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"),
-                   help="model input size (default 320 240: the Corridor frames are 160x120)")
-    p.add_argument("--rate", type=float, default=0.0, metavar="HZ",
-                   help="replay at this rate like a live camera (frames may be dropped); "
-                        "default 0 = paced by the node's answers (no drops)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="VPR-Bench style dataset: ref/, query/, ground_truth.csv (default: Corridor)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(320, 240),
+        metavar=("W", "H"),
+        help="model input size (default 320 240: the Corridor frames are 160x120)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="HZ",
+        help="replay at this rate like a live camera (frames may be dropped); "
+        "default 0 = paced by the node's answers (no drops)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--checkpoint", default="", help="model checkpoint ('' = ImageNet-initialised RGB branch)")
     p.add_argument("--skip-offline", action="store_true", help="do not compare with `structvpr query`")
@@ -78,20 +93,44 @@ def ensure_map(args, map_dir: Path) -> None:
             print(f"[demo] using the map in {map_dir}")
             return
     print(f"[demo] building the map of {args.data / 'ref'} ...", flush=True)
-    cmd = [*_tool("structvpr", "structvpr_core.cli"), "build-map", "--images", str(args.data / "ref"),
-           "--out", str(map_dir), "--size", str(args.size[0]), str(args.size[1]), "--features", "none",
-           "--device", args.device, "--overwrite"]
+    cmd = [
+        *_tool("structvpr", "structvpr_core.cli"),
+        "build-map",
+        "--images",
+        str(args.data / "ref"),
+        "--out",
+        str(map_dir),
+        "--size",
+        str(args.size[0]),
+        str(args.size[1]),
+        "--features",
+        "none",
+        "--device",
+        args.device,
+        "--overwrite",
+    ]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     subprocess.run(cmd, check=True)
 
 
 def start_node(args, map_dir: Path, log_path: Path) -> subprocess.Popen:
-    cmd = [*_tool("structvpr_node", "structvpr_ros.vpr_node"), "--ros-args",
-           "--params-file", str(REPO / "config" / "vpr_node.yaml"),
-           "-p", f"map_path:={map_dir}", "-p", f"image_topic:={IMAGE_TOPIC}",
-           "-p", f"image_width:={args.size[0]}", "-p", f"image_height:={args.size[1]}",
-           "-p", f"device:={args.device}"]
+    cmd = [
+        *_tool("structvpr_node", "structvpr_ros.vpr_node"),
+        "--ros-args",
+        "--params-file",
+        str(REPO / "config" / "vpr_node.yaml"),
+        "-p",
+        f"map_path:={map_dir}",
+        "-p",
+        f"image_topic:={IMAGE_TOPIC}",
+        "-p",
+        f"image_width:={args.size[0]}",
+        "-p",
+        f"image_height:={args.size[1]}",
+        "-p",
+        f"device:={args.device}",
+    ]
     if args.checkpoint:  # rcl rejects an empty "-p name:=" value; '' is the params file default
         cmd += ["-p", f"checkpoint:={args.checkpoint}"]
     return subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
@@ -121,23 +160,38 @@ def spin_until(node, done, timeout: float) -> bool:
 def run_pass(args, out: Path, map_dir: Path, queries: list[Path]) -> dict:
     """Node + replay; returns {query path: (message, arrival wall time)} and replay figures."""
     import rclpy
+
     from structvpr_msgs.msg import LoopClosureCandidates
 
     rclpy.init()
     listener = rclpy.create_node("structvpr_demo")
     answers = {}
     listener.create_subscription(
-        LoopClosureCandidates, RESULT_TOPIC,
-        lambda m: answers.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), (m, time.time())), 1000)
+        LoopClosureCandidates,
+        RESULT_TOPIC,
+        lambda m: answers.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), (m, time.time())),
+        1000,
+    )
     node = start_node(args, map_dir, out / "node.log")
     try:
         print("[demo] starting the node (model and map loading) ...", flush=True)
         ok = spin_until(listener, lambda: listener.count_subscribers(IMAGE_TOPIC) > 0 or node.poll() is not None, 180)
         if node.poll() is not None or not ok:
-            sys.exit(f"[demo] the node did not start; see {out / 'node.log'}:\n"
-                     + (out / "node.log").read_text(errors="replace")[-2000:])
-        replay = [*_tool("structvpr_replay", "structvpr_ros.replay"), "--images", str(args.data / "query"),
-                  "--topic", IMAGE_TOPIC, "--stamps-out", str(out / "stamps.csv"), "--frame-id", "corridor_camera"]
+            sys.exit(
+                f"[demo] the node did not start; see {out / 'node.log'}:\n"
+                + (out / "node.log").read_text(errors="replace")[-2000:]
+            )
+        replay = [
+            *_tool("structvpr_replay", "structvpr_ros.replay"),
+            "--images",
+            str(args.data / "query"),
+            "--topic",
+            IMAGE_TOPIC,
+            "--stamps-out",
+            str(out / "stamps.csv"),
+            "--frame-id",
+            "corridor_camera",
+        ]
         replay += ["--rate", str(args.rate)] if args.rate > 0 else ["--pace-by", RESULT_TOPIC]
         how = f"at {args.rate:g} Hz" if args.rate > 0 else "paced by the node's answers"
         print(f"[demo] replaying {len(queries)} query frames {how} ...", flush=True)
@@ -165,8 +219,19 @@ def offline_query(args, map_dir: Path, queries: list[Path], out: Path) -> dict |
         return None
     print("[demo] offline look-up of the same queries with `structvpr query` ...", flush=True)
     path = out / "offline_query.json"
-    cmd = [*_tool("structvpr", "structvpr_core.cli"), "query", "--map", str(map_dir), "--top-k", "5",
-           "--device", args.device, "--json", str(path), *map(str, queries)]
+    cmd = [
+        *_tool("structvpr", "structvpr_core.cli"),
+        "query",
+        "--map",
+        str(map_dir),
+        "--top-k",
+        "5",
+        "--device",
+        args.device,
+        "--json",
+        str(path),
+        *map(str, queries),
+    ]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -193,13 +258,18 @@ def summarise(dataset, results: dict, offline: dict | None) -> tuple[list[dict],
         row = {"query": str(q), "index": qi, "positives": sorted(positives), "answered": got is not None}
         if got is not None:
             msg, arrival, stamp = got
-            cands = [{"source": c.source, "index": db_index(c.source), "score": float(c.score)}
-                     for c in msg.candidates]
+            cands = [{"source": c.source, "index": db_index(c.source), "score": float(c.score)} for c in msg.candidates]
             for c in cands:
                 c["correct"] = c["index"] in positives
-            row.update(candidates=cands, latency_ms=(arrival - stamp) * 1e3, extract_ms=float(msg.extract_ms),
-                       search_ms=float(msg.search_ms), verify_ms=float(msg.verify_ms),
-                       top1=bool(cands) and cands[0]["correct"], top5=any(c["correct"] for c in cands[:5]))
+            row.update(
+                candidates=cands,
+                latency_ms=(arrival - stamp) * 1e3,
+                extract_ms=float(msg.extract_ms),
+                search_ms=float(msg.search_ms),
+                verify_ms=float(msg.verify_ms),
+                top1=bool(cands) and cands[0]["correct"],
+                top5=any(c["correct"] for c in cands[:5]),
+            )
         if offline is not None:
             row["offline_top5"] = any(db_index(s) in positives for s in offline.get(str(q), [])[:5])
             row["offline_top1"] = bool(offline.get(str(q))) and db_index(offline[str(q)][0]) in positives
@@ -208,10 +278,14 @@ def summarise(dataset, results: dict, offline: dict | None) -> tuple[list[dict],
     answered = [r for r in rows if r["answered"]]
     lat = [r["latency_ms"] for r in answered]
     totals = {
-        "queries": n, "database": dataset.num_database, "answered": len(answered), "dropped": n - len(answered),
+        "queries": n,
+        "database": dataset.num_database,
+        "answered": len(answered),
+        "dropped": n - len(answered),
         "recall@1": sum(r.get("top1", False) for r in rows) / n,
         "recall@5": sum(r.get("top5", False) for r in rows) / n,
-        "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
+        "latency_ms_p50": percentile(lat, 50),
+        "latency_ms_p95": percentile(lat, 95),
         "extract_ms_p50": percentile([r["extract_ms"] for r in answered], 50),
         "extract_ms_p95": percentile([r["extract_ms"] for r in answered], 95),
         "search_ms_p50": percentile([r["search_ms"] for r in answered], 50),
@@ -233,21 +307,33 @@ def print_summary(rows, totals, args) -> None:
         best = r["candidates"][0] if r["candidates"] else None
         best_name = Path(best["source"]).stem if best else "-"
         score = f"{best['score']:.3f}" if best else "-"
-        print(f"{name:>6}  {best_name:>10}  {score:>6}  {'yes' if r['top1'] else 'no':>5}  "
-              f"{'yes' if r['top5'] else 'no':>5}  {r['latency_ms']:6.0f} ms")
+        print(
+            f"{name:>6}  {best_name:>10}  {score:>6}  {'yes' if r['top1'] else 'no':>5}  "
+            f"{'yes' if r['top5'] else 'no':>5}  {r['latency_ms']:6.0f} ms"
+        )
     t = totals
     print()
-    print(f"Corridor (real images, {t['queries']} queries, model input {args.size[0]}x{args.size[1]}), "
-          f"through the ROS 2 node:")
-    print(f"  Recall@1 {t['recall@1']:.3f}   Recall@5 {t['recall@5']:.3f}   "
-          f"answered {t['answered']}/{t['queries']} (dropped {t['dropped']})")
-    print(f"  latency (image stamp -> candidates received) p50 {t['latency_ms_p50']:.0f} ms, "
-          f"p95 {t['latency_ms_p95']:.0f} ms; extraction p50 {t['extract_ms_p50']:.0f} ms, "
-          f"search p50 {t['search_ms_p50']:.2f} ms")
+    print(
+        f"Corridor (real images, {t['queries']} queries, model input {args.size[0]}x{args.size[1]}), "
+        f"through the ROS 2 node:"
+    )
+    print(
+        f"  Recall@1 {t['recall@1']:.3f}   Recall@5 {t['recall@5']:.3f}   "
+        f"answered {t['answered']}/{t['queries']} (dropped {t['dropped']})"
+    )
+    print(
+        f"  latency (image stamp -> candidates received) p50 {t['latency_ms_p50']:.0f} ms, "
+        f"p95 {t['latency_ms_p95']:.0f} ms; extraction p50 {t['extract_ms_p50']:.0f} ms, "
+        f"search p50 {t['search_ms_p50']:.2f} ms"
+    )
     if "offline_recall@5" in t:
-        agree = "agree" if (t["offline_recall@5"], t["offline_recall@1"]) == (t["recall@5"], t["recall@1"]) else "DIFFER"
-        print(f"  offline `structvpr query`: Recall@1 {t['offline_recall@1']:.3f}   "
-              f"Recall@5 {t['offline_recall@5']:.3f}   ({agree} with the node)")
+        agree = (
+            "agree" if (t["offline_recall@5"], t["offline_recall@1"]) == (t["recall@5"], t["recall@1"]) else "DIFFER"
+        )
+        print(
+            f"  offline `structvpr query`: Recall@1 {t['offline_recall@1']:.3f}   "
+            f"Recall@5 {t['offline_recall@5']:.3f}   ({agree} with the node)"
+        )
 
 
 def write_report(rows, totals, args, out: Path) -> Path:
@@ -262,16 +348,20 @@ def write_report(rows, totals, args, out: Path) -> Path:
         return f"thumbs/{html.escape(dest.name)}"
 
     t = totals
-    head = (f"<h1>StructVPR loop-closure demo: Corridor through the ROS 2 node</h1>"
-            f"<p>Real images (M. Milford, IJRR 2013, via VPR-Bench). {t['queries']} queries against "
-            f"the {t['database']} frames of the reference pass; a candidate is correct within "
-            f"&plusmn;2 frames. Model input {args.size[0]}&times;{args.size[1]}.</p>"
-            f"<p><b>Recall@1 {t['recall@1']:.3f} &nbsp; Recall@5 {t['recall@5']:.3f}</b> &nbsp; answered "
-            f"{t['answered']}/{t['queries']} &nbsp; latency p50 {t['latency_ms_p50']:.0f} ms, "
-            f"p95 {t['latency_ms_p95']:.0f} ms</p>")
+    head = (
+        f"<h1>StructVPR loop-closure demo: Corridor through the ROS 2 node</h1>"
+        f"<p>Real images (M. Milford, IJRR 2013, via VPR-Bench). {t['queries']} queries against "
+        f"the {t['database']} frames of the reference pass; a candidate is correct within "
+        f"&plusmn;2 frames. Model input {args.size[0]}&times;{args.size[1]}.</p>"
+        f"<p><b>Recall@1 {t['recall@1']:.3f} &nbsp; Recall@5 {t['recall@5']:.3f}</b> &nbsp; answered "
+        f"{t['answered']}/{t['queries']} &nbsp; latency p50 {t['latency_ms_p50']:.0f} ms, "
+        f"p95 {t['latency_ms_p95']:.0f} ms</p>"
+    )
     if "offline_recall@5" in t:
-        head += (f"<p>Offline <code>structvpr query</code>: Recall@1 {t['offline_recall@1']:.3f}, "
-                 f"Recall@5 {t['offline_recall@5']:.3f}</p>")
+        head += (
+            f"<p>Offline <code>structvpr query</code>: Recall@1 {t['offline_recall@1']:.3f}, "
+            f"Recall@5 {t['offline_recall@5']:.3f}</p>"
+        )
     body = []
     for r in rows:
         cells = [f"<td class='q'><img src='{thumb(r['query'])}'><br>query {Path(r['query']).stem}</td>"]
@@ -280,14 +370,18 @@ def write_report(rows, totals, args, out: Path) -> Path:
         else:
             for rank, c in enumerate(r["candidates"], 1):
                 cls = "ok" if c["correct"] else "bad"
-                cells.append(f"<td class='{cls}'><img src='{thumb(c['source'])}'><br>#{rank} ref "
-                             f"{Path(c['source']).stem}<br>score {c['score']:.3f}</td>")
+                cells.append(
+                    f"<td class='{cls}'><img src='{thumb(c['source'])}'><br>#{rank} ref "
+                    f"{Path(c['source']).stem}<br>score {c['score']:.3f}</td>"
+                )
             cells.append(f"<td>{r['latency_ms']:.0f} ms</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>StructVPR demo</title><style>"
-            "body{font-family:sans-serif} td{text-align:center;padding:4px;font-size:12px}"
-            "td.ok img{border:4px solid #2a2} td.bad img{border:4px solid #d22} td.q img{border:4px solid #888}"
-            "</style></head><body>" + head + "<table>" + "\n".join(body) + "</table></body></html>")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>StructVPR demo</title><style>"
+        "body{font-family:sans-serif} td{text-align:center;padding:4px;font-size:12px}"
+        "td.ok img{border:4px solid #2a2} td.bad img{border:4px solid #d22} td.q img{border:4px solid #888}"
+        "</style></head><body>" + head + "<table>" + "\n".join(body) + "</table></body></html>"
+    )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

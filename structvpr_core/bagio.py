@@ -18,16 +18,15 @@ from .errors import DatasetError, ImageError
 from .geometry import Pose, interpolate_pose
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
-              "nav_msgs/msg/Odometry")
+POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped", "nav_msgs/msg/Odometry")
 
 
 @dataclass
 class BagFrame:
-    stamp: float            # seconds
-    image: np.ndarray       # H×W×3 uint8 BGR
+    stamp: float  # seconds
+    image: np.ndarray  # H×W×3 uint8 BGR
     pose: Pose | None
-    source: str             # "<bag>#<topic>@<stamp ns>": a reference to the frame in the bag
+    source: str  # "<bag>#<topic>@<stamp ns>": a reference to the frame in the bag
     frame_id: str = ""
 
 
@@ -64,9 +63,10 @@ def _stamp(msg, bag_time_ns: int) -> float:
 
 
 def _pose_of(msg) -> Pose:
-    p = msg.pose.pose if hasattr(msg.pose, "pose") else msg.pose   # Odometry / *WithCovariance
-    return Pose((p.position.x, p.position.y, p.position.z),
-                (p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w))
+    p = msg.pose.pose if hasattr(msg.pose, "pose") else msg.pose  # Odometry / *WithCovariance
+    return Pose(
+        (p.position.x, p.position.y, p.position.z), (p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w)
+    )
 
 
 def read_poses(bag: str | Path, topic: str) -> tuple[list[float], list[Pose]]:
@@ -102,8 +102,13 @@ def _decode(msg, msgtype: str) -> np.ndarray:
     return image_msg_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
 
 
-def read_frames(bag: str | Path, image_topic: str, pose_topic: str | None = None,
-                max_pose_gap_s: float | None = 2.0, skip_bad: bool = True) -> Iterator[BagFrame]:
+def read_frames(
+    bag: str | Path,
+    image_topic: str,
+    pose_topic: str | None = None,
+    max_pose_gap_s: float | None = 2.0,
+    skip_bad: bool = True,
+) -> Iterator[BagFrame]:
     """Yield the images of ``image_topic`` in recording order, with interpolated poses.
 
     Poses are read first (a second pass over the bag, small messages). A frame outside the
@@ -126,7 +131,12 @@ def read_frames(bag: str | Path, image_topic: str, pose_topic: str | None = None
                     raise ImageError(f"{bag}#{image_topic}@{t_ns}: {e}") from None
                 continue
             pose = interpolate_pose(stamps, poses, stamp, max_pose_gap_s) if pose_topic else None
-            yield BagFrame(stamp, image, pose, f"{bag.name}#{image_topic}@{round(stamp * 1e9)}",
-                           getattr(msg.header, "frame_id", ""))
+            yield BagFrame(
+                stamp,
+                image,
+                pose,
+                f"{bag.name}#{image_topic}@{round(stamp * 1e9)}",
+                getattr(msg.header, "frame_id", ""),
+            )
     finally:
         reader.close()

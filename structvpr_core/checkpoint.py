@@ -27,8 +27,9 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("architecture", "descriptor_dim", "config", "state_dict")
 
 
-def save_checkpoint(path: str | os.PathLike, model, *, architecture: str, descriptor_dim: int,
-                    config: Any, extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike, model, *, architecture: str, descriptor_dim: int, config: Any, extra: dict | None = None
+) -> None:
     """Write ``model``'s weights with its architecture name, descriptor size and config (atomic).
 
     ``config`` may be a dataclass or plain data; it is stored as plain data. ``extra`` holds any
@@ -41,8 +42,9 @@ def save_checkpoint(path: str | os.PathLike, model, *, architecture: str, descri
     if architecture not in DIMS:
         raise CheckpointError(f"{path}: unknown architecture {architecture!r} (known: {', '.join(DIMS)})")
     if descriptor_dim != DIMS[architecture]:
-        raise CheckpointError(f"{path}: architecture {architecture} has descriptor dim {DIMS[architecture]}, "
-                              f"got {descriptor_dim}")
+        raise CheckpointError(
+            f"{path}: architecture {architecture} has descriptor dim {DIMS[architecture]}, got {descriptor_dim}"
+        )
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -56,8 +58,9 @@ def save_checkpoint(path: str | os.PathLike, model, *, architecture: str, descri
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | os.PathLike, *, expected_architecture: str | None = None,
-                    map_location: str = "cpu") -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, *, expected_architecture: str | None = None, map_location: str = "cpu"
+) -> dict:
     """Read a checkpoint safely (``weights_only=True``) and check it.
 
     Raises ``CheckpointError`` (naming the file) when it is missing, unreadable, truncated, not a
@@ -85,19 +88,24 @@ def load_checkpoint(path: str | os.PathLike, *, expected_architecture: str | Non
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused by the safe loader (weights_only=True): it holds objects "
-                              f"other than tensors and plain data, so it is not a structvpr checkpoint") from None
+        raise CheckpointError(
+            f"{path}: refused by the safe loader (weights_only=True): it holds objects "
+            f"other than tensors and plain data, so it is not a structvpr checkpoint"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
         raise corrupted from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a structvpr checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
     if ckpt.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {ckpt['format_version']} is newer than this "
-                              f"structvpr reads ({FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {ckpt['format_version']} is newer than this "
+            f"structvpr reads ({FORMAT_VERSION})"
+        )
     architecture = ckpt["architecture"]
     if expected_architecture is not None and architecture != expected_architecture:
-        raise CheckpointError(f"{path}: checkpoint holds architecture {architecture!r}, "
-                              f"but {expected_architecture!r} was requested")
+        raise CheckpointError(
+            f"{path}: checkpoint holds architecture {architecture!r}, but {expected_architecture!r} was requested"
+        )
     ckpt.setdefault("extra", None)
     ckpt.setdefault("model_args", {})
     return ckpt
@@ -119,9 +127,11 @@ def build_model_from_checkpoint(path: str | os.PathLike, *, expected_architectur
         model = cls(**kwargs)
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: weights do not fit architecture {architecture!r} "
-                              f"({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit architecture {architecture!r} ({str(e).splitlines()[0][:200]})"
+        ) from None
     if ckpt["descriptor_dim"] != model.dim:
-        raise CheckpointError(f"{path}: descriptor_dim {ckpt['descriptor_dim']} does not match "
-                              f"{architecture!r} ({model.dim})")
+        raise CheckpointError(
+            f"{path}: descriptor_dim {ckpt['descriptor_dim']} does not match {architecture!r} ({model.dim})"
+        )
     return model.eval()

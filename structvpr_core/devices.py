@@ -17,8 +17,9 @@ def resolve_device(device: str):
         raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {device!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: {device!r} requested but CUDA is not available on this machine "
-                              f"(use --device cpu or auto)")
+            raise ConfigError(
+                f"device: {device!r} requested but CUDA is not available on this machine (use --device cpu or auto)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     elif dev.type != "cpu":

@@ -24,18 +24,12 @@ from .errors import CheckpointError, ConfigError
 from .extractor import Extractor
 from .images import list_images, read_image
 from .log import get_logger
+from .paths import corridor_if_present
 
 log = get_logger(__name__)
 
-FP32_MIN_COSINE = 0.999       # parity floor of the fp32 export against PyTorch (the issue's bound)
+FP32_MIN_COSINE = 0.999  # parity floor of the fp32 export against PyTorch (the issue's bound)
 INT8_MAX_RECALL_CHANGE = 0.01  # |ΔRecall@1| the int8 model should stay within (reported, not enforced)
-
-
-def default_eval_dataset() -> Path | None:
-    """The real Corridor set when it is on this machine ($STRUCTVPR_CORRIDOR or ../shared/data/corridor)."""
-    env = os.environ.get("STRUCTVPR_CORRIDOR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
-    return path if (path / "ground_truth.csv").is_file() else None
 
 
 def evenly(items: list, n: int) -> list:
@@ -57,7 +51,7 @@ def load_eval_dataset(spec: str | os.PathLike | None):
     """The dataset for the int8 Recall@1 check: a directory, None for the Corridor set when present, "none" for none."""
     if spec == "none":
         return None
-    root = Path(spec) if spec else default_eval_dataset()
+    root = Path(spec) if spec else corridor_if_present()
     if root is None:
         return None
     from .data import load_dataset
@@ -65,8 +59,9 @@ def load_eval_dataset(spec: str | os.PathLike | None):
     return load_dataset(root)
 
 
-def choose_parity_images(count: int, *, folder: str | os.PathLike | None = None, dataset=None,
-                  calibration: list[Path] | None = None) -> list[Path]:
+def choose_parity_images(
+    count: int, *, folder: str | os.PathLike | None = None, dataset=None, calibration: list[Path] | None = None
+) -> list[Path]:
     """``count`` real images for the parity check: from ``folder``, else ``dataset``, else the calibration images."""
     if folder is not None:
         images = list_images(folder)
@@ -99,17 +94,25 @@ def recall_change(fp32, int8, dataset, progress: bool = False) -> dict:
     r8 = recall_at_n(db8, q8, dataset.positives, ns=(1,))[1]
     mixed = recall_at_n(db32, q8, dataset.positives, ns=(1,))[1]
     cos = np.concatenate([(db32 * db8).sum(1), (q32 * q8).sum(1)])
-    return {"dataset": str(dataset.root), "synthetic": bool(getattr(dataset, "synthetic", False)),
-            "num_queries": dataset.num_queries, "recall@1_fp32": r32, "recall@1_int8": r8, "delta": r8 - r32,
-            "recall@1_int8_queries_fp32_map": mixed, "delta_mixed": mixed - r32,
-            "descriptor_cosine_mean": float(cos.mean()), "descriptor_cosine_min": float(cos.min())}
+    return {
+        "dataset": str(dataset.root),
+        "synthetic": bool(getattr(dataset, "synthetic", False)),
+        "num_queries": dataset.num_queries,
+        "recall@1_fp32": r32,
+        "recall@1_int8": r8,
+        "delta": r8 - r32,
+        "recall@1_int8_queries_fp32_map": mixed,
+        "delta_mixed": mixed - r32,
+        "descriptor_cosine_mean": float(cos.mean()),
+        "descriptor_cosine_min": float(cos.min()),
+    }
 
 
 def time_per_image_ms(extractor, image, repeats: int = 20) -> float:
     """Median wall time of ``extractor.embed([image])`` (after two warm-up runs)."""
     import time
 
-    image = extractor.prepare(image)      # at the input size already: the resize is not timed
+    image = extractor.prepare(image)  # at the input size already: the resize is not timed
     for _ in range(2):
         extractor.embed([image])
     times = []
@@ -120,24 +123,48 @@ def time_per_image_ms(extractor, image, repeats: int = 20) -> float:
     return float(np.median(times) * 1000.0)
 
 
-def write_int8_export(fp32_path: str | os.PathLike, out: str | os.PathLike, calibration: list[Path], *,
-                      fingerprint: dict, source: dict, image_size: tuple[int, int], fmt: str = "qdq",
-                      keep_float=None, progress: bool = True) -> dict:
+def write_int8_export(
+    fp32_path: str | os.PathLike,
+    out: str | os.PathLike,
+    calibration: list[Path],
+    *,
+    fingerprint: dict,
+    source: dict,
+    image_size: tuple[int, int],
+    fmt: str = "qdq",
+    keep_float=None,
+    progress: bool = True,
+) -> dict:
     """Quantise the export ``fp32_path`` to ``out`` and write its int8 sidecar; returns the quantisation record."""
     from .backends.int8 import DEFAULT_KEEP_FLOAT, quantize_int8
 
-    quant = quantize_int8(fp32_path, out, calibration, image_size=image_size, fmt=fmt,
-                          keep_float=DEFAULT_KEEP_FLOAT if keep_float is None else keep_float, progress=progress)
-    write_sidecar(out, make_sidecar(out, fingerprint=fingerprint, source=source, precision="int8",
-                                    quantization=quant))
+    quant = quantize_int8(
+        fp32_path,
+        out,
+        calibration,
+        image_size=image_size,
+        fmt=fmt,
+        keep_float=DEFAULT_KEEP_FLOAT if keep_float is None else keep_float,
+        progress=progress,
+    )
+    write_sidecar(out, make_sidecar(out, fingerprint=fingerprint, source=source, precision="int8", quantization=quant))
     return quant
 
 
-def export_model_files(checkpoint: str | os.PathLike | None, out: str | os.PathLike, *,
-                       image_size: tuple[int, int] = (640, 480), int8: bool = False,
-                       calibration: list[Path] | None = None, int8_format: str = "qdq",
-                       keep_float=None, parity_images: list[Path] | None = None,
-                       eval_dataset=None, threads: int | None = None, progress: bool = True) -> dict:
+def export_model_files(
+    checkpoint: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    image_size: tuple[int, int] = (640, 480),
+    int8: bool = False,
+    calibration: list[Path] | None = None,
+    int8_format: str = "qdq",
+    keep_float=None,
+    parity_images: list[Path] | None = None,
+    eval_dataset=None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Export ``checkpoint`` (None = ImageNet weights) to ``out`` + sidecar; returns the sidecar.
 
     The fp32 export must match PyTorch (min cosine >= FP32_MIN_COSINE on ``parity_images``) or
@@ -162,27 +189,49 @@ def export_model_files(checkpoint: str | os.PathLike | None, out: str | os.PathL
         fp32_path = Path(tmp) / "fp32.onnx"
         export_onnx(reference.model, fp32_path, image_size=image_size)
         write_sidecar(fp32_path, make_sidecar(fp32_path, fingerprint=fp, source=reference.source))
-        ort32 = Extractor(checkpoint, device="cpu", backend="onnxruntime", image_size=image_size,
-                          onnx_model=fp32_path, threads=threads)
+        ort32 = Extractor(
+            checkpoint,
+            device="cpu",
+            backend="onnxruntime",
+            image_size=image_size,
+            onnx_model=fp32_path,
+            threads=threads,
+        )
         par32 = parity(reference, ort32, parity_images, progress)
         log.debug("fp32 parity: %s", par32)
         if not par32["min_cosine"] >= FP32_MIN_COSINE:
-            raise CheckpointError(f"{out}: not written: the fp32 export does not match PyTorch (min cosine "
-                                  f"{par32['min_cosine']:.6f} < {FP32_MIN_COSINE})")
+            raise CheckpointError(
+                f"{out}: not written: the fp32 export does not match PyTorch (min cosine "
+                f"{par32['min_cosine']:.6f} < {FP32_MIN_COSINE})"
+            )
         result = {"fp32": par32}
         final, precision, quant = fp32_path, "fp32", None
         if int8:
             int8_path = Path(tmp) / "int8.onnx"
-            quant = write_int8_export(fp32_path, int8_path, calibration, fingerprint=fp, source=reference.source,
-                                      image_size=image_size, fmt=int8_format, keep_float=keep_float,
-                                      progress=progress)
-            ort8 = Extractor(checkpoint, device="cpu", backend="onnxruntime", image_size=image_size,
-                             onnx_model=int8_path, threads=threads)
+            quant = write_int8_export(
+                fp32_path,
+                int8_path,
+                calibration,
+                fingerprint=fp,
+                source=reference.source,
+                image_size=image_size,
+                fmt=int8_format,
+                keep_float=keep_float,
+                progress=progress,
+            )
+            ort8 = Extractor(
+                checkpoint,
+                device="cpu",
+                backend="onnxruntime",
+                image_size=image_size,
+                onnx_model=int8_path,
+                threads=threads,
+            )
             result["int8"] = parity(reference, ort8, parity_images, progress)
             log.debug("int8 parity: %s", result["int8"])
             image = read_image(parity_images[0])
-            time_per_image_ms(ort32, image, repeats=3)   # ONNX Runtime's spinning threads of the
-            t32 = time_per_image_ms(ort32, image)         # parity runs settle first
+            time_per_image_ms(ort32, image, repeats=3)  # ONNX Runtime's spinning threads of the
+            t32 = time_per_image_ms(ort32, image)  # parity runs settle first
             time.sleep(0.1)
             t8 = time_per_image_ms(ort8, image)
             result["speed"] = {"fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8, "threads": ort32.runner.threads}
@@ -192,12 +241,16 @@ def export_model_files(checkpoint: str | os.PathLike | None, out: str | os.PathL
                 result["recall"] = rc
                 log.debug("Recall@1 change: %s", rc)
                 if abs(rc["delta"]) > INT8_MAX_RECALL_CHANGE:
-                    log.warning("int8 Recall@1 |change| > %.0f point: check the int8 model on your own data before "
-                                "deploying it", 100 * INT8_MAX_RECALL_CHANGE)
+                    log.warning(
+                        "int8 Recall@1 |change| > %.0f point: check the int8 model on your own data before "
+                        "deploying it",
+                        100 * INT8_MAX_RECALL_CHANGE,
+                    )
             final, precision = int8_path, "int8"
-        sidecar = make_sidecar(final, fingerprint=fp, source=reference.source, precision=precision,
-                               quantization=quant, parity=result)
-        os.replace(final, out)            # same directory: atomic
+        sidecar = make_sidecar(
+            final, fingerprint=fp, source=reference.source, precision=precision, quantization=quant, parity=result
+        )
+        os.replace(final, out)  # same directory: atomic
         write_sidecar(out, sidecar)
     fsync_dir(out.parent)
     _readable(out, sidecar_path(out))

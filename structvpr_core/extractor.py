@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -64,17 +64,31 @@ class Extractor:
     weights came from: checkpoint path or "imagenet", sha256).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, *, device: str = "auto",
-                 image_size: tuple[int, int] = (640, 480), batch_size: int = 8, half: bool = False,
-                 channels_last: bool | None = None, backend: str = "auto", threads: int | None = None,
-                 onnx_model: str | os.PathLike | None = None, fold_batchnorm: bool = True) -> None:
-        if (len(image_size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                             for v in image_size) or min(image_size) < 1):
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        *,
+        device: str = "auto",
+        image_size: tuple[int, int] = (640, 480),
+        batch_size: int = 8,
+        half: bool = False,
+        channels_last: bool | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+        onnx_model: str | os.PathLike | None = None,
+        fold_batchnorm: bool = True,
+    ) -> None:
+        if (
+            len(image_size) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in image_size)
+            or min(image_size) < 1
+        ):
             raise ConfigError(f"image_size: expected (W, H) of positive integers, got {image_size!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-                                    or threads < 1):
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
+        ):
             raise ConfigError(f"threads: expected a positive integer or None, got {threads!r}")
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
@@ -90,14 +104,23 @@ class Extractor:
 
         self.fingerprint, self.dim, self.source = self._identify(onnx_only)
         w, h = self.image_size
-        plan = plan_backend(backend, self.device.type, available_providers(), device_index=self.device.index,
-                            onnx_only=onnx_only or onnx_model is not None, half=self.half,
-                            trt_cache_dir=str(trt_cache_dir()), max_batch=self.batch_size, input_shape=(3, h, w))
+        plan = plan_backend(
+            backend,
+            self.device.type,
+            available_providers(),
+            device_index=self.device.index,
+            onnx_only=onnx_only or onnx_model is not None,
+            half=self.half,
+            trt_cache_dir=str(trt_cache_dir()),
+            max_batch=self.batch_size,
+            input_shape=(3, h, w),
+        )
         if plan.warning:
             warnings.warn(plan.warning, RuntimeWarning, stacklevel=2)
         if self.half and plan.runtime == "onnxruntime" and plan.name != "tensorrt":
-            raise ConfigError("half: ONNX Runtime runs the fp32 export; use backend torch or tensorrt for half "
-                              "precision")
+            raise ConfigError(
+                "half: ONNX Runtime runs the fp32 export; use backend torch or tensorrt for half precision"
+            )
         self.model = None
         self.onnx_path: Path | None = None
         self.channels_last = False
@@ -111,8 +134,11 @@ class Extractor:
                 # that PyTorch can serve; a file the user named is their error to see.
                 if backend != "auto" or explicit is not None:
                     raise
-                warnings.warn(f"ONNX Runtime unavailable for this model ({e}); running PyTorch instead",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"ONNX Runtime unavailable for this model ({e}); running PyTorch instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 plan = plan_backend("torch", self.device.type, None)
         if plan.runtime == "torch":
             self._start_torch(channels_last, fold_batchnorm)
@@ -131,8 +157,10 @@ class Extractor:
             meta = check_onnx_model(self.checkpoint, image_size=self.image_size)
             fp = dict(meta["fingerprint"])
             if fp["architecture"] != RGBBranch.architecture:
-                raise CheckpointError(f"{self.checkpoint}: holds architecture {fp['architecture']!r}, "
-                                     f"not the RGB branch {RGBBranch.architecture!r}")
+                raise CheckpointError(
+                    f"{self.checkpoint}: holds architecture {fp['architecture']!r}, "
+                    f"not the RGB branch {RGBBranch.architecture!r}"
+                )
             return fp, int(fp["descriptor_dim"]), dict(meta.get("source") or {})
         if self.checkpoint is None:
             weights = verify_imagenet_weights()
@@ -142,8 +170,12 @@ class Extractor:
             load_checkpoint(weights, expected_architecture=RGBBranch.architecture)  # fails early, naming the file
             source = {"checkpoint": str(weights.resolve()), "sha256": file_sha256(weights)}
         arch = RGBBranch.architecture
-        fp = {"architecture": arch, "weights_sha256": source["sha256"], "input_size": size,
-              "descriptor_dim": DIMS[arch]}
+        fp = {
+            "architecture": arch,
+            "weights_sha256": source["sha256"],
+            "input_size": size,
+            "descriptor_dim": DIMS[arch],
+        }
         return fp, DIMS[arch], source
 
     def _build_model(self):
@@ -158,8 +190,9 @@ class Extractor:
         from .backends.torch_backend import TorchRunner
 
         self.channels_last = (self.device.type == "cpu") if channels_last is None else bool(channels_last)
-        self.runner = TorchRunner(self._build_model(), self.device, half=self.half,
-                                  channels_last=self.channels_last, fuse=fold_batchnorm)
+        self.runner = TorchRunner(
+            self._build_model(), self.device, half=self.half, channels_last=self.channels_last, fuse=fold_batchnorm
+        )
         self.model = self.runner.model
         self.providers: list[str] = []
         self.precision = "fp16" if self.half else "fp32"
@@ -173,16 +206,19 @@ class Extractor:
         else:
             path, _ = cached_onnx(self.fingerprint, self._build_model, source=self.source)
             meta = check_onnx_model(path, expected_fingerprint=self.fingerprint, image_size=self.image_size)
-        runner = OrtRunner(path, providers=plan.providers, image_size=self.image_size, dim=self.dim,
-                           threads=self.threads)
+        runner = OrtRunner(
+            path, providers=plan.providers, image_size=self.image_size, dim=self.dim, threads=self.threads
+        )
         self.runner, self.onnx_path = runner, Path(path)
         self.providers = runner.providers
         self.precision = "fp16" if (plan.name == "tensorrt" and self.half) else meta["precision"]
 
     def __repr__(self) -> str:
-        return (f"Extractor({self.fingerprint['architecture']}, dim={self.dim}, device={self.device}, "
-                f"backend={self.backend}, precision={self.precision}, image_size={self.image_size}, "
-                f"checkpoint={self.checkpoint})")
+        return (
+            f"Extractor({self.fingerprint['architecture']}, dim={self.dim}, device={self.device}, "
+            f"backend={self.backend}, precision={self.precision}, image_size={self.image_size}, "
+            f"checkpoint={self.checkpoint})"
+        )
 
     # -- embedding -----------------------------------------------------------------------------
 
@@ -218,9 +254,9 @@ class Extractor:
             raise ImageError("images: expected a sequence of images; wrap a single image in a list")
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             batch = np.stack([self.prepare(im, color, name=f"image {start + i}") for i, im in enumerate(chunk)])
-            out[start:start + len(chunk)] = self.run_prepared(batch)
+            out[start : start + len(chunk)] = self.run_prepared(batch)
         return out
 
     def embed_paths(self, paths: Sequence[str | os.PathLike], progress: bool = True) -> np.ndarray:
@@ -231,8 +267,8 @@ class Extractor:
         out = np.zeros((len(paths), self.dim), dtype=np.float32)
         with tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar:
             for start in range(0, len(paths), self.batch_size):
-                chunk = paths[start:start + self.batch_size]
+                chunk = paths[start : start + self.batch_size]
                 batch = np.stack([self.prepare(read_image(p), "bgr", name=str(p)) for p in chunk])
-                out[start:start + len(chunk)] = self.run_prepared(batch)
+                out[start : start + len(chunk)] = self.run_prepared(batch)
                 bar.update(len(chunk))
         return out

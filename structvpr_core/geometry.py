@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -32,10 +32,10 @@ class Pose:
         return {"position": list(self.position), "orientation": list(self.orientation)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Pose":
+    def from_dict(cls, d: dict) -> Pose:
         return cls(tuple(d["position"]), tuple(d.get("orientation", (0.0, 0.0, 0.0, 1.0))))
 
-    def distance_to(self, other: "Pose") -> float:
+    def distance_to(self, other: Pose) -> float:
         return float(math.dist(self.position, other.position))
 
 
@@ -50,11 +50,13 @@ def quat_normalize(q: Sequence[float]) -> np.ndarray:
 def quat_to_matrix(q: Sequence[float]) -> np.ndarray:
     """3×3 rotation matrix of quaternion (x, y, z, w)."""
     x, y, z, w = quat_normalize(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def matrix_to_quat(R: np.ndarray) -> np.ndarray:
@@ -90,8 +92,9 @@ def quat_slerp(q0: Sequence[float], q1: Sequence[float], t: float) -> np.ndarray
     return (math.sin((1 - t) * theta) * a + math.sin(t * theta) * b) / s
 
 
-def interpolate_pose(stamps: Sequence[float], poses: Sequence[Pose], t: float,
-                     max_gap_s: float | None = None) -> Pose | None:
+def interpolate_pose(
+    stamps: Sequence[float], poses: Sequence[Pose], t: float, max_gap_s: float | None = None
+) -> Pose | None:
     """Pose at time ``t`` from time-sorted ``(stamps, poses)``.
 
     Returns None outside the covered interval, or when the two neighbours are more than
@@ -109,5 +112,5 @@ def interpolate_pose(stamps: Sequence[float], poses: Sequence[Pose], t: float,
         return None
     a = (t - t0) / (t1 - t0)
     p0, p1 = poses[i - 1], poses[i]
-    pos = tuple(float(x0 + a * (x1 - x0)) for x0, x1 in zip(p0.position, p1.position))
+    pos = tuple(float(x0 + a * (x1 - x0)) for x0, x1 in zip(p0.position, p1.position, strict=True))
     return Pose(pos, tuple(quat_slerp(p0.orientation, p1.orientation, a)))

@@ -42,8 +42,7 @@ def as_uint8(data) -> np.ndarray:
     return np.asarray(data, dtype=np.uint8)
 
 
-def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigendian: bool | int,
-                     data) -> np.ndarray:
+def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigendian: bool | int, data) -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/Image`` into a contiguous H×W×3 uint8 BGR array.
 
     16-bit images are scaled by their full range (x · 255 / 65535), like ``images.to_bgr8``.
@@ -51,8 +50,7 @@ def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigen
     """
     enc = (encoding or "").strip().lower()
     if enc not in ENCODINGS:
-        raise ImageError(f"image encoding {encoding!r} is not supported "
-                         f"(supported: {', '.join(sorted(ENCODINGS))})")
+        raise ImageError(f"image encoding {encoding!r} is not supported (supported: {', '.join(sorted(ENCODINGS))})")
     channels, dtype, order = ENCODINGS[enc]
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
@@ -60,12 +58,16 @@ def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigen
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * channels * itemsize
     if step < row_bytes:
-        raise ImageError(f"image message step {step} is smaller than a row ({width} px × {channels} ch × "
-                         f"{itemsize} B = {row_bytes} B)")
+        raise ImageError(
+            f"image message step {step} is smaller than a row ({width} px × {channels} ch × "
+            f"{itemsize} B = {row_bytes} B)"
+        )
     buf = as_uint8(data)
     if buf.size < step * (height - 1) + row_bytes:
-        raise ImageError(f"image message data has {buf.size} bytes, {encoding} {width}×{height} with step "
-                         f"{step} needs {step * (height - 1) + row_bytes}")
+        raise ImageError(
+            f"image message data has {buf.size} bytes, {encoding} {width}×{height} with step "
+            f"{step} needs {step * (height - 1) + row_bytes}"
+        )
     # The last row may omit its padding; pad the buffer so that a strided view is valid.
     if buf.size < step * height:
         buf = np.concatenate([buf, np.zeros(step * height - buf.size, np.uint8)])

@@ -21,6 +21,7 @@ def get_logger(module_name: str) -> logging.Logger:
 
 def configure_cli_logging(prefix: str, debug: bool = False) -> None:
     """Send ``structvpr.*`` records to stderr as ``PREFIX: message`` (``PREFIX: warning: …`` above INFO)."""
+
     class _Format(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
             level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "

@@ -23,19 +23,20 @@ from .mapbuild import MODEL_CONF, make_verifier
 log = get_logger(__name__)
 
 default_conf = {
-    "model": dict(MODEL_CONF),       # image_size applies when the map is built here; a prebuilt map has its own
+    "model": dict(MODEL_CONF),  # image_size applies when the map is built here; a prebuilt map has its own
     "dataset_format": "auto",
     "verification": {
-        "enabled": False,        # also report with geometric verification (re-ranked by inliers)
-        "features": "sift",      # sift or orb
+        "enabled": False,  # also report with geometric verification (re-ranked by inliers)
+        "features": "sift",  # sift or orb
         "ransac": "homography",  # homography or fundamental
-        "candidates": 10,        # search results verified and re-ranked per query
+        "candidates": 10,  # search results verified and re-ranked per query
     },
     "progress": True,
 }
 
 
 # -- metrics -----------------------------------------------------------------------------------
+
 
 def summarize(ranked: list[list[int]], top1_conf: list[float], positives: list[np.ndarray]) -> dict:
     """Recall@1/@5 and precision-recall of the top-1, with structvpr_core.evaluate's definitions."""
@@ -45,14 +46,18 @@ def summarize(ranked: list[list[int]], top1_conf: list[float], positives: list[n
     width = max(5, max((len(r) for r in ranked), default=0))
     predictions = np.full((len(ranked), width), -1, dtype=np.int64)
     for i, r in enumerate(ranked):
-        predictions[i, :len(r)] = r
+        predictions[i, : len(r)] = r
     recall = recall_from_predictions(predictions, positives, ns=(1, 5))
     correct = np.array([bool(np.isin(predictions[i, 0], p)) for i, p in enumerate(positives)])
     conf = np.array([c if r else -np.inf for c, r in zip(top1_conf, ranked, strict=True)], dtype=np.float64)
     pr = precision_recall(conf, correct, sum(len(p) > 0 for p in positives))
-    return {"recall@1": recall[1], "recall@5": recall[5], "pr_auc": pr["auc"],
-            "recall_at_100_precision": pr["recall_at_100_precision"],
-            "curve": {"precision": pr["precision"], "recall": pr["recall"]}}
+    return {
+        "recall@1": recall[1],
+        "recall@5": recall[5],
+        "pr_auc": pr["auc"],
+        "recall_at_100_precision": pr["recall_at_100_precision"],
+        "curve": {"precision": pr["precision"], "recall": pr["recall"]},
+    }
 
 
 def timing_stats(values: list[float]) -> dict:
@@ -64,6 +69,7 @@ def timing_stats(values: list[float]) -> dict:
 
 # -- steps -------------------------------------------------------------------------------------
 
+
 def database_map(dataset, conf: dict, verifier, map_dir: Path | None = None):
     """(map, extractor, build seconds or None): ``map_dir`` opened with its model, else a flat map built here."""
     from .errors import MapError
@@ -73,19 +79,32 @@ def database_map(dataset, conf: dict, verifier, map_dir: Path | None = None):
 
     model = conf["model"]
     if map_dir is not None:
-        mapdb, extractor = open_map(map_dir, model["checkpoint"], model["device"], model["backend"],
-                                    image_size=model["image_size"])
+        mapdb, extractor = open_map(
+            map_dir, model["checkpoint"], model["device"], model["backend"], image_size=model["image_size"]
+        )
         features = conf["verification"]["features"]
         if verifier is not None and mapdb.meta.get("features") not in (None, "none", features):
-            raise MapError(f"{map_dir}: stores {mapdb.meta['features']} features; pass --features "
-                           f"{mapdb.meta['features']}")
+            raise MapError(
+                f"{map_dir}: stores {mapdb.meta['features']} features; pass --features {mapdb.meta['features']}"
+            )
         return mapdb, extractor, None
     t0 = time.perf_counter()
     extractor = make_extractor(model)
-    mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim, "flat",
-                               meta={"features": conf["verification"]["features"] if verifier else "none"})
-    add_frames(mapdb, extractor, frames_from_images(dataset.database, None, "database"), verifier,
-               model["batch_size"], total=len(dataset.database), progress=conf["progress"])
+    mapdb = MapDatabase.create(
+        extractor.fingerprint,
+        extractor.dim,
+        "flat",
+        meta={"features": conf["verification"]["features"] if verifier else "none"},
+    )
+    add_frames(
+        mapdb,
+        extractor,
+        frames_from_images(dataset.database, None, "database"),
+        verifier,
+        model["batch_size"],
+        total=len(dataset.database),
+        progress=conf["progress"],
+    )
     return mapdb, extractor, time.perf_counter() - t0
 
 
@@ -95,8 +114,15 @@ def map_ids_to_database(mapdb, dataset) -> dict[int, int]:
     return {kf.id: db_index[kf.source] for kf in mapdb.keyframes() if kf.source in db_index}
 
 
-def run_detector(dataset, mapdb, extractor, id_to_db: dict[int, int], verifier=None,
-                 verify_candidates: int = 10, progress: bool = True) -> dict:
+def run_detector(
+    dataset,
+    mapdb,
+    extractor,
+    id_to_db: dict[int, int],
+    verifier=None,
+    verify_candidates: int = 10,
+    progress: bool = True,
+) -> dict:
     """Queries through the detector; rankings without and with verification and timings."""
     import sys
 
@@ -106,14 +132,14 @@ def run_detector(dataset, mapdb, extractor, id_to_db: dict[int, int], verifier=N
     from .loopclosure import DetectorConfig, LoopClosureDetector
 
     k = max(5, verify_candidates)
-    cfg = DetectorConfig(top_k=k, min_score=-1.0, verify=verifier is not None, min_inliers=0,
-                         mode="localization", verify_candidates=k)
+    cfg = DetectorConfig(
+        top_k=k, min_score=-1.0, verify=verifier is not None, min_inliers=0, mode="localization", verify_candidates=k
+    )
     det = LoopClosureDetector(extractor, mapdb, cfg, verifier=verifier)
     rank_s, conf_s, rank_v, conf_v = [], [], [], []
     times = {"extract": [], "search": [], "verify": []}
     inliers: list[list[int]] = []
-    for i, q in enumerate(tqdm(dataset.queries, desc="eval-loop", unit="query", disable=not progress,
-                               file=sys.stderr)):
+    for i, q in enumerate(tqdm(dataset.queries, desc="eval-loop", unit="query", disable=not progress, file=sys.stderr)):
         det.reset()
         d = det.process(read_image(q), stamp=float(i), source=str(q))
         by_score = sorted(d.candidates, key=lambda c: -c.score)
@@ -122,7 +148,7 @@ def run_detector(dataset, mapdb, extractor, id_to_db: dict[int, int], verifier=N
         times["extract"].append(d.extract_ms)
         times["search"].append(d.search_ms)
         if verifier is not None:
-            rank_v.append([id_to_db.get(c.map_id, -1) for c in d.candidates])   # re-ranked by inliers
+            rank_v.append([id_to_db.get(c.map_id, -1) for c in d.candidates])  # re-ranked by inliers
             # inliers, ties broken by the cosine score (|score / 2| < 1 keeps the inlier order)
             conf_v.append(d.candidates[0].inliers + d.candidates[0].score / 2 if d.candidates else -np.inf)
             inliers.append([c.inliers for c in d.candidates])
@@ -133,13 +159,20 @@ def run_detector(dataset, mapdb, extractor, id_to_db: dict[int, int], verifier=N
         report["verified"]["verified_candidates_per_query"] = k
     report["timings_ms"] = {name: timing_stats(v) for name, v in times.items() if v}
     report["per_query"] = [
-        {"query": str(q), "positives": p.tolist(), "by_score": rs[:5], "top1_score": cs if np.isfinite(cs) else None,
-         **({"by_inliers": rank_v[i][:5], "inliers": inliers[i][:5]} if verifier is not None else {})}
-        for i, (q, p, rs, cs) in enumerate(zip(dataset.queries, dataset.positives, rank_s, conf_s, strict=True))]
+        {
+            "query": str(q),
+            "positives": p.tolist(),
+            "by_score": rs[:5],
+            "top1_score": cs if np.isfinite(cs) else None,
+            **({"by_inliers": rank_v[i][:5], "inliers": inliers[i][:5]} if verifier is not None else {}),
+        }
+        for i, (q, p, rs, cs) in enumerate(zip(dataset.queries, dataset.positives, rank_s, conf_s, strict=True))
+    ]
     return report
 
 
 # -- the pipeline ------------------------------------------------------------------------------
+
 
 def evaluate_loop(dataset_root: Path, conf: dict | None = None, *, map_dir: Path | None = None) -> dict:
     """The loop-closure report of ``dataset_root`` (see the module docstring); JSON-ready."""
@@ -153,17 +186,25 @@ def evaluate_loop(dataset_root: Path, conf: dict | None = None, *, map_dir: Path
     mapdb, extractor, build_s = database_map(dataset, conf, verifier, map_dir)
     id_to_db = map_ids_to_database(mapdb, dataset)
     if len(id_to_db) != dataset.num_database:
-        raise MapError(f"{map_dir or 'map'}: {len(id_to_db)} of its keyframes are the dataset's "
-                       f"{dataset.num_database} database images (build it from {dataset_root})")
-    log.debug("eval-loop: %d queries against %d keyframes (%s)", dataset.num_queries, len(mapdb),
-              mapdb.index_type)
+        raise MapError(
+            f"{map_dir or 'map'}: {len(id_to_db)} of its keyframes are the dataset's "
+            f"{dataset.num_database} database images (build it from {dataset_root})"
+        )
+    log.debug("eval-loop: %d queries against %d keyframes (%s)", dataset.num_queries, len(mapdb), mapdb.index_type)
     report = {
-        "dataset": str(dataset_root), "num_queries": dataset.num_queries, "num_database": dataset.num_database,
+        "dataset": str(dataset_root),
+        "num_queries": dataset.num_queries,
+        "num_database": dataset.num_database,
         "synthetic": bool(getattr(dataset, "synthetic", False)),
-        "model": extractor.fingerprint, "index": mapdb.index_type,
-        "verification": None if verifier is None else
-        {"feature": ver["features"], "ransac": ver["ransac"],
-         "reproj_threshold_px": verifier.config.reproj_threshold_px},
+        "model": extractor.fingerprint,
+        "index": mapdb.index_type,
+        "verification": None
+        if verifier is None
+        else {
+            "feature": ver["features"],
+            "ransac": ver["ransac"],
+            "reproj_threshold_px": verifier.config.reproj_threshold_px,
+        },
         "map_build_s": build_s,
     }
     report.update(run_detector(dataset, mapdb, extractor, id_to_db, verifier, ver["candidates"], conf["progress"]))

@@ -22,19 +22,20 @@ thread too, the new thresholds apply from the next frame).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from .errors import ConfigError, MapError
 from .geometry import Pose
+from .log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,23 @@ class DetectorConfig:
     temporal_exclusion_s: float = 30.0
     keyframe_min_interval_s: float = 0.0
     keyframe_min_distance_m: float = 0.0
-    keyframe_max_similarity: float = 1.0     # novelty: 1.0 = every frame is novel enough
+    keyframe_max_similarity: float = 1.0  # novelty: 1.0 = every frame is novel enough
     session: str = "default"
-    verify_candidates: int = 0               # how many search results to verify (0 = top_k)
+    verify_candidates: int = 0  # how many search results to verify (0 = top_k)
 
     # What ``set_config`` may change while frames are processed: thresholds read per frame.
     # mode and session decide what the map is and receives; they stay as the detector was built.
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
-        "top_k", "min_score", "verify", "min_inliers", "verify_candidates", "temporal_exclusion_s",
-        "keyframe_min_interval_s", "keyframe_min_distance_m", "keyframe_max_similarity")
+        "top_k",
+        "min_score",
+        "verify",
+        "min_inliers",
+        "verify_candidates",
+        "temporal_exclusion_s",
+        "keyframe_min_interval_s",
+        "keyframe_min_distance_m",
+        "keyframe_max_similarity",
+    )
 
     def validate(self, name: Callable[[str], str] = str) -> None:
         """ConfigError for the first bad field; ``name(field)`` is how the message names the field
@@ -82,8 +91,11 @@ class DetectorConfig:
             need(v >= 0 and math.isfinite(v), field_name, "must be a finite number >= 0")
         # -1 is left out: a unit descriptor is at least -1 similar to any other, so no frame after
         # the first would ever be novel (mapping would silently stop adding keyframes).
-        need(-1.0 < self.keyframe_max_similarity <= 1.0, "keyframe_max_similarity",
-             "must be in (-1, 1] (1 = no novelty test)")
+        need(
+            -1.0 < self.keyframe_max_similarity <= 1.0,
+            "keyframe_max_similarity",
+            "must be in (-1, 1] (1 = no novelty test)",
+        )
         need(bool(self.session), "session", "must be a non-empty string")
         need(self.verify_candidates >= 0, "verify_candidates", "must be >= 0")
 
@@ -95,16 +107,16 @@ class Candidate:
     stamp: float | None = None
     pose: Pose | None = None
     source: str = ""
-    inliers: int | None = None                       # None = not verified
-    relative_rotation: np.ndarray | None = None      # 3×3: X_map = R · X_query + t
-    relative_translation: np.ndarray | None = None   # (3,), unit length (monocular)
+    inliers: int | None = None  # None = not verified
+    relative_rotation: np.ndarray | None = None  # 3×3: X_map = R · X_query + t
+    relative_translation: np.ndarray | None = None  # (3,), unit length (monocular)
 
 
 @dataclass
 class Detection:
     is_keyframe: bool
-    query_id: int = 0          # map id of this frame when mapping mode added it, else 0
-    candidates: list[Candidate] = field(default_factory=list)   # best first
+    query_id: int = 0  # map id of this frame when mapping mode added it, else 0
+    candidates: list[Candidate] = field(default_factory=list)  # best first
     extract_ms: float = 0.0
     search_ms: float = 0.0
     verify_ms: float = 0.0
@@ -133,7 +145,7 @@ class KeyframePolicy:
             self._prev_pose = pose
         if self.last_stamp is None:
             return True
-        if stamp < self.last_stamp:   # time went backwards (bag restarted, sim reset): start over
+        if stamp < self.last_stamp:  # time went backwards (bag restarted, sim reset): start over
             self.reset()
             self._prev_pose = pose
             return True
@@ -171,10 +183,11 @@ class LoopClosureDetector:
         self._verifier = verifier
         if config.verify:
             self._ensure_verifier()
-        self.config = config       # read it freely; change it with set_config
+        self.config = config  # read it freely; change it with set_config
         self._K = None if camera_matrix is None else np.asarray(camera_matrix, dtype=np.float64).reshape(3, 3)
-        self._policy = KeyframePolicy(config.keyframe_min_interval_s, config.keyframe_min_distance_m,
-                                      config.keyframe_max_similarity)
+        self._policy = KeyframePolicy(
+            config.keyframe_min_interval_s, config.keyframe_min_distance_m, config.keyframe_max_similarity
+        )
         self._warned_unverifiable = False
 
     @property
@@ -195,15 +208,18 @@ class LoopClosureDetector:
         config.validate()
         for f in fields(DetectorConfig):
             if f.name not in DetectorConfig.RUNTIME_FIELDS and getattr(config, f.name) != getattr(self.config, f.name):
-                raise ConfigError(f"{f.name}: cannot change while the detector runs, "
-                                  f"got {getattr(config, f.name)!r} (is {getattr(self.config, f.name)!r})")
+                raise ConfigError(
+                    f"{f.name}: cannot change while the detector runs, "
+                    f"got {getattr(config, f.name)!r} (is {getattr(self.config, f.name)!r})"
+                )
         if config.verify:
-            self._ensure_verifier()   # before the swap: the worker sees verify=True only with a verifier
+            self._ensure_verifier()  # before the swap: the worker sees verify=True only with a verifier
         self.config = config
 
     def _ensure_verifier(self) -> None:
         if self._verifier is None:
             from .verify import GeometricVerifier
+
             self._verifier = GeometricVerifier()
 
     def set_camera_matrix(self, K) -> None:
@@ -216,12 +232,14 @@ class LoopClosureDetector:
         exclusion by their stamps."""
         self._policy.reset()
 
-    def process(self, image_bgr: np.ndarray, stamp: float, pose: Pose | None = None,
-                source: str = "") -> Detection:
-        cfg = self.config   # once per frame: set_config may swap it from another thread meanwhile
+    def process(self, image_bgr: np.ndarray, stamp: float, pose: Pose | None = None, source: str = "") -> Detection:
+        cfg = self.config  # once per frame: set_config may swap it from another thread meanwhile
         policy = self._policy
         policy.min_interval_s, policy.min_distance_m, policy.max_similarity = (
-            cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m, cfg.keyframe_max_similarity)
+            cfg.keyframe_min_interval_s,
+            cfg.keyframe_min_distance_m,
+            cfg.keyframe_max_similarity,
+        )
         stamp = float(stamp)
         if not policy.due(stamp, pose):
             return Detection(is_keyframe=False)
@@ -270,14 +288,17 @@ class LoopClosureDetector:
         if cand.source and Path(cand.source).is_file():
             from .errors import ImageError
             from .images import read_image
+
             try:
                 return self._verifier.extract_features(read_image(cand.source))
             except ImageError:
                 pass
         if not self._warned_unverifiable:
-            log.warning("map keyframe %d has no local features and no readable image: candidates "
-                        "like it cannot be verified and are dropped (build the map with features)",
-                        cand.map_id)
+            log.warning(
+                "map keyframe %d has no local features and no readable image: candidates "
+                "like it cannot be verified and are dropped (build the map with features)",
+                cand.map_id,
+            )
             self._warned_unverifiable = True
         return None
 

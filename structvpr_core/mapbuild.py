@@ -36,33 +36,33 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-AUTO_IVFFLAT_AT = 50_000   # index "auto": flat below this many keyframes, ivfflat from it up
+AUTO_IVFFLAT_AT = 50_000  # index "auto": flat below this many keyframes, ivfflat from it up
 TRAINED_INDEXES = ("ivfflat", "ivfpq")
 INDEXES = ("auto", "flat", "ivfflat", "ivfpq", "hnsw")
 FEATURES = ("sift", "orb", "none")
 
 # The model block is shared with loop_eval (a map and its queries must use one model).
 MODEL_CONF = {
-    "checkpoint": None,          # StructVPR RGB checkpoint; None = the ImageNet-initialised branch
-    "image_size": (640, 480),    # network input (W, H): the paper's
-    "device": "auto",            # auto, cpu or cuda[:N]
-    "backend": "auto",           # auto, torch, onnxruntime or tensorrt
-    "batch_size": 8,             # images per forward pass
+    "checkpoint": None,  # StructVPR RGB checkpoint; None = the ImageNet-initialised branch
+    "image_size": (640, 480),  # network input (W, H): the paper's
+    "device": "auto",  # auto, cpu or cuda[:N]
+    "backend": "auto",  # auto, torch, onnxruntime or tensorrt
+    "batch_size": 8,  # images per forward pass
 }
 
 default_conf = {
     "model": dict(MODEL_CONF),
-    "index": "auto",             # auto (flat below AUTO_IVFFLAT_AT keyframes, else ivfflat), flat, ivfflat, ivfpq, hnsw
+    "index": "auto",  # auto (flat below AUTO_IVFFLAT_AT keyframes, else ivfflat), flat, ivfflat, ivfpq, hnsw
     "verification": {
-        "features": "sift",      # local features stored for geometric verification: sift, orb or none
-        "max_features": 1000,    # per keyframe (~130 KB each for SIFT)
+        "features": "sift",  # local features stored for geometric verification: sift, orb or none
+        "max_features": 1000,  # per keyframe (~130 KB each for SIFT)
     },
-    "thinning": {                # bags only: which recorded frames become keyframes
+    "thinning": {  # bags only: which recorded frames become keyframes
         "min_interval_s": 0.0,
-        "min_distance_m": 0.0,   # travelled metres, when poses are known
+        "min_distance_m": 0.0,  # travelled metres, when poses are known
     },
-    "session": None,             # session name stored with the keyframes; None = the source's name
-    "progress": True,            # tqdm bar on stderr
+    "session": None,  # session name stored with the keyframes; None = the source's name
+    "progress": True,  # tqdm bar on stderr
 }
 
 
@@ -71,8 +71,9 @@ def _check_conf(conf: dict) -> None:
     if conf["index"] not in INDEXES:
         raise ConfigError(f"conf.index: expected one of {list(INDEXES)}, got {conf['index']!r}")
     if conf["verification"]["features"] not in FEATURES:
-        raise ConfigError(f"conf.verification.features: expected one of {list(FEATURES)}, "
-                          f"got {conf['verification']['features']!r}")
+        raise ConfigError(
+            f"conf.verification.features: expected one of {list(FEATURES)}, got {conf['verification']['features']!r}"
+        )
     for key, value in conf["thinning"].items():
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ConfigError(f"conf.thinning.{key}: must be a finite number >= 0, got {value!r}")
@@ -87,17 +88,18 @@ class BagSpec:
     pose_topic: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "path", Path(self.path))   # a str from a notebook is fine too
+        object.__setattr__(self, "path", Path(self.path))  # a str from a notebook is fine too
 
 
 class Frame(NamedTuple):
     """One image to add to a map; a plain ``(load, keyframe)`` tuple works as well."""
 
-    load: Callable[[], np.ndarray]   # the BGR image, read when its batch is embedded
-    keyframe: dict                   # what MapDatabase.add stores: pose, stamp, gps, session, source
+    load: Callable[[], np.ndarray]  # the BGR image, read when its batch is embedded
+    keyframe: dict  # what MapDatabase.add stores: pose, stamp, gps, session, source
 
 
 # -- sources -----------------------------------------------------------------------------------
+
 
 def read_pose_csv(path: Path) -> dict[str, dict]:
     """Poses/stamps by image file name: a header row with 'image' and x,y[,z][,qx,qy,qz,qw][,stamp]."""
@@ -132,7 +134,7 @@ def folder_keyframe(path: Path) -> dict:
 
     coords = parse_name(path)
     if coords is None:
-        return {}   # not a folder-format name: the image simply has no position
+        return {}  # not a folder-format name: the image simply has no position
     kf: dict = {}
     if math.isfinite(coords.east) and math.isfinite(coords.north):
         kf["pose"] = Pose((coords.east, coords.north, 0.0))
@@ -147,14 +149,15 @@ def folder_images(folder: Path) -> list[Path]:
 
     images = list_images(folder)
     if not images and (folder / "database").is_dir():
-        images = list_images(folder / "database")   # a folder-format root
+        images = list_images(folder / "database")  # a folder-format root
     if not images:
         raise ImageError(f"{folder}: no images")
     return images
 
 
-def frames_from_images(images: Iterable[Path], poses: dict[str, dict] | None = None,
-                       session: str = "default") -> Iterator[Frame]:
+def frames_from_images(
+    images: Iterable[Path], poses: dict[str, dict] | None = None, session: str = "default"
+) -> Iterator[Frame]:
     """A frame per image, positioned by its folder-format name and/or ``poses`` (by file name)."""
     from .images import read_image
 
@@ -182,18 +185,21 @@ def thin_frames(frames: Iterable[Frame], min_interval_s: float = 0.0, min_distan
             yield fr
 
 
-def frames_from_bag(bag: BagSpec, session: str, min_interval_s: float = 0.0,
-                    min_distance_m: float = 0.0) -> Iterator[Frame]:
+def frames_from_bag(
+    bag: BagSpec, session: str, min_interval_s: float = 0.0, min_distance_m: float = 0.0
+) -> Iterator[Frame]:
     """The bag's images with poses interpolated to their stamps, thinned by time and distance."""
     from .bagio import read_frames
 
-    frames = (Frame(lambda im=fr.image: im, {"stamp": fr.stamp, "pose": fr.pose, "session": session,
-                                              "source": fr.source})
-              for fr in read_frames(bag.path, bag.image_topic, bag.pose_topic))
+    frames = (
+        Frame(lambda im=fr.image: im, {"stamp": fr.stamp, "pose": fr.pose, "session": session, "source": fr.source})
+        for fr in read_frames(bag.path, bag.image_topic, bag.pose_topic)
+    )
     return thin_frames(frames, min_interval_s, min_distance_m)
 
 
 # -- building ----------------------------------------------------------------------------------
+
 
 def auto_index(total: int) -> str:
     """The index type ``index: auto`` picks for a map of ``total`` keyframes."""
@@ -216,8 +222,13 @@ def make_extractor(model: dict, image_size: tuple[int, int] | None = None):
     from .extractor import Extractor
 
     size = image_size or model["image_size"]
-    return Extractor(model["checkpoint"], device=model["device"], image_size=(int(size[0]), int(size[1])),
-                     batch_size=model["batch_size"], backend=model["backend"])
+    return Extractor(
+        model["checkpoint"],
+        device=model["device"],
+        image_size=(int(size[0]), int(size[1])),
+        batch_size=model["batch_size"],
+        backend=model["backend"],
+    )
 
 
 def make_verifier(features: str, max_features: int | None = None, ransac: str = "homography"):
@@ -233,8 +244,15 @@ def make_verifier(features: str, max_features: int | None = None, ransac: str = 
     return GeometricVerifier(VerifyConfig(feature=features, ransac=ransac, **extra))
 
 
-def add_frames(mapdb, extractor, frames: Iterable[Frame], verifier=None, batch_size: int = 8,
-               total: int | None = None, progress: bool = True) -> int:
+def add_frames(
+    mapdb,
+    extractor,
+    frames: Iterable[Frame],
+    verifier=None,
+    batch_size: int = 8,
+    total: int | None = None,
+    progress: bool = True,
+) -> int:
     """Embed ``frames`` in batches (with local features when ``verifier``) and add them to ``mapdb``."""
     import sys
 
@@ -275,8 +293,8 @@ class MapBuild:
     """What ``build`` did: the saved map and the numbers ``structvpr build-map`` reports."""
 
     path: Path
-    keyframes: int       # in the map
-    added: int           # by this build
+    keyframes: int  # in the map
+    added: int  # by this build
     dim: int
     index: str
     features: str
@@ -295,8 +313,10 @@ def _open_source(source: Path | BagSpec, conf: dict, poses: Path | None) -> tupl
             raise ConfigError("a pose CSV applies to an images folder, not a bag (use the bag's pose topic)")
         session = conf["session"] or source.path.resolve().name
         thin = conf["thinning"]
-        return (frames_from_bag(source, session, thin["min_interval_s"], thin["min_distance_m"]),
-                count_images(source.path, source.image_topic))
+        return (
+            frames_from_bag(source, session, thin["min_interval_s"], thin["min_distance_m"]),
+            count_images(source.path, source.image_topic),
+        )
     source = Path(source)
     images = folder_images(source)
     session = conf["session"] or source.resolve().name
@@ -316,16 +336,26 @@ def _new_or_existing_map(out: Path, extractor, conf: dict, index: str | None):
             log.warning("the map stores %s features; using %s (not %s)", stored, stored, wanted)
         return mapdb
     checkpoint = conf["model"]["checkpoint"]
-    meta = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-            "features": wanted, "max_features": conf["verification"]["max_features"]}
+    meta = {
+        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "features": wanted,
+        "max_features": conf["verification"]["max_features"],
+    }
     # A batch build trains an IVF index once, at the end, on all its descriptors (nlist sized for
     # the whole map) instead of auto-training early on the first 50k.
     params = {"auto_train_at": 0} if index in TRAINED_INDEXES else None
     return MapDatabase.create(extractor.fingerprint, extractor.dim, index, params, meta=meta)
 
 
-def build(source: Path | BagSpec, out: Path, conf: dict | None = None, *, poses: Path | None = None,
-          append: bool = False, overwrite: bool = False) -> MapBuild:
+def build(
+    source: Path | BagSpec,
+    out: Path,
+    conf: dict | None = None,
+    *,
+    poses: Path | None = None,
+    append: bool = False,
+    overwrite: bool = False,
+) -> MapBuild:
     """Build (or with ``append`` extend) the map at ``out`` from ``source``; see ``build_map``."""
     t0 = time.perf_counter()
     conf = merge_conf(default_conf, conf)
@@ -335,7 +365,7 @@ def build(source: Path | BagSpec, out: Path, conf: dict | None = None, *, poses:
         raise ConfigError("append and overwrite exclude each other")
     if out.exists() and not (append or overwrite):
         raise MapError(f"{out}: already exists (use --overwrite to replace it or --append to add to it)")
-    if not append:   # fail on bad verification settings before the model loads
+    if not append:  # fail on bad verification settings before the model loads
         make_verifier(conf["verification"]["features"], conf["verification"]["max_features"])
 
     frames, total = _open_source(source, conf, poses)
@@ -344,8 +374,7 @@ def build(source: Path | BagSpec, out: Path, conf: dict | None = None, *, poses:
     mapdb = _new_or_existing_map(out, extractor, conf, index)
     features = mapdb.meta.get("features", "none")
     verifier = make_verifier(features, mapdb.meta.get("max_features", conf["verification"]["max_features"]))
-    log.debug("building %s from %s: %d frames, index %s, features %s", out, source, total,
-              mapdb.index_type, features)
+    log.debug("building %s from %s: %d frames, index %s, features %s", out, source, total, mapdb.index_type, features)
 
     n = add_frames(mapdb, extractor, frames, verifier, conf["model"]["batch_size"], total, conf["progress"])
     if n == 0:
@@ -353,14 +382,22 @@ def build(source: Path | BagSpec, out: Path, conf: dict | None = None, *, poses:
     if not mapdb.trained:
         mapdb.train()
     path = mapdb.save(out)
-    result = MapBuild(path, len(mapdb), n, mapdb.dim, mapdb.index_type, features, dir_size(path),
-                      time.perf_counter() - t0)
+    result = MapBuild(
+        path, len(mapdb), n, mapdb.dim, mapdb.index_type, features, dir_size(path), time.perf_counter() - t0
+    )
     mapdb.close()
     return result
 
 
-def build_map(source: Path | BagSpec, out: Path, conf: dict | None = None, *, poses: Path | None = None,
-              append: bool = False, overwrite: bool = False) -> Path:
+def build_map(
+    source: Path | BagSpec,
+    out: Path,
+    conf: dict | None = None,
+    *,
+    poses: Path | None = None,
+    append: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """A map database at ``out`` from an images folder or a ``BagSpec``; returns the map directory.
 
     ``conf`` overrides ``default_conf`` (unknown keys are errors). ``poses``: a pose CSV for an

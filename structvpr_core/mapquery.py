@@ -19,16 +19,21 @@ from .log import get_logger
 log = get_logger(__name__)
 
 default_conf = {
-    "top_k": 5,              # candidates per image
-    "min_score": -1.0,       # drop candidates below this cosine score (clamped to [-1, 1])
-    "verify": False,         # local features + RANSAC, candidates re-ranked by inliers
+    "top_k": 5,  # candidates per image
+    "min_score": -1.0,  # drop candidates below this cosine score (clamped to [-1, 1])
+    "verify": False,  # local features + RANSAC, candidates re-ranked by inliers
     "verify_candidates": 0,  # search results verified (0 = top_k)
-    "min_inliers": 0,        # with verify: drop candidates with fewer inliers
+    "min_inliers": 0,  # with verify: drop candidates with fewer inliers
 }
 
 
-def open_map(map_dir: Path, checkpoint: Path | None = None, device: str = "auto", backend: str = "auto",
-             image_size: tuple[int, int] = (640, 480)):
+def open_map(
+    map_dir: Path,
+    checkpoint: Path | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+    image_size: tuple[int, int] = (640, 480),
+):
     """The map and an Extractor of the model it was built with (``MapError`` on a mismatch).
 
     The model is ``checkpoint``, else the checkpoint the map records, else the ImageNet
@@ -42,35 +47,51 @@ def open_map(map_dir: Path, checkpoint: Path | None = None, device: str = "auto"
     if checkpoint is None and mapdb.meta.get("checkpoint"):
         checkpoint = Path(mapdb.meta["checkpoint"])
         if not checkpoint.is_file():
-            raise MapError(f"{map_dir}: built with checkpoint {checkpoint}, which no longer exists "
-                           "(pass --checkpoint)")
+            raise MapError(f"{map_dir}: built with checkpoint {checkpoint}, which no longer exists (pass --checkpoint)")
     size = mapdb.fingerprint.get("input_size") or image_size
     extractor = Extractor(checkpoint, device=device, image_size=(int(size[0]), int(size[1])), backend=backend)
     mapdb.check_fingerprint(extractor.fingerprint)
     return mapdb, extractor
 
 
+def detector_config(conf: dict | None = None, name=str):
+    """The localisation ``DetectorConfig`` of ``conf``, validated (cheap: call it before loading a model).
+
+    ``name`` maps a field to how the caller calls it in errors (e.g. ``top_k`` → ``--top-k``).
+    """
+    from .config import merge_conf
+    from .loopclosure import DetectorConfig
+
+    conf = merge_conf(default_conf, conf)
+    cfg = DetectorConfig(
+        top_k=conf["top_k"],
+        min_score=max(-1.0, min(1.0, conf["min_score"])),
+        verify=conf["verify"],
+        min_inliers=conf["min_inliers"],
+        mode="localization",
+        verify_candidates=conf["verify_candidates"],
+    )
+    cfg.validate(name=name)
+    return cfg
+
+
 def query_images(mapdb, extractor, images: Iterable[Path], conf: dict | None = None) -> Iterator[tuple]:
     """(path, Detection) per image: its map candidates, best first, each image looked up on its own."""
     from .images import read_image
-    from .loopclosure import DetectorConfig, LoopClosureDetector
-    from .config import merge_conf
+    from .loopclosure import LoopClosureDetector
 
-    conf = merge_conf(default_conf, conf)
+    cfg = detector_config(conf)
     verifier = None
-    if conf["verify"]:
+    if cfg.verify:
         from .verify import GeometricVerifier, VerifyConfig
 
-        feature = mapdb.meta.get("features")   # match the features the map stores
+        feature = mapdb.meta.get("features")  # match the features the map stores
         verifier = GeometricVerifier(VerifyConfig(feature=feature if feature in ("sift", "orb") else "sift"))
-    cfg = DetectorConfig(top_k=conf["top_k"], min_score=max(-1.0, min(1.0, conf["min_score"])),
-                         verify=conf["verify"], min_inliers=conf["min_inliers"], mode="localization",
-                         verify_candidates=conf["verify_candidates"])
-    detector = LoopClosureDetector(extractor, mapdb, cfg, verifier=verifier)   # validates cfg now, not lazily
+    detector = LoopClosureDetector(extractor, mapdb, cfg, verifier=verifier)
 
     def detections():
         for path in images:
-            detector.reset()   # each query image is independent: no keyframe policy between them
+            detector.reset()  # each query image is independent: no keyframe policy between them
             yield path, detector.process(read_image(path), stamp=0.0, source=str(path))
 
     return detections()
@@ -78,16 +99,20 @@ def query_images(mapdb, extractor, images: Iterable[Path], conf: dict | None = N
 
 def candidate_json(c) -> dict:
     """A candidate as plain data (the ``structvpr query --json`` format)."""
-    return {"map_id": int(c.map_id), "score": float(c.score), "source": c.source,
-            "pose": c.pose.to_dict() if c.pose is not None else None,
-            "inliers": None if c.inliers is None else int(c.inliers)}
+    return {
+        "map_id": int(c.map_id),
+        "score": float(c.score),
+        "source": c.source,
+        "pose": c.pose.to_dict() if c.pose is not None else None,
+        "inliers": None if c.inliers is None else int(c.inliers),
+    }
 
 
 def map_info(map_dir: Path) -> dict:
     """A map's manifest plus its path and size, after checking that the map loads."""
     from .mapdb import MANIFEST, MapDatabase
 
-    mapdb = MapDatabase.load(map_dir)   # full validation; MapError with the reason otherwise
+    mapdb = MapDatabase.load(map_dir)  # full validation; MapError with the reason otherwise
     try:
         info = json.loads((mapdb.path / MANIFEST).read_text(encoding="utf-8"))
         info["path"] = str(mapdb.path)

@@ -73,8 +73,9 @@ class PartitionConfig:
         if self.n_m < self.n_t:
             raise ConfigError(f"n_m: must be >= n_t ({self.n_t}), got {self.n_m}")
         if len(self.constant_weights) not in (2, 4):
-            raise ConfigError(f"constant_weights: expected 4 (D1..D4) or 2 (S1, S2) values, "
-                              f"got {len(self.constant_weights)}")
+            raise ConfigError(
+                f"constant_weights: expected 4 (D1..D4) or 2 (S1, S2) values, got {len(self.constant_weights)}"
+            )
         if any(w < 0 or not math.isfinite(w) for w in self.constant_weights):
             raise ConfigError(f"constant_weights: values must be finite and >= 0, got {self.constant_weights}")
         if self.search_depth != 0 and self.search_depth < self.n_m:
@@ -89,6 +90,7 @@ class PartitionConfig:
 
 # ---------------------------------------------------------------- groups and weights (pure)
 
+
 def _ranks(a) -> np.ndarray:
     a = np.asarray(a, dtype=np.int64)
     if a.size and a.min() < 1:
@@ -99,11 +101,11 @@ def _ranks(a) -> np.ndarray:
 def groups_gp_d(x, y, n_t: int = 10) -> np.ndarray:
     """Group index 0..3 (D1..D4) of each pair."""
     x, y = _ranks(x), _ranks(y)
-    g = np.full(x.shape, 3, dtype=np.int64)          # D4: x > N_t
+    g = np.full(x.shape, 3, dtype=np.int64)  # D4: x > N_t
     seg_ok = x <= n_t
-    g[seg_ok & (y > n_t)] = 0                         # D1: only the seg branch retrieves p
-    g[seg_ok & (x <= y) & (y <= n_t)] = 1             # D2: both, seg ranks p at least as high
-    g[seg_ok & (y < x)] = 2                           # D3: both, RGB ranks p higher
+    g[seg_ok & (y > n_t)] = 0  # D1: only the seg branch retrieves p
+    g[seg_ok & (x <= y) & (y <= n_t)] = 1  # D2: both, seg ranks p at least as high
+    g[seg_ok & (y < x)] = 2  # D3: both, RGB ranks p higher
     return g
 
 
@@ -112,7 +114,7 @@ def phi_gp_d(x, y, n_t: int = 10, n_m: int = 20) -> np.ndarray:
     x, y = _ranks(x), _ranks(y)
     g = groups_gp_d(x, y, n_t)
     xf, yf = x.astype(np.float64), y.astype(np.float64)
-    log = np.log1p(xf)                                 # ln(1 + x) >= ln 2 since x >= 1
+    log = np.log1p(xf)  # ln(1 + x) >= ln 2 since x >= 1
     phi = np.zeros(x.shape, dtype=np.float64)
     d1, d2, d3 = g == 0, g == 1, g == 2
     phi[d1] = 1.0 + (np.minimum(n_m, yf[d1]) - xf[d1]) / (4.0 * log[d1])
@@ -159,8 +161,10 @@ def assign(x, y, cfg: PartitionConfig) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- ranks by retrieval
 
-def retrieval_ranks(db_desc: np.ndarray, q_desc: np.ndarray, query: np.ndarray, positive: np.ndarray,
-                    depth: int) -> np.ndarray:
+
+def retrieval_ranks(
+    db_desc: np.ndarray, q_desc: np.ndarray, query: np.ndarray, positive: np.ndarray, depth: int
+) -> np.ndarray:
     """Rank (from 1) of database item ``positive[i]`` in the retrieval list of query ``query[i]``.
 
     Exact inner-product search with faiss over ``db_desc``; ranks beyond ``depth`` are
@@ -183,9 +187,9 @@ def retrieval_ranks(db_desc: np.ndarray, q_desc: np.ndarray, query: np.ndarray, 
     index.add(db)
     wanted = np.unique(query)
     k = min(depth, db.shape[0])
-    _, found = index.search(qs[wanted], k)            # (len(wanted), k) database ids, best first
+    _, found = index.search(qs[wanted], k)  # (len(wanted), k) database ids, best first
     row = np.searchsorted(wanted, query)
-    hit = found[row] == positive[:, None]             # (pairs, k)
+    hit = found[row] == positive[:, None]  # (pairs, k)
     any_hit = hit.any(axis=1)
     ranks[any_hit] = hit[any_hit].argmax(axis=1) + 1
     return ranks
@@ -193,9 +197,11 @@ def retrieval_ranks(db_desc: np.ndarray, q_desc: np.ndarray, query: np.ndarray, 
 
 # ---------------------------------------------------------------- result, summary, files
 
+
 @dataclass
 class Partition:
     """Per-pair result of the partition. ``group`` indexes ``names``."""
+
     query: np.ndarray
     positive: np.ndarray
     x: np.ndarray
@@ -209,13 +215,20 @@ class Partition:
 
     def lookup(self) -> dict[tuple[int, int], float]:
         """φ by (query index, positive index)."""
-        return {(int(q), int(p)): float(f) for q, p, f in zip(self.query, self.positive, self.phi)}
+        return {(int(q), int(p)): float(f) for q, p, f in zip(self.query, self.positive, self.phi, strict=True)}
 
 
 def partition_pairs(query, positive, x, y, cfg: PartitionConfig) -> Partition:
     group, phi = assign(x, y, cfg)
-    return Partition(np.asarray(query, dtype=np.int64), np.asarray(positive, dtype=np.int64),
-                     _ranks(x), _ranks(y), group, phi, group_names(cfg))
+    return Partition(
+        np.asarray(query, dtype=np.int64),
+        np.asarray(positive, dtype=np.int64),
+        _ranks(x),
+        _ranks(y),
+        group,
+        phi,
+        group_names(cfg),
+    )
 
 
 def summarize(part: Partition, cfg: PartitionConfig) -> dict:
@@ -224,8 +237,11 @@ def summarize(part: Partition, cfg: PartitionConfig) -> dict:
     for i, name in enumerate(part.names):
         sel = part.group == i
         count = int(sel.sum())
-        groups[name] = {"count": count, "ratio": count / n if n else 0.0,
-                        "mean_phi": float(part.phi[sel].mean()) if count else 0.0}
+        groups[name] = {
+            "count": count,
+            "ratio": count / n if n else 0.0,
+            "mean_phi": float(part.phi[sel].mean()) if count else 0.0,
+        }
     top = max(1.0, float(part.phi.max())) if n else 1.0
     counts, edges = np.histogram(part.phi, bins=cfg.histogram_bins, range=(0.0, top))
     return {
@@ -243,7 +259,7 @@ def _pairs_csv(part: Partition) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["query", "positive", "x", "y", "group", "phi"])
-    for q, p, x, y, g, f in zip(part.query, part.positive, part.x, part.y, part.group, part.phi):
+    for q, p, x, y, g, f in zip(part.query, part.positive, part.x, part.y, part.group, part.phi, strict=True):
         w.writerow([int(q), int(p), int(x), int(y), part.names[g], repr(float(f))])
     return buf.getvalue()
 
@@ -270,7 +286,7 @@ def write_partition(part: Partition, cfg: PartitionConfig, out_dir: str | Path) 
     summary = summarize(part, cfg)
     atomic_write_text(out / "pairs.csv", _pairs_csv(part))
     _histogram_png(summary, out / "phi_histogram.png")
-    atomic_write_json(out / "partition.json", summary)   # last: its presence means "complete"
+    atomic_write_json(out / "partition.json", summary)  # last: its presence means "complete"
     return summary
 
 
@@ -286,9 +302,14 @@ def read_partition(out_dir: str | Path) -> Partition:
     names = tuple(summary["groups"])
     try:
         col = {k: [r[k] for r in rows] for k in ("query", "positive", "x", "y", "group", "phi")}
-        return Partition(np.asarray(col["query"], dtype=np.int64), np.asarray(col["positive"], dtype=np.int64),
-                         np.asarray(col["x"], dtype=np.int64), np.asarray(col["y"], dtype=np.int64),
-                         np.asarray([names.index(g) for g in col["group"]], dtype=np.int64),
-                         np.asarray(col["phi"], dtype=np.float64), names)
+        return Partition(
+            np.asarray(col["query"], dtype=np.int64),
+            np.asarray(col["positive"], dtype=np.int64),
+            np.asarray(col["x"], dtype=np.int64),
+            np.asarray(col["y"], dtype=np.int64),
+            np.asarray([names.index(g) for g in col["group"]], dtype=np.int64),
+            np.asarray(col["phi"], dtype=np.float64),
+            names,
+        )
     except (KeyError, ValueError) as e:
         raise DatasetError(f"{out / 'pairs.csv'}: malformed partition file ({e})") from None

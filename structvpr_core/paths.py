@@ -18,3 +18,9 @@ def corridor_root() -> Path:
     """
     env = os.environ.get("STRUCTVPR_CORRIDOR")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "datasets" / "corridor"
+
+
+def corridor_if_present() -> Path | None:
+    """``corridor_root()`` when the route is there (its ground truth exists), else None."""
+    root = corridor_root()
+    return root if (root / "ground_truth.csv").is_file() else None

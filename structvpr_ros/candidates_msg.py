@@ -20,8 +20,8 @@ def sec_to_stamp(t: float | None):
 
     if t is None or not math.isfinite(t) or t < 0:
         return Time()
-    sec = int(math.floor(t))
-    nanosec = int(round((t - sec) * 1e9))
+    sec = math.floor(t)
+    nanosec = round((t - sec) * 1e9)
     if nanosec >= 1_000_000_000:  # rounding up to the next second
         sec, nanosec = sec + 1, nanosec - 1_000_000_000
     return Time(sec=sec, nanosec=nanosec)

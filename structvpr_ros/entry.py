@@ -10,7 +10,7 @@ rclpy is imported only when used, so that ``--help`` and argument errors need no
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from structvpr_core.errors import StructVPRError
 

@@ -22,7 +22,7 @@ class LatestSlot(Generic[T]):
         self._has_item = False
         self._closed = False
         self.received = 0  # items offered with put()
-        self.dropped = 0   # items replaced before anyone took them
+        self.dropped = 0  # items replaced before anyone took them
 
     def put(self, item: T) -> bool:
         """Store ``item``; returns True when it replaced an item nobody had taken."""

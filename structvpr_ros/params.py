@@ -31,13 +31,18 @@ DESCRIPTIONS = {
     "compressed": "Subscribe to sensor_msgs/CompressedImage (e.g. <camera>/image_raw/compressed).",
     "camera_info_topic": "Optional sensor_msgs/CameraInfo topic; its K is used by geometric verification. '' = none.",
     "pose_topic": "Optional pose topic for mapping mode (keyframe poses). '' = none.",
-    "pose_type": ("Message type on pose_topic: 'odometry' (nav_msgs/Odometry) or 'pose_stamped' "
-                  "(geometry_msgs/PoseStamped)."),
+    "pose_type": (
+        "Message type on pose_topic: 'odometry' (nav_msgs/Odometry) or 'pose_stamped' (geometry_msgs/PoseStamped)."
+    ),
     "pose_max_gap_s": "Largest gap between two poses, or between the newest pose and an image, to attach a pose to it.",
-    "map_path": ("Map database directory. Localization: a prebuilt map (read-only). Mapping: loaded if present, "
-                 "else created; saved there."),
-    "checkpoint": ("Model checkpoint (.pt, or an .onnx from structvpr export). '' = the ImageNet-initialised RGB "
-                   "branch; must match the map's model."),
+    "map_path": (
+        "Map database directory. Localization: a prebuilt map (read-only). Mapping: loaded if present, "
+        "else created; saved there."
+    ),
+    "checkpoint": (
+        "Model checkpoint (.pt, or an .onnx from structvpr export). '' = the ImageNet-initialised RGB "
+        "branch; must match the map's model."
+    ),
     "device": "Where the model runs: auto (cuda if available), cuda or cpu.",
     "backend": "Inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU), torch, onnxruntime or tensorrt.",
     "cpu_threads": "CPU threads of the model, torch and ONNX Runtime (0 = library default).",
@@ -52,12 +57,14 @@ DESCRIPTIONS = {
     "temporal_exclusion_s": "Mapping: keyframes more recent than this (seconds before the query) are not candidates.",
     "keyframe_min_interval_s": "Mapping: least time between two keyframes added to the map.",
     "keyframe_min_distance_m": "Mapping: least travelled distance between two keyframes (needs poses).",
-    "keyframe_max_similarity": ("Mapping: a frame more similar than this to the last keyframe is not added "
-                                "(1 = no novelty test)."),
+    "keyframe_max_similarity": (
+        "Mapping: a frame more similar than this to the last keyframe is not added (1 = no novelty test)."
+    ),
     "session": "Mapping: session name stored with every keyframe added.",
     "save_map_on_shutdown": "Mapping: save the map to map_path when the node shuts down.",
-    "qos_reliability": ("Image subscription reliability: best_effort (also receives from reliable publishers) "
-                        "or reliable."),
+    "qos_reliability": (
+        "Image subscription reliability: best_effort (also receives from reliable publishers) or reliable."
+    ),
     "qos_depth": "Image subscription queue depth (the node keeps only the newest frame anyway).",
     "frame_id": "frame_id written into published headers; '' = the image's own frame_id.",
     "diagnostics_period_s": "Period of /diagnostics messages in seconds.",
@@ -82,7 +89,7 @@ class NodeParams:
     map_path: str = ""
     checkpoint: str = ""
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    backend: str = "auto"            # one of structvpr_core.backends.providers.BACKENDS
+    backend: str = "auto"  # one of structvpr_core.backends.providers.BACKENDS
     cpu_threads: int = 0
     image_width: int = 640
     image_height: int = 480
@@ -108,12 +115,12 @@ class NodeParams:
 
         Files are looked for by ``check_files``, at start only.
         """
+
         def need(ok: bool, name: str, rule: str) -> None:
             if not ok:
                 raise ConfigError(f"{_parameter(name)}: {rule}, got {getattr(self, name)!r}")
 
-        need(bool(self.image_topic.strip()) and " " not in self.image_topic, "image_topic",
-             "must be a topic name")
+        need(bool(self.image_topic.strip()) and " " not in self.image_topic, "image_topic", "must be a topic name")
         need(" " not in self.camera_info_topic, "camera_info_topic", "must be a topic name or ''")
         need(" " not in self.pose_topic, "pose_topic", "must be a topic name or ''")
         need(self.pose_max_gap_s > 0, "pose_max_gap_s", "must be > 0")
@@ -129,8 +136,10 @@ class NodeParams:
     def check_files(self) -> None:
         """The map (localization) and the checkpoint must exist; checked when the node starts."""
         if self.mode == "localization" and not Path(self.map_path).exists():
-            raise ConfigError(f"parameter 'map_path': no map at {self.map_path} "
-                              "(localization mode needs a prebuilt map; build one with structvpr build-map)")
+            raise ConfigError(
+                f"parameter 'map_path': no map at {self.map_path} "
+                "(localization mode needs a prebuilt map; build one with structvpr build-map)"
+            )
         if self.checkpoint and not Path(self.checkpoint).is_file():
             raise ConfigError(f"parameter 'checkpoint': no such file {self.checkpoint}")
 
@@ -196,8 +205,9 @@ def declare_and_read(node) -> NodeParams:
     defaults = NodeParams()
     values = {}
     for field in dataclasses.fields(NodeParams):
-        descriptor = ParameterDescriptor(description=DESCRIPTIONS[field.name], dynamic_typing=True,
-                                         read_only=field.name not in LIVE_PARAMETERS)
+        descriptor = ParameterDescriptor(
+            description=DESCRIPTIONS[field.name], dynamic_typing=True, read_only=field.name not in LIVE_PARAMETERS
+        )
         param = node.declare_parameter(field.name, getattr(defaults, field.name), descriptor)
         values[field.name] = param.value
     # A misspelt name in a params file would otherwise be ignored silently. rclpy keeps the

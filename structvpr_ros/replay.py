@@ -17,9 +17,9 @@ import argparse
 import csv
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -32,49 +32,83 @@ PROG = "structvpr_replay"
 
 @dataclass
 class Frame:
-    image: np.ndarray        # H×W×3 uint8 BGR
-    stamp: float | None      # recorded stamp (bags), None for image files
-    source: str              # file path, or "<bag>#<topic>@<stamp ns>"
-    frame_id: str = ""       # recorded frame_id (bags)
+    image: np.ndarray  # H×W×3 uint8 BGR
+    stamp: float | None  # recorded stamp (bags), None for image files
+    source: str  # file path, or "<bag>#<topic>@<stamp ns>"
+    frame_id: str = ""  # recorded frame_id (bags)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="structvpr_replay",
         description="Publish the images of a folder or a rosbag2 as a camera would (sensor_msgs/Image "
-                    "or CompressedImage), to drive the structvpr node without a camera.",
+        "or CompressedImage), to drive the structvpr node without a camera.",
         epilog="ROS arguments may follow --ros-args (e.g. --ros-args -r __ns:=/robot). Set "
-               "FASTDDS_DEFAULT_PROFILES_FILE to config/fastdds_profile.xml (install/setup.bash does) "
-               "so that large raw frames reach best-effort subscribers.")
+        "FASTDDS_DEFAULT_PROFILES_FILE to config/fastdds_profile.xml (install/setup.bash does) "
+        "so that large raw frames reach best-effort subscribers.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, metavar="DIR", help="folder of images, published in name order")
     src.add_argument("--bag", type=Path, metavar="BAG", help="rosbag2 (sqlite3 or mcap) holding an image topic")
     p.add_argument("--bag-topic", metavar="T", help="image topic inside the bag (required with --bag)")
-    p.add_argument("--topic", default=None, metavar="T",
-                   help="output topic (default: the bag topic with --bag, else /camera/image_raw, or "
-                        "/camera/image_raw/compressed with --compressed)")
-    p.add_argument("--rate", type=float, default=None, metavar="HZ",
-                   help="frames per second (default 10 for --images; the recorded timing for --bag)")
+    p.add_argument(
+        "--topic",
+        default=None,
+        metavar="T",
+        help="output topic (default: the bag topic with --bag, else /camera/image_raw, or "
+        "/camera/image_raw/compressed with --compressed)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="frames per second (default 10 for --images; the recorded timing for --bag)",
+    )
     p.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C or --count)")
     p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N frames (0 = no limit)")
     p.add_argument("--compressed", action="store_true", help="publish sensor_msgs/CompressedImage (jpeg)")
     p.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="jpeg quality with --compressed")
     p.add_argument("--size", metavar="WxH", help="resize frames before publishing (e.g. 640x480)")
-    p.add_argument("--frame-id", default=None, metavar="F",
-                   help="header.frame_id (default: the recorded one for bags, else camera)")
-    p.add_argument("--stamps", choices=("now", "original"), default=None,
-                   help="header stamps: the publication time (now; default for --images) or the recorded "
-                        "stamps (original; default for --bag)")
-    p.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable",
-                   help="publisher reliability (reliable reaches both kinds of subscriber; default)")
-    p.add_argument("--wait-subscriber", type=float, default=30.0, metavar="S",
-                   help="wait up to S seconds for a subscriber before the first frame (0 = do not wait)")
-    p.add_argument("--pace-by", metavar="TOPIC",
-                   help="after each frame wait for the LoopClosureCandidates answering it on TOPIC")
-    p.add_argument("--pace-timeout", type=float, default=10.0, metavar="S",
-                   help="longest wait for an answer with --pace-by (then go on)")
-    p.add_argument("--stamps-out", type=Path, metavar="CSV",
-                   help="write index,sec,nanosec,source of every published frame")
+    p.add_argument(
+        "--frame-id",
+        default=None,
+        metavar="F",
+        help="header.frame_id (default: the recorded one for bags, else camera)",
+    )
+    p.add_argument(
+        "--stamps",
+        choices=("now", "original"),
+        default=None,
+        help="header stamps: the publication time (now; default for --images) or the recorded "
+        "stamps (original; default for --bag)",
+    )
+    p.add_argument(
+        "--qos",
+        choices=("reliable", "best_effort"),
+        default="reliable",
+        help="publisher reliability (reliable reaches both kinds of subscriber; default)",
+    )
+    p.add_argument(
+        "--wait-subscriber",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="wait up to S seconds for a subscriber before the first frame (0 = do not wait)",
+    )
+    p.add_argument(
+        "--pace-by", metavar="TOPIC", help="after each frame wait for the LoopClosureCandidates answering it on TOPIC"
+    )
+    p.add_argument(
+        "--pace-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="longest wait for an answer with --pace-by (then go on)",
+    )
+    p.add_argument(
+        "--stamps-out", type=Path, metavar="CSV", help="write index,sec,nanosec,source of every published frame"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no per-run summary on stderr")
     return p
 
@@ -122,7 +156,7 @@ def frames_from_bag(bag: Path, topic: str) -> Iterator[Frame]:
 def _frames(args) -> Iterator[Frame]:
     while True:
         produced = False
-        for frame in (frames_from_folder(args.images) if args.images else frames_from_bag(args.bag, args.bag_topic)):
+        for frame in frames_from_folder(args.images) if args.images else frames_from_bag(args.bag, args.bag_topic):
             produced = True
             yield frame
         if not args.loop or not produced:
@@ -224,7 +258,7 @@ class Replayer:
             published += 1
             if args.pace_by:
                 key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-                if not self._spin_until(lambda: key in self._answered, time.monotonic() + args.pace_timeout):
+                if not self._spin_until(lambda key=key: key in self._answered, time.monotonic() + args.pace_timeout):
                     unanswered += 1
                 self._answered.discard(key)
         seconds = 0.0 if start is None else time.monotonic() - start
@@ -272,8 +306,9 @@ def replay(args) -> None:
         size = parse_size(args.size)
         replayer = Replayer(node, args)
         if not replayer.wait_for_subscriber():
-            node.get_logger().warning(f"no subscriber on {replayer.pub.topic_name} after "
-                                      f"{args.wait_subscriber:.0f} s; publishing anyway")
+            node.get_logger().warning(
+                f"no subscriber on {replayer.pub.topic_name} after {args.wait_subscriber:.0f} s; publishing anyway"
+            )
         writer = None
         if args.stamps_out:
             args.stamps_out.parent.mkdir(parents=True, exist_ok=True)
@@ -283,8 +318,10 @@ def replay(args) -> None:
         summary = replayer.run(_frames(args), size, writer)
         if not args.quiet:
             extra = f", {summary['unanswered']} unanswered" if args.pace_by else ""
-            node.get_logger().info(f"published {summary['published']} frames on {replayer.pub.topic_name} "
-                                   f"in {summary['seconds']:.1f} s{extra}")
+            node.get_logger().info(
+                f"published {summary['published']} frames on {replayer.pub.topic_name} "
+                f"in {summary['seconds']:.1f} s{extra}"
+            )
         time.sleep(0.2)  # let the last reliable frame leave before the participant goes
     finally:
         if out is not None:

@@ -45,11 +45,10 @@ class NodeStats:
         with self._lock:
             self.failed += 1
 
-    def on_processed(self, extract_ms: float, search_ms: float, verify_ms: float,
-                     end_to_end_ms: float) -> None:
+    def on_processed(self, extract_ms: float, search_ms: float, verify_ms: float, end_to_end_ms: float) -> None:
         with self._lock:
             self.processed += 1
-            for k, v in zip(LATENCY_KEYS, (extract_ms, search_ms, verify_ms, end_to_end_ms)):
+            for k, v in zip(LATENCY_KEYS, (extract_ms, search_ms, verify_ms, end_to_end_ms), strict=True):
                 self._lat[k].append(float(v))
 
     def percentiles(self, key: str, qs=(50, 95)) -> tuple[float, ...]:
@@ -67,9 +66,15 @@ class NodeStats:
             rx_hz = (self.received - self._last_received) / dt
             proc_hz = (self.processed - self._last_processed) / dt
             self._last_snapshot, self._last_received, self._last_processed = now, self.received, self.processed
-            out = {"input_rate_hz": rx_hz, "processing_rate_hz": proc_hz,
-                   "received": self.received, "processed": self.processed,
-                   "malformed": self.malformed, "failed": self.failed, "skipped": self.skipped}
+            out = {
+                "input_rate_hz": rx_hz,
+                "processing_rate_hz": proc_hz,
+                "received": self.received,
+                "processed": self.processed,
+                "malformed": self.malformed,
+                "failed": self.failed,
+                "skipped": self.skipped,
+            }
         for k in LATENCY_KEYS:
             p50, p95 = self.percentiles(k)
             out[f"{k}_p50"], out[f"{k}_p95"] = p50, p95

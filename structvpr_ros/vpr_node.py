@@ -57,8 +57,14 @@ def build_detector(params: NodeParams, logger):
         import torch
 
         torch.set_num_threads(params.cpu_threads)
-    extractor = Extractor(params.checkpoint or None, device=params.device, backend=params.backend,
-                          threads=params.cpu_threads or None, image_size=params.image_size, batch_size=1)
+    extractor = Extractor(
+        params.checkpoint or None,
+        device=params.device,
+        backend=params.backend,
+        threads=params.cpu_threads or None,
+        image_size=params.image_size,
+        batch_size=1,
+    )
     if params.mode == "mapping" and not Path(params.map_path).exists():
         logger.info(f"mapping: no map at {params.map_path} yet, starting an empty one")
         mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim)
@@ -103,8 +109,10 @@ class VprNode(Node):
         self.params = declare_and_read(self)  # ConfigError -> the node refuses to start
         p = self.params
         log = self.get_logger()
-        log.info(f"loading model ({p.checkpoint or 'ImageNet RGB branch'}, device {p.device}) "
-                 f"and map {p.map_path} ({p.mode})")
+        log.info(
+            f"loading model ({p.checkpoint or 'ImageNet RGB branch'}, device {p.device}) "
+            f"and map {p.map_path} ({p.mode})"
+        )
         self._detector, extractor = build_detector(p, log)
         self._device = str(extractor.device)
         self._warm_up(extractor)
@@ -120,6 +128,7 @@ class VprNode(Node):
 
         from diagnostic_msgs.msg import DiagnosticArray
         from std_srvs.srv import Trigger
+
         from structvpr_msgs.msg import LoopClosureCandidates
 
         self._pub = self.create_publisher(LoopClosureCandidates, "~/loop_closures", 10)
@@ -135,9 +144,11 @@ class VprNode(Node):
         self._worker = threading.Thread(target=self._work, name="structvpr-worker", daemon=True)
         self._worker.start()
         kind = "CompressedImage" if p.compressed else "Image"
-        log.info(f"ready: {kind} on {self._resolved(p.image_topic)} ({p.qos_reliability}, depth "
-                 f"{p.qos_depth}) -> {self._pub.topic_name}; map has {len(self._detector.mapdb)} "
-                 f"keyframes; device {self._device}")
+        log.info(
+            f"ready: {kind} on {self._resolved(p.image_topic)} ({p.qos_reliability}, depth "
+            f"{p.qos_depth}) -> {self._pub.topic_name}; map has {len(self._detector.mapdb)} "
+            f"keyframes; device {self._device}"
+        )
 
     # ---- set-up -------------------------------------------------------------------------
 
@@ -172,13 +183,13 @@ class VprNode(Node):
             if p.pose_type == "odometry":
                 from nav_msgs.msg import Odometry
 
-                self.create_subscription(Odometry, p.pose_topic,
-                                         lambda m: self._on_pose(m.header.stamp, m.pose.pose), 50)
+                self.create_subscription(
+                    Odometry, p.pose_topic, lambda m: self._on_pose(m.header.stamp, m.pose.pose), 50
+                )
             else:
                 from geometry_msgs.msg import PoseStamped
 
-                self.create_subscription(PoseStamped, p.pose_topic,
-                                         lambda m: self._on_pose(m.header.stamp, m.pose), 50)
+                self.create_subscription(PoseStamped, p.pose_topic, lambda m: self._on_pose(m.header.stamp, m.pose), 50)
 
     # ---- parameters changed at run time (executor thread) ---------------------------------
 
@@ -199,8 +210,9 @@ class VprNode(Node):
             return
         self.params = with_changes(self.params, changes)  # a new object: the worker reads one per frame
         self._detector.set_config(self.params.detector_config())
-        self.get_logger().info("parameters changed: " + ", ".join(
-            f"{name}={getattr(self.params, name)!r}" for name in changes))
+        self.get_logger().info(
+            "parameters changed: " + ", ".join(f"{name}={getattr(self.params, name)!r}" for name in changes)
+        )
 
     # ---- callbacks (executor thread): keep them short -------------------------------------
 
@@ -284,8 +296,10 @@ class VprNode(Node):
             ok, suppressed = self._malformed_log.allow()
             if ok:
                 more = f" ({suppressed} more suppressed)" if suppressed else ""
-                self.get_logger().warning(f"skipping malformed image (stamp {stamp_to_sec(msg.header.stamp):.3f}, "
-                                          f"frame '{msg.header.frame_id}'): {e}{more}")
+                self.get_logger().warning(
+                    f"skipping malformed image (stamp {stamp_to_sec(msg.header.stamp):.3f}, "
+                    f"frame '{msg.header.frame_id}'): {e}{more}"
+                )
             return
         stamp = stamp_to_sec(msg.header.stamp)
         if stamp == 0.0:  # an unstamped camera: use arrival time for temporal exclusion
@@ -308,8 +322,7 @@ class VprNode(Node):
         if self._stop.is_set():
             return
         self._pub.publish(out)
-        self._stats.on_processed(det.extract_ms, det.search_ms, det.verify_ms,
-                                 (time.monotonic() - t_rx) * 1000.0)
+        self._stats.on_processed(det.extract_ms, det.search_ms, det.verify_ms, (time.monotonic() - t_rx) * 1000.0)
 
     # ---- diagnostics ------------------------------------------------------------------------
 
@@ -318,8 +331,7 @@ class VprNode(Node):
 
         s = self._stats.snapshot()
         p = self.params
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: loop closure",
-                                  hardware_id=self._device)
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: loop closure", hardware_id=self._device)
         if self._worker_error or not self._worker.is_alive():
             status.level, status.message = DiagnosticStatus.ERROR, "processing thread stopped"
         elif s["input_rate_hz"] == 0.0:
@@ -384,8 +396,10 @@ def _own(parameters) -> dict:
 def print_help() -> None:
     defaults = NodeParams()
     print(__doc__.strip())
-    print("\nParameters (set them in a params file, see config/vpr_node.yaml, or with -p name:=value;"
-          " * = may be changed while the node runs):")
+    print(
+        "\nParameters (set them in a params file, see config/vpr_node.yaml, or with -p name:=value;"
+        " * = may be changed while the node runs):"
+    )
     for name, text in DESCRIPTIONS.items():
         live = " *" if name in LIVE_PARAMETERS else ""
         print(f"  {name}{live} (default {getattr(defaults, name)!r})\n      {text}")
@@ -401,7 +415,7 @@ def _run_node() -> None:
 
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv[1:] if args is None else list(args)
-    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
     if "-h" in own or "--help" in own:
         print_help()
         return 0

@@ -32,8 +32,10 @@ def corridor() -> Path:
 def opencv_data() -> Path:
     """Real images of Debian's opencv-doc (graf1/graf3, leuvenA/B, ...), fetched by `make test`."""
     if not (OPENCV_DATA / "graf1.png").is_file():
-        pytest.fail(f"opencv-doc test images not found under {OPENCV_DATA}: run `make test` "
-                    "(or WITH_TEST_ASSETS=1 scripts/setup_env.sh)")
+        pytest.fail(
+            f"opencv-doc test images not found under {OPENCV_DATA}: run `make test` "
+            "(or WITH_TEST_ASSETS=1 scripts/setup_env.sh)"
+        )
     return OPENCV_DATA
 
 

@@ -22,7 +22,7 @@ from structvpr_core.mapdb import MapDatabase
 from structvpr_core.models import build_rgb_branch
 from structvpr_core.weights import file_sha256
 
-SIZE = (160, 120)   # Corridor's own resolution: small and real
+SIZE = (160, 120)  # Corridor's own resolution: small and real
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -46,11 +46,12 @@ def torch_extractor():
 
 # -- selection policy (pure: takes the available providers list) ------------------------------
 
+
 def test_policy_on_cpu():
     assert plan_backend("auto", "cpu", [CPU_EP]).providers == (CPU_EP,)
     assert plan_backend("auto", "cpu", [CPU_EP, CUDA_EP, TRT_EP]).name == "onnxruntime"
     assert plan_backend("torch", "cpu", [CPU_EP]).runtime == "torch"
-    fallback = plan_backend("auto", "cpu", None)                 # onnxruntime not installed
+    fallback = plan_backend("auto", "cpu", None)  # onnxruntime not installed
     assert fallback.runtime == "torch" and "onnxruntime is not installed" in fallback.warning
     with pytest.raises(ConfigError, match="onnxruntime package is not installed"):
         plan_backend("onnxruntime", "cpu", None)
@@ -64,8 +65,16 @@ def test_policy_on_cpu():
 
 def test_policy_on_cuda():
     # auto on CUDA: TensorRT when its provider exists, else PyTorch; ORT-CUDA only when asked.
-    trt = plan_backend("auto", "cuda", [TRT_EP, CUDA_EP, CPU_EP], device_index=1, half=True, max_batch=4,
-                       input_shape=(3, 480, 640), trt_cache_dir="/tmp/trt")
+    trt = plan_backend(
+        "auto",
+        "cuda",
+        [TRT_EP, CUDA_EP, CPU_EP],
+        device_index=1,
+        half=True,
+        max_batch=4,
+        input_shape=(3, 480, 640),
+        trt_cache_dir="/tmp/trt",
+    )
     names = [p if isinstance(p, str) else p[0] for p in trt.providers]
     assert trt.name == "tensorrt" and names == [TRT_EP, CUDA_EP, CPU_EP]
     opts = trt.providers[0][1]
@@ -83,19 +92,20 @@ def test_policy_on_cuda():
 
 # -- auto on this CPU ------------------------------------------------------------------------
 
+
 def test_auto_picks_onnxruntime_on_cpu_and_matches_torch(auto_extractor, torch_extractor, frames):
     ex = auto_extractor
     assert ex.backend == "onnxruntime" and ex.providers == [CPU_EP] and ex.precision == "fp32"
-    assert ex.model is None                                  # no PyTorch network kept in memory
+    assert ex.model is None  # no PyTorch network kept in memory
     assert ex.onnx_path.parent == cache_dir() and ex.onnx_path == cache_path(ex.fingerprint)
     assert sidecar_path(ex.onnx_path).is_file()
-    assert ex.fingerprint == torch_extractor.fingerprint      # maps work across backends
-    assert ex.runner.session.get_session_options().intra_op_num_threads == 1   # follows torch's count
+    assert ex.fingerprint == torch_extractor.fingerprint  # maps work across backends
+    assert ex.runner.session.get_session_options().intra_op_num_threads == 1  # follows torch's count
     a, b = ex.embed_paths(frames, progress=False), torch_extractor.embed_paths(frames, progress=False)
     cos = (a * b).sum(axis=1)
     assert cos.min() >= 0.999, cos.min()
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    rgb = ex.embed([read_image(frames[0])[:, :, ::-1].copy()], color="rgb")   # colour order handled
+    rgb = ex.embed([read_image(frames[0])[:, :, ::-1].copy()], color="rgb")  # colour order handled
     assert np.allclose(rgb, a[:1], atol=1e-5)
 
 
@@ -112,33 +122,38 @@ def test_cache_is_reused_and_a_damaged_entry_is_exported_again(auto_extractor):
     path = auto_extractor.onnx_path
     before = path.stat().st_mtime_ns
     again = Extractor(device="cpu", image_size=SIZE, threads=2)
-    assert again.onnx_path == path and path.stat().st_mtime_ns == before     # no second export
+    assert again.onnx_path == path and path.stat().st_mtime_ns == before  # no second export
     assert again.runner.session.get_session_options().intra_op_num_threads == 2
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF                                            # one flipped byte
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
     path.write_bytes(bytes(data))
-    repaired = Extractor(device="cpu", image_size=SIZE)                     # a cache entry: re-exported
+    repaired = Extractor(device="cpu", image_size=SIZE)  # a cache entry: re-exported
     assert repaired.backend == "onnxruntime"
     assert file_sha256(path) == json.loads(sidecar_path(path).read_text())["onnx_sha256"]
 
 
 def test_two_processes_exporting_the_same_model_do_not_clash(tmp_path):
-    code = ("import sys, torch; torch.set_num_threads(1)\n"
-            "from structvpr_core.extractor import Extractor\n"
-            "e = Extractor(device='cpu', image_size=(64, 48))\n"
-            "print(e.backend, e.onnx_path)\n")
+    code = (
+        "import sys, torch; torch.set_num_threads(1)\n"
+        "from structvpr_core.extractor import Extractor\n"
+        "e = Extractor(device='cpu', image_size=(64, 48))\n"
+        "print(e.backend, e.onnx_path)\n"
+    )
     env = {**__import__("os").environ, "STRUCTVPR_CACHE": str(tmp_path)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1].decode()[-500:] for o in outs]
     lines = {o[0].decode().strip() for o in outs}
     assert len(lines) == 1 and lines.pop().startswith("onnxruntime ")
     files = sorted(p.name for p in (tmp_path / "onnx").iterdir() if not p.name.endswith(".lock"))
-    assert len(files) == 2 and files[1] == files[0] + ".json"               # one model, one sidecar, no temp left
+    assert len(files) == 2 and files[1] == files[0] + ".json"  # one model, one sidecar, no temp left
 
 
 # -- explicit ONNX files: clear errors naming the file ----------------------------------------
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, auto_extractor):
@@ -175,15 +190,20 @@ def test_wrong_input_size(exported):
 def test_wrong_weights(exported, tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "other.pt"
-    save_checkpoint(ckpt, build_rgb_branch(pretrained=False), architecture="structvpr-rgb-mobilenetv2",
-                    descriptor_dim=448, config={"synthetic": True})
+    save_checkpoint(
+        ckpt,
+        build_rgb_branch(pretrained=False),
+        architecture="structvpr-rgb-mobilenetv2",
+        descriptor_dim=448,
+        config={"synthetic": True},
+    )
     with pytest.raises(CheckpointError, match=r"model\.onnx: exported from another model \(weights_sha256"):
         Extractor(ckpt, device="cpu", image_size=SIZE, onnx_model=exported)
 
 
 def test_corrupted_or_truncated_file(exported, tmp_path):
     bad = _copy(exported, tmp_path / "bad.onnx")
-    bad.write_bytes(bad.read_bytes()[:1000])                                # truncated
+    bad.write_bytes(bad.read_bytes()[:1000])  # truncated
     with pytest.raises(CheckpointError, match=r"bad\.onnx: contents differ from its sidecar"):
         Extractor(bad, device="cpu", image_size=SIZE)
     # Garbage whose sidecar was made to agree: ONNX Runtime's refusal, named.
@@ -205,7 +225,7 @@ def test_bad_sidecars(exported, tmp_path):
     sidecar_path(broken).write_text('{"format": "structvpr-onnx", "fingerp')
     with pytest.raises(CheckpointError, match=r"broken\.onnx\.json: unreadable or corrupted"):
         Extractor(broken, device="cpu", image_size=SIZE)
-    wrong_dim = _copy(exported, tmp_path / "dim.onnx")                      # sidecar says 512-d, graph gives 448
+    wrong_dim = _copy(exported, tmp_path / "dim.onnx")  # sidecar says 512-d, graph gives 448
     meta = json.loads(sidecar_path(wrong_dim).read_text())
     meta["fingerprint"]["descriptor_dim"] = 512
     sidecar_path(wrong_dim).write_text(json.dumps(meta))
@@ -226,13 +246,17 @@ def test_auto_falls_back_to_torch_when_the_cache_is_unwritable(tmp_path, monkeyp
     expected = torch_extractor.embed_paths(frames[:1], progress=False)
     assert np.allclose(ex.embed_paths(frames[:1], progress=False), expected, atol=1e-5)
     with pytest.raises(CheckpointError, match="cannot write the ONNX cache"):
-        Extractor(device="cpu", image_size=SIZE, backend="onnxruntime")   # asked for explicitly: an error
+        Extractor(device="cpu", image_size=SIZE, backend="onnxruntime")  # asked for explicitly: an error
 
 
 def test_cached_onnx_checks_the_fingerprint(tmp_path, auto_extractor):
     fp = dict(auto_extractor.fingerprint)
-    path, made = cached_onnx(fp, lambda: pytest.fail("must not export: the entry exists"),
-                             source={}, directory=auto_extractor.onnx_path.parent)
+    path, made = cached_onnx(
+        fp,
+        lambda: pytest.fail("must not export: the entry exists"),
+        source={},
+        directory=auto_extractor.onnx_path.parent,
+    )
     assert path == auto_extractor.onnx_path and not made
     # An entry whose sidecar names other weights (e.g. copied by hand) is replaced, not used.
     other = dict(fp, weights_sha256="0" * 64)
@@ -246,11 +270,15 @@ def test_explicit_export_roundtrip(tmp_path):
     model = build_rgb_branch(pretrained=True).eval()
     out = tmp_path / "m.onnx"
     export_onnx(model, out, image_size=(64, 48))
-    fp = {"architecture": "structvpr-rgb-mobilenetv2", "weights_sha256": "f" * 64, "input_size": [64, 48],
-          "descriptor_dim": 448}
+    fp = {
+        "architecture": "structvpr-rgb-mobilenetv2",
+        "weights_sha256": "f" * 64,
+        "input_size": [64, 48],
+        "descriptor_dim": 448,
+    }
     write_sidecar(out, make_sidecar(out, fingerprint=fp, source={"synthetic": True}))
     ex = Extractor(out, device="cpu", image_size=(64, 48))
-    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)   # synthetic noise image
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)  # synthetic noise image
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = (torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std

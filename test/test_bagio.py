@@ -20,20 +20,32 @@ T = TS.types
 
 def _header(t: float, frame="cam"):
     sec = int(t)
-    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=int(round((t - sec) * 1e9))),
-                                    frame_id=frame)
+    return T["std_msgs/msg/Header"](
+        stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=round((t - sec) * 1e9)), frame_id=frame
+    )
 
 
 def _pose_msg(p: Pose):
     P = T["geometry_msgs/msg/Pose"]
-    return P(position=T["geometry_msgs/msg/Point"](x=p.position[0], y=p.position[1], z=p.position[2]),
-             orientation=T["geometry_msgs/msg/Quaternion"](x=p.orientation[0], y=p.orientation[1],
-                                                           z=p.orientation[2], w=p.orientation[3]))
+    return P(
+        position=T["geometry_msgs/msg/Point"](x=p.position[0], y=p.position[1], z=p.position[2]),
+        orientation=T["geometry_msgs/msg/Quaternion"](
+            x=p.orientation[0], y=p.orientation[1], z=p.orientation[2], w=p.orientation[3]
+        ),
+    )
 
 
-def write_bag(path: Path, images: list[tuple[float, np.ndarray]], poses: list[tuple[float, Pose]] = (),
-              storage: str = "sqlite3", compressed: bool = False, pose_type: str = "PoseStamped",
-              image_topic: str = "/cam/image", pose_topic: str = "/pose", pad: int = 4) -> Path:
+def write_bag(
+    path: Path,
+    images: list[tuple[float, np.ndarray]],
+    poses: list[tuple[float, Pose]] = (),
+    storage: str = "sqlite3",
+    compressed: bool = False,
+    pose_type: str = "PoseStamped",
+    image_topic: str = "/cam/image",
+    pose_topic: str = "/pose",
+    pad: int = 4,
+) -> Path:
     """A rosbag2 with BGR ``images`` (as rgb8 Image with padded rows, or jpeg CompressedImage) and poses."""
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(path, version=9, storage_plugin=plugin) as w:
@@ -45,21 +57,31 @@ def write_bag(path: Path, images: list[tuple[float, np.ndarray]], poses: list[tu
         for t, kind, obj in sorted(events, key=lambda e: (e[0], e[1])):
             if kind == "img":
                 if compressed:
-                    ok, buf = cv2.imencode(".png", obj)
+                    _ok, buf = cv2.imencode(".png", obj)
                     msg = T[img_type](header=_header(t), format="png", data=buf.ravel())
                 else:
                     h, wd = obj.shape[:2]
                     rows = np.concatenate([obj[:, :, ::-1].reshape(h, -1), np.zeros((h, pad), np.uint8)], axis=1)
-                    msg = T[img_type](header=_header(t), height=h, width=wd, encoding="rgb8", is_bigendian=0,
-                                      step=wd * 3 + pad, data=rows.ravel())
+                    msg = T[img_type](
+                        header=_header(t),
+                        height=h,
+                        width=wd,
+                        encoding="rgb8",
+                        is_bigendian=0,
+                        step=wd * 3 + pad,
+                        data=rows.ravel(),
+                    )
                 w.write(ci, int(t * 1e9), TS.serialize_cdr(msg, img_type))
             else:
                 if pose_type == "Odometry":
                     cov = T["geometry_msgs/msg/PoseWithCovariance"](pose=_pose_msg(obj), covariance=np.zeros(36))
                     tw = T["geometry_msgs/msg/TwistWithCovariance"](
-                        twist=T["geometry_msgs/msg/Twist"](linear=T["geometry_msgs/msg/Vector3"](x=0, y=0, z=0),
-                                                           angular=T["geometry_msgs/msg/Vector3"](x=0, y=0, z=0)),
-                        covariance=np.zeros(36))
+                        twist=T["geometry_msgs/msg/Twist"](
+                            linear=T["geometry_msgs/msg/Vector3"](x=0, y=0, z=0),
+                            angular=T["geometry_msgs/msg/Vector3"](x=0, y=0, z=0),
+                        ),
+                        covariance=np.zeros(36),
+                    )
                     msg = T[pose_msgtype](header=_header(t, "odom"), child_frame_id="base", pose=cov, twist=tw)
                 else:
                     msg = T[pose_msgtype](header=_header(t, "map"), pose=_pose_msg(obj))
@@ -79,20 +101,20 @@ def yaw_pose(x, yaw):
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 @pytest.mark.parametrize("pose_type", ["PoseStamped", "Odometry"])
 def test_images_and_interpolated_poses(tmp_path, storage, pose_type):
-    imgs = frames()                                          # stamps 10, 11, 12, 13
+    imgs = frames()  # stamps 10, 11, 12, 13
     poses = [(9.5, yaw_pose(0.0, 0.0)), (11.5, yaw_pose(2.0, np.pi / 2)), (12.5, yaw_pose(4.0, np.pi / 2))]
     bag = write_bag(tmp_path / "bag", imgs, poses, storage=storage, pose_type=pose_type)
     assert count_images(bag, "/cam/image") == 4
     out = list(read_frames(bag, "/cam/image", "/pose"))
     assert [f.stamp for f in out] == [10.0, 11.0, 12.0, 13.0]
-    for f, (_, im) in zip(out, imgs):
-        assert np.array_equal(f.image, im)                   # rgb8 with padded rows → exact BGR
-    assert out[0].pose.position == pytest.approx((0.5, 0.0, 0.0))      # 1/4 of the way
+    for f, (_, im) in zip(out, imgs, strict=True):
+        assert np.array_equal(f.image, im)  # rgb8 with padded rows → exact BGR
+    assert out[0].pose.position == pytest.approx((0.5, 0.0, 0.0))  # 1/4 of the way
     assert out[1].pose.position == pytest.approx((1.5, 0.0, 0.0))
     yaw = 2 * np.arctan2(out[1].pose.orientation[2], out[1].pose.orientation[3])
-    assert yaw == pytest.approx(3 * np.pi / 8)               # slerp, 3/4 of the way to 90°
+    assert yaw == pytest.approx(3 * np.pi / 8)  # slerp, 3/4 of the way to 90°
     assert out[2].pose.position == pytest.approx((3.0, 0.0, 0.0))
-    assert out[3].pose is None                               # after the last pose: none invented
+    assert out[3].pose is None  # after the last pose: none invented
     assert out[0].source.endswith("#/cam/image@10000000000") and out[0].frame_id == "cam"
 
 
@@ -100,7 +122,9 @@ def test_compressed_images(tmp_path):
     imgs = frames(2)
     bag = write_bag(tmp_path / "bag", imgs, compressed=True, storage="mcap")
     out = list(read_frames(bag, "/cam/image"))
-    assert len(out) == 2 and all(np.array_equal(f.image, im) for f, (_, im) in zip(out, imgs))   # png: lossless
+    assert len(out) == 2 and all(
+        np.array_equal(f.image, im) for f, (_, im) in zip(out, imgs, strict=True)
+    )  # png: lossless
     assert out[0].pose is None
 
 
@@ -119,7 +143,7 @@ def test_missing_topic_wrong_type_and_missing_bag(tmp_path):
 
 def test_pose_gap_and_quaternion_helpers():
     stamps, poses = [0.0, 1.0, 5.0], [yaw_pose(0, 0), yaw_pose(1, 0), yaw_pose(5, 0)]
-    assert interpolate_pose(stamps, poses, 3.0, max_gap_s=1.0) is None      # in a 4 s dropout
+    assert interpolate_pose(stamps, poses, 3.0, max_gap_s=1.0) is None  # in a 4 s dropout
     assert interpolate_pose(stamps, poses, 3.0).position == pytest.approx((3.0, 0, 0))
     assert interpolate_pose(stamps, poses, 1.0) is poses[1]
     q = np.array([0.1, -0.3, 0.5, 0.8])

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from structvpr_ros.bench_node import ros_missing
 from structvpr_core.bench.search import _agreement, exact_top1, synthetic_descriptors
 from structvpr_core.bench.targets import evaluate_targets
 from structvpr_core.bench.timing import summarise
 from structvpr_core.cli import main
+from structvpr_ros.bench_node import ros_missing
 
 VARIANTS = ("torch_eager", "torch_channels_last", "onnxruntime_fp32", "onnxruntime_int8", "auto")
 
@@ -20,8 +20,19 @@ VARIANTS = ("torch_eager", "torch_channels_last", "onnxruntime_fp32", "onnxrunti
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = main(["bench", "--quick", "--threads", "1", "--json", str(out / "bench.json"),
-                 "--plot", str(out / "bench.png"), "--no-progress"])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(out / "bench.json"),
+            "--plot",
+            str(out / "bench.png"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return json.loads((out / "bench.json").read_text()), out / "bench.png"
 
@@ -35,13 +46,13 @@ def test_quick_bench_has_the_agreed_shape(quick):
     for v in VARIANTS:
         stats = ex["320x240"][v]
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p95_ms"] and stats["repeats"] == 3
-    assert ex["320x240"]["auto"]["backend"] == "onnxruntime"        # auto picks ORT on this CPU
+    assert ex["320x240"]["auto"]["backend"] == "onnxruntime"  # auto picks ORT on this CPU
     assert r["search"]["synthetic"] is True
     for kind in ("flat", "ivfpq", "hnsw"):
         e = r["search"][kind]["10000"]
         assert e["p50_ms"] > 0 and 0.0 <= e["top1_agreement"] <= 1.0 and e["synthetic"] is True
         assert "skipped" in r["search"][kind]["1000000"]
-    assert r["search"]["flat"]["10000"]["top1_agreement"] == 1.0     # exact search agrees with itself
+    assert r["search"]["flat"]["10000"]["top1_agreement"] == 1.0  # exact search agrees with itself
     reason = ros_missing()
     if reason is None:
         for rate in ("10hz", "30hz"):
@@ -53,7 +64,7 @@ def test_quick_bench_has_the_agreed_shape(quick):
     tr = r["training"]
     assert tr["stage1_step_ms"] > 0 and tr["stage2_step_ms"] > 0 and tr["stage1_seg_step_ms"] > 0
     parts = ["extraction", "search:flat", "search:ivfpq", "search:hnsw", "search:ivfflat", "node", "training"]
-    assert all(r["memory"][p]["peak_rss_mb"] > 0 for p in parts)     # each part measured in its own process
+    assert all(r["memory"][p]["peak_rss_mb"] > 0 for p in parts)  # each part measured in its own process
     assert r["memory"]["extraction"]["peak_rss_mb"] > 200 and r["memory"]["training"]["peak_rss_mb"] > 200
     assert r["targets"]["auto_over_onnxruntime_fp32_320x240"]["met"] in (True, False)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,11 +81,11 @@ def test_synthetic_maps_look_like_routes():
     assert db.shape == (3000, 448) and q.shape == (50, 448) and db.dtype == np.float32
     assert np.allclose(np.linalg.norm(db, axis=1), 1.0, atol=1e-5)
     neighbours = (db[:-1] * db[1:]).sum(1)[np.arange(2999) % 1000 != 999]
-    assert 0.94 < neighbours.mean() < 0.99                          # consecutive keyframes are alike
-    assert (db[0] * db[1500]).sum() < 0.6                           # another route is not
+    assert 0.94 < neighbours.mean() < 0.99  # consecutive keyframes are alike
+    assert (db[0] * db[1500]).sum() < 0.6  # another route is not
     assert 0.93 < (q * db[src]).sum(1).mean() < 0.99
     again, _, _ = synthetic_descriptors(3000, 50, seed=3)
-    assert np.array_equal(db, again)                                # seeded
+    assert np.array_equal(db, again)  # seeded
     best, ids = exact_top1(db, q)
     assert np.mean(ids == src) > 0.9
     assert _agreement(ids, db, q, best) == 1.0
@@ -85,10 +96,16 @@ def test_synthetic_maps_look_like_routes():
 
 def test_targets_read_the_result():
     result = {
-        "extraction": {"640x480": {"ratios": {"auto_over_onnxruntime_fp32": 1.05, "int8_speedup_over_fp32": 1.5},
-                                   "int8_recall": {"delta": -0.02, "delta_mixed": 0.0}}},
-        "search": {"flat": {"1000000": {"p50_ms": 90.0, "top1_agreement": 1.0}},
-                   "hnsw": {"1000000": {"p50_ms": 0.8, "top1_agreement": 0.995}}},
+        "extraction": {
+            "640x480": {
+                "ratios": {"auto_over_onnxruntime_fp32": 1.05, "int8_speedup_over_fp32": 1.5},
+                "int8_recall": {"delta": -0.02, "delta_mixed": 0.0},
+            }
+        },
+        "search": {
+            "flat": {"1000000": {"p50_ms": 90.0, "top1_agreement": 1.0}},
+            "hnsw": {"1000000": {"p50_ms": 0.8, "top1_agreement": 0.995}},
+        },
         "node": {"10hz": {"e2e_p50_ms": 30.0, "target_ms": 28.0}},
         "training": {"stage2_over_stage1": 1.01},
     }

@@ -18,8 +18,14 @@ def seg_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = build_seg_branch(in_channels=3).eval()
     path = tmp_path_factory.mktemp("ckpt") / "seg.pt"
-    save_checkpoint(path, model, architecture=SEG, descriptor_dim=480,
-                    config={"slme": SLMEConfig(clusters=3)}, extra={"epoch": 7, "recall": {"1": 0.5}})
+    save_checkpoint(
+        path,
+        model,
+        architecture=SEG,
+        descriptor_dim=480,
+        config={"slme": SLMEConfig(clusters=3)},
+        extra={"epoch": 7, "recall": {"1": 0.5}},
+    )
     return path, model
 
 
@@ -62,9 +68,13 @@ def test_wrong_descriptor_dim_refused_at_save(tmp_path):
 def test_truncated_and_garbage_files(seg_ckpt, tmp_path):
     data = seg_ckpt[0].read_bytes()
     damaged = bytearray(data)
-    damaged[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64   # inside the tensor data, archive intact
-    for name, content in [("truncated.pt", data[: len(data) // 2]), ("garbage.pt", b"not a checkpoint at all"),
-                          ("empty.pt", b""), ("damaged.pt", bytes(damaged))]:
+    damaged[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # inside the tensor data, archive intact
+    for name, content in [
+        ("truncated.pt", data[: len(data) // 2]),
+        ("garbage.pt", b"not a checkpoint at all"),
+        ("empty.pt", b""),
+        ("damaged.pt", bytes(damaged)),
+    ]:
         bad = tmp_path / name
         bad.write_bytes(content)
         with pytest.raises(CheckpointError, match="corrupted or truncated") as e:
@@ -75,7 +85,7 @@ def test_truncated_and_garbage_files(seg_ckpt, tmp_path):
 
 
 def test_unsafe_pickle_is_refused(tmp_path):
-    import argparse   # any class outside torch's allow-list: weights_only=True must refuse it
+    import argparse  # any class outside torch's allow-list: weights_only=True must refuse it
 
     bad = tmp_path / "unsafe.pt"
     torch.save({"architecture": RGB, "obj": argparse.Namespace(x=1)}, bad, pickle_module=pickle)

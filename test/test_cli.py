@@ -20,15 +20,28 @@ def test_every_command_has_help(capsys):
 
 
 def test_help_does_not_import_heavy_modules():
-    code = ("import sys; from structvpr_core import cli; cli.build_parser(); "
-            "print(sorted(m for m in ('torch','faiss','cv2','rclpy') if m in sys.modules))")
+    code = (
+        "import sys; from structvpr_core import cli; cli.build_parser(); "
+        "print(sorted(m for m in ('torch','faiss','cv2','rclpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_user_error_is_one_line_and_nonzero(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "structvpr_core.cli", "embed", str(tmp_path / "nope.jpg"),
-                           "--out", str(tmp_path / "d.npy")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "structvpr_core.cli",
+            "embed",
+            str(tmp_path / "nope.jpg"),
+            "--out",
+            str(tmp_path / "d.npy"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("structvpr embed: error:"), proc.stderr

@@ -1,7 +1,7 @@
 """The typed config loader: unknown keys, wrong types and range checks are one-line errors."""
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -24,7 +24,7 @@ class Outer:
     name: str
     mode: Literal["a", "b"] = "a"
     sizes: tuple[int, int] = (640, 480)
-    weights: Optional[list[float]] = None
+    weights: list[float] | None = None
     inner: Inner = field(default_factory=Inner)
 
 
@@ -36,17 +36,20 @@ def test_fills_nested_and_converts_types():
     assert to_dict(cfg)["inner"] == {"lr": 1.0, "steps": 3}
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"name": "x", "colour": 1}, "unknown key 'colour'"),
-    ({"name": "x", "inner": {"lrr": 1}}, "cfg.inner: unknown key 'lrr'"),
-    ({"name": "x", "mode": "c"}, "cfg.mode: expected one of ['a', 'b']"),
-    ({"name": "x", "inner": {"steps": "3"}}, "cfg.inner.steps: expected an integer"),
-    ({"name": "x", "inner": {"steps": True}}, "cfg.inner.steps: expected an integer"),
-    ({"name": "x", "sizes": [1]}, "cfg.sizes: expected 2 values"),
-    ({"name": "x", "inner": {"lr": -1}}, "cfg.inner: lr: must be > 0"),
-    ({}, "missing required key 'name'"),
-    ([1, 2], "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "x", "colour": 1}, "unknown key 'colour'"),
+        ({"name": "x", "inner": {"lrr": 1}}, "cfg.inner: unknown key 'lrr'"),
+        ({"name": "x", "mode": "c"}, "cfg.mode: expected one of ['a', 'b']"),
+        ({"name": "x", "inner": {"steps": "3"}}, "cfg.inner.steps: expected an integer"),
+        ({"name": "x", "inner": {"steps": True}}, "cfg.inner.steps: expected an integer"),
+        ({"name": "x", "sizes": [1]}, "cfg.sizes: expected 2 values"),
+        ({"name": "x", "inner": {"lr": -1}}, "cfg.inner: lr: must be > 0"),
+        ({}, "missing required key 'name'"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
 def test_rejects_bad_configs(data, message):
     with pytest.raises(ConfigError) as e:
         from_dict(Outer, data, where="cfg")
@@ -59,10 +62,10 @@ def test_load_yaml_names_file(tmp_path):
     p.write_text("name: x\ninner: {lr: 0.5}\n")
     assert load_yaml(p, Outer).inner.lr == 0.5
     p.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="job.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"job.yaml: invalid YAML"):
         load_yaml(p, Outer)
     p.write_text("!!python/object/apply:os.system ['true']\n")
-    with pytest.raises(ConfigError, match="job.yaml"):
+    with pytest.raises(ConfigError, match=r"job.yaml"):
         load_yaml(p, Outer)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_yaml(tmp_path / "missing.yaml", Outer)

@@ -31,8 +31,8 @@ def make_folder_set(base: Path, db: np.ndarray, q: np.ndarray) -> None:
 @pytest.fixture()
 def coords():
     rng = np.random.default_rng(3)
-    db = rng.uniform(0, 200, (60, 2)) + (585000, 4477000)
-    q = rng.uniform(0, 200, (25, 2)) + (585000, 4477000)
+    db = (*rng.uniform(0, 200, (60, 2)), 585000, 4477000)
+    q = (*rng.uniform(0, 200, (25, 2)), 585000, 4477000)
     return db, q
 
 
@@ -56,8 +56,9 @@ def test_positives_match_a_brute_force_distance_computation(tmp_path, coords):
     assert ds.kind == "geo" and ds.format == "folder"
     assert ds.num_database == 60 and ds.num_queries == 25
     # within() answers other radii (e.g. the 10 m training positives) from the same coordinates
-    assert [p.tolist() for p in ds.within(10.0)] == \
-        [e.tolist() for e in brute_force_positives(ds.db_coords, ds.q_coords, 10.0)]
+    assert [p.tolist() for p in ds.within(10.0)] == [
+        e.tolist() for e in brute_force_positives(ds.db_coords, ds.q_coords, 10.0)
+    ]
 
 
 def test_splits_nested_folders_and_the_benchmark_layout(tmp_path):
@@ -120,7 +121,7 @@ def test_autodetect_rejects_unknown_layouts_and_unknown_options(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset format"):
         load_dataset(tmp_path / "odd", format="kitti")
     make_folder_set(tmp_path / "ok", np.array([[0.0, 0.0]]), np.array([[0.0, 1.0]]))
-    with pytest.raises(DatasetError, match="format folder:.*frame_tolerance"):
+    with pytest.raises(DatasetError, match=r"format folder:.*frame_tolerance"):
         load_dataset(tmp_path / "ok", frame_tolerance=3)
     with pytest.raises(DatasetError, match="unknown split"):
         load_dataset(tmp_path / "ok", split="dev")

@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from structvpr_core.data.labelmaps import (LabelMapTree, read_label_map, read_manifest, write_label_map,
-                                           write_manifest)
+from structvpr_core.data.labelmaps import LabelMapTree, read_label_map, read_manifest, write_label_map, write_manifest
 from structvpr_core.errors import DatasetError
 
 
@@ -35,10 +34,10 @@ def test_grey_saved_as_rgb_is_accepted_a_colour_rendering_is_not(tmp_path):
     assert np.array_equal(read_label_map(tmp_path / "grey3.png"), ids)
     colour = np.dstack([ids, ids, 255 - ids])
     cv2.imwrite(str(tmp_path / "palette.png"), colour)
-    with pytest.raises(DatasetError, match="palette.png: colour image"):
+    with pytest.raises(DatasetError, match=r"palette.png: colour image"):
         read_label_map(tmp_path / "palette.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(DatasetError, match="broken.png: not a readable image"):
+    with pytest.raises(DatasetError, match=r"broken.png: not a readable image"):
         read_label_map(tmp_path / "broken.png")
     with pytest.raises(DatasetError, match="no such label map"):
         read_label_map(tmp_path / "absent.png")
@@ -78,7 +77,7 @@ def test_cityscapes_ignore_id_is_valid_and_a_taxonomy_must_be_named(tmp_path):
     images, labels = tmp_path / "ds", tmp_path / "labels"
     img = write_image(images / "x.png", w=4, h=4)
     labels.mkdir()
-    with pytest.raises(DatasetError, match="no labelmaps.json naming the taxonomy"):
+    with pytest.raises(DatasetError, match=r"no labelmaps.json naming the taxonomy"):
         LabelMapTree(labels, images)
     tree = LabelMapTree(labels, images, taxonomy="cityscapes")
     write_label_map(labels / "x.png", np.array([[0, 18, 255, 2]] * 4, np.uint8))

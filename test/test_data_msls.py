@@ -37,9 +37,13 @@ def make_city(base: Path, city: str, db, q, panos=()):
 def msls(tmp_path):
     root = tmp_path / "msls"
     # Both cities use the same UTM numbers (different zones): positives must never cross cities.
-    make_city(root, "cph", [("c_d0", 350000.0, 6180000.0), ("c_d1", 350020.0, 6180000.0),
-                            ("c_pano", 350001.0, 6180000.0)],
-              [("c_q0", 350005.0, 6180000.0), ("c_q1", 351000.0, 6180000.0)], panos=("c_pano",))
+    make_city(
+        root,
+        "cph",
+        [("c_d0", 350000.0, 6180000.0), ("c_d1", 350020.0, 6180000.0), ("c_pano", 350001.0, 6180000.0)],
+        [("c_q0", 350005.0, 6180000.0), ("c_q1", 351000.0, 6180000.0)],
+        panos=("c_pano",),
+    )
     make_city(root, "sf", [("s_d0", 350000.0, 6180000.0)], [("s_q0", 350010.0, 6180000.0)])
     make_city(root, "london", [("l_d0", 0.0, 0.0)], [("l_q0", 3.0, 4.0)])
     return root
@@ -69,13 +73,23 @@ def test_train_split_uses_the_official_training_cities(msls):
 def test_compass_angles_are_read_per_image_and_nan_when_missing(tmp_path):
     root = tmp_path / "m"
     # query q0 and database image d_back are 1 m apart but face opposite ways; d_none has no angle
-    make_city(root, "cph", [("d_fwd", 0.0, 0.0, 10.0), ("d_back", 1.0, 0.0, 190.5), ("d_none", 2.0, 0.0, None),
-                            ("d_pano", 0.0, 1.0, 45.0), ("d_wrap", 3.0, 0.0, 370.0)],
-              [("q0", 0.0, 0.0, 5.0)], panos=("d_pano",))
+    make_city(
+        root,
+        "cph",
+        [
+            ("d_fwd", 0.0, 0.0, 10.0),
+            ("d_back", 1.0, 0.0, 190.5),
+            ("d_none", 2.0, 0.0, None),
+            ("d_pano", 0.0, 1.0, 45.0),
+            ("d_wrap", 3.0, 0.0, 370.0),
+        ],
+        [("q0", 0.0, 0.0, 5.0)],
+        panos=("d_pano",),
+    )
     make_city(root, "sf", [("s_d0", 0.0, 0.0, 270.0)], [("s_q0", 0.0, 0.0, 359.0)])
     ds = load_dataset(root, format="msls")
     assert [p.stem for p in ds.database] == ["d_fwd", "d_back", "d_none", "d_wrap", "s_d0"]
-    np.testing.assert_array_equal(ds.db_heading, [10.0, 190.5, np.nan, 10.0, 270.0])   # 370 wraps to 10
+    np.testing.assert_array_equal(ds.db_heading, [10.0, 190.5, np.nan, 10.0, 270.0])  # 370 wraps to 10
     np.testing.assert_array_equal(ds.q_heading, [5.0, 359.0])
     # evaluation positives stay distance-only: the image facing backwards is still a positive at 25 m
     assert ds.positives[0].tolist() == [0, 1, 2, 3]
@@ -89,23 +103,28 @@ def test_compass_angles_are_read_per_image_and_nan_when_missing(tmp_path):
 
 def test_formats_without_compass_have_no_headings(tmp_path):
     # the community folder format carries UTM in file names but no view direction
-    for side, name in (("database", "@585000.00@4477000.00@17@T@d0@.jpg"),
-                       ("queries", "@585001.00@4477000.00@17@T@q0@.jpg")):
+    for side, name in (
+        ("database", "@585000.00@4477000.00@17@T@d0@.jpg"),
+        ("queries", "@585001.00@4477000.00@17@T@q0@.jpg"),
+    ):
         (tmp_path / side).mkdir()
         assert cv2.imwrite(str(tmp_path / side / name), np.zeros((8, 8, 3), np.uint8))
     ds = load_dataset(tmp_path, format="folder")
     assert ds.positives[0].tolist() == [0] and ds.db_heading is None and ds.q_heading is None
 
 
-@pytest.mark.parametrize("case, match", [
-    ("bad_heading", "compass angle 'ca' is not a number"),
-    ("no_city", "none of the val cities present"),
-    ("named_city_missing", "city folder missing"),
-    ("no_column", "missing column 'northing'"),
-    ("bad_number", "easting/northing are not numbers"),
-    ("missing_image", "names a missing image"),
-    ("no_csv", "postprocessed.csv: missing"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("bad_heading", "compass angle 'ca' is not a number"),
+        ("no_city", "none of the val cities present"),
+        ("named_city_missing", "city folder missing"),
+        ("no_column", "missing column 'northing'"),
+        ("bad_number", "easting/northing are not numbers"),
+        ("missing_image", "names a missing image"),
+        ("no_csv", "postprocessed.csv: missing"),
+    ],
+)
 def test_malformed_msls_inputs_are_named(tmp_path, case, match):
     root = tmp_path / "m"
     make_city(root, "cph", [("d0", 1.0, 2.0)], [("q0", 1.0, 2.0)])

@@ -40,12 +40,15 @@ def test_database_order_follows_the_frame_numbers_not_the_names(tmp_path):
     assert [p.stem for p in ds.database] == ["3", "12", "100"] and ds.positives[0].tolist() == [1]
 
 
-@pytest.mark.parametrize("case, match", [
-    ("no_winter", r"winter: missing traversal folder \(present: summer\)"),
-    ("duplicate", "two images have frame number 7"),
-    ("empty", "winter: no images"),
-    ("tolerance", "frame tolerance must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("no_winter", r"winter: missing traversal folder \(present: summer\)"),
+        ("duplicate", "two images have frame number 7"),
+        ("empty", "winter: no images"),
+        ("tolerance", "frame tolerance must be >= 0"),
+    ],
+)
 def test_malformed_nordland_inputs_are_named(tmp_path, case, match):
     root = tmp_path / "n"
     make_season(root / "summer", range(10))

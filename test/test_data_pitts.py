@@ -28,9 +28,18 @@ def make_pitts(root: Path, split="test", drop=(), db_utm=None, q_utm=None, write
     q_utm = np.array([[10.0, 0.0], [30.0, 1.0], [1000.0, 0.0]]) if q_utm is None else q_utm
     db_names = [f"00{i}/00{i}000_pitch1_yaw{i}.jpg" for i in range(len(db_utm))]
     q_names = [f"00{i}/q{i}.jpg" for i in range(len(q_utm))]
-    struct = {"whichSet": split, "dbImageFns": cell(db_names), "utmDb": db_utm.T, "qImageFns": cell(q_names),
-              "utmQ": q_utm.T, "numImages": len(db_names), "numQueries": len(q_names), "posDistThr": 25.0,
-              "posDistSqThr": 625.0, "nonTrivPosDistSqThr": 100.0}
+    struct = {
+        "whichSet": split,
+        "dbImageFns": cell(db_names),
+        "utmDb": db_utm.T,
+        "qImageFns": cell(q_names),
+        "utmQ": q_utm.T,
+        "numImages": len(db_names),
+        "numQueries": len(q_names),
+        "posDistThr": 25.0,
+        "posDistSqThr": 625.0,
+        "nonTrivPosDistSqThr": 100.0,
+    }
     for key in drop:
         struct.pop(key)
     mat = root / "datasets" / (name or f"pitts30k_{split}.mat")
@@ -69,18 +78,20 @@ def test_a_single_query_squeezed_by_matlab_still_reads(tmp_path):
     assert ds.num_queries == 1 and ds.positives[0].tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing_field", "no field 'utmQ'"),
-    ("missing_image", "names a missing image"),
-    ("utm_size", "utmDb has 6 values, expected 2×4"),
-    ("corrupt", "not a readable MATLAB file"),
-    ("no_split", "no .mat file for split 'train'"),
-    ("no_struct", "no variable 'dbStruct'"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing_field", "no field 'utmQ'"),
+        ("missing_image", "names a missing image"),
+        ("utm_size", "utmDb has 6 values, expected 2×4"),
+        ("corrupt", "not a readable MATLAB file"),
+        ("no_split", "no .mat file for split 'train'"),
+        ("no_struct", "no variable 'dbStruct'"),
+    ],
+)
 def test_malformed_mat_files_are_named(tmp_path, case, match):
     root = tmp_path / "p"
-    mat = make_pitts(root, drop=("utmQ",) if case == "missing_field" else (),
-                     write_images=case != "missing_image")
+    mat = make_pitts(root, drop=("utmQ",) if case == "missing_field" else (), write_images=case != "missing_image")
     if case == "utm_size":
         mat = make_pitts(root, db_utm=np.zeros((3, 2)))
         # 4 file names but 3 coordinates: rewrite dbImageFns with 4 names

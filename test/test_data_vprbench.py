@@ -52,14 +52,17 @@ def test_the_pickled_npy_is_never_loaded(tmp_path):
         load_dataset(root, format="vpr-bench")
 
 
-@pytest.mark.parametrize("rows, match", [
-    (["0,0 7"], "reference 7 names a missing image"),
-    (["5,0"], "query 5 names a missing image"),
-    (["0,one two"], "space-separated integers"),
-    (["0,0", "0,1"], "listed twice"),
-    (["0,0,1"], "3 fields"),
-    ([], "no ground-truth rows"),
-])
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        (["0,0 7"], "reference 7 names a missing image"),
+        (["5,0"], "query 5 names a missing image"),
+        (["0,one two"], "space-separated integers"),
+        (["0,0", "0,1"], "listed twice"),
+        (["0,0,1"], "3 fields"),
+        ([], "no ground-truth rows"),
+    ],
+)
 def test_malformed_ground_truth_names_the_file_and_line(tmp_path, rows, match):
     root = make_bench(tmp_path / "b", 3, 2, rows)
     with pytest.raises(DatasetError, match=match) as e:

@@ -22,10 +22,26 @@ TRAIN = os.path.join(REPO, "training", "train.py")
 
 
 def _args(root, out):
-    return [TRAIN, "--config", os.path.join(REPO, "config", "train_synthetic.yaml"), "--out", str(out),
-            "--threads", "1", "--no-progress", "--stages", "stage1_seg",
-            "--set", f"data.root={root}", "--set", "stage1_seg.epochs=2", "--set", "stage1_seg.batch_size=4",
-            "--set", "stage1_seg.freeze_bn=true"]
+    return [
+        TRAIN,
+        "--config",
+        os.path.join(REPO, "config", "train_synthetic.yaml"),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--stages",
+        "stage1_seg",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "stage1_seg.epochs=2",
+        "--set",
+        "stage1_seg.batch_size=4",
+        "--set",
+        "stage1_seg.freeze_bn=true",
+    ]
 
 
 def _steps(out):
@@ -38,11 +54,25 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 
     root = generate(tmp_path / "ddp-synthetic", 10, 0, size=(160, 120), progress=False)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, *_args(root, tmp_path / "single")], capture_output=True, text=True,
-                            env=env, timeout=600)
+    single = subprocess.run(
+        [sys.executable, *_args(root, tmp_path / "single")], capture_output=True, text=True, env=env, timeout=600
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          *_args(root, tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=600)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *_args(root, tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     done = json.loads((tmp_path / "ddp" / "stage1_seg" / "done.json").read_text())
@@ -59,7 +89,8 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-4, msg=k)
     # the weights did train (so agreement is not agreement of two untouched initialisations)
     from structvpr_core.models import build_seg_branch
-    torch.manual_seed(1)                      # the trainer seeds stage1_seg with seed + 1 before building it
+
+    torch.manual_seed(1)  # the trainer seeds stage1_seg with seed + 1 before building it
     init = build_seg_branch(6).state_dict()
     shift = {k: float((wa[k].float() - init[k].float()).abs().max()) for k in wa if k.endswith("weight")}
     assert sum(s > 1e-6 for s in shift.values()) > 10

@@ -45,26 +45,29 @@ def vga(ref_images) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ parser
 
 
-@pytest.mark.parametrize("spec, canonical", [
-    ("", "none"),
-    ("none", "none"),
-    ("  NONE ", "none"),
-    ("size=160x120,jpeg=10", "size=160x120,jpeg=10"),
-    (" size = 160X120 , JPEG = 10 ", "size=160x120,jpeg=10"),
-    ("scale=0.25,interp=area", "scale=0.25,interp=area"),
-    ("scale=0.250", "scale=0.25"),
-    ("scale=2", "scale=2.0"),
-    ("scale=0.25..0.75", "scale=0.25..0.75"),
-    ("jpeg=30", "jpeg=30"),
-    ("jpeg=10..50", "jpeg=10..50"),
-    ("jpeg=30..30", "jpeg=30"),
-    ("gray", "gray"),
-    ("bits=4", "bits=4"),
-    ("h264=qp:40", "h264=qp:40"),
-    ("h265=QP:30..48", "h265=qp:30..48"),
-    ("size=320x240,interp=linear,jpeg=95", "size=320x240,interp=linear,jpeg=95"),
-    ("jpeg=50,size=80x60,jpeg=50,gray", "jpeg=50,size=80x60,jpeg=50,gray"),
-])
+@pytest.mark.parametrize(
+    "spec, canonical",
+    [
+        ("", "none"),
+        ("none", "none"),
+        ("  NONE ", "none"),
+        ("size=160x120,jpeg=10", "size=160x120,jpeg=10"),
+        (" size = 160X120 , JPEG = 10 ", "size=160x120,jpeg=10"),
+        ("scale=0.25,interp=area", "scale=0.25,interp=area"),
+        ("scale=0.250", "scale=0.25"),
+        ("scale=2", "scale=2.0"),
+        ("scale=0.25..0.75", "scale=0.25..0.75"),
+        ("jpeg=30", "jpeg=30"),
+        ("jpeg=10..50", "jpeg=10..50"),
+        ("jpeg=30..30", "jpeg=30"),
+        ("gray", "gray"),
+        ("bits=4", "bits=4"),
+        ("h264=qp:40", "h264=qp:40"),
+        ("h265=QP:30..48", "h265=qp:30..48"),
+        ("size=320x240,interp=linear,jpeg=95", "size=320x240,interp=linear,jpeg=95"),
+        ("jpeg=50,size=80x60,jpeg=50,gray", "jpeg=50,size=80x60,jpeg=50,gray"),
+    ],
+)
 def test_parse_gives_back_the_canonical_spec(spec, canonical):
     parsed = parse_degradation(spec, check_backends=False)
     assert str(parsed) == canonical
@@ -78,30 +81,33 @@ def test_none_and_empty_are_the_identity():
     assert not parse_degradation("gray").is_identity
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("foo=3", r"bad token 'foo=3': unknown key 'foo'; allowed: size=WxH, scale=F .*jpeg=Q \(1\.\.100\)"),
-    ("size=160x120,blur", r"bad token 'blur': unknown key 'blur'; allowed: size=WxH"),
-    ("size=160x", r"bad token 'size=160x': size takes WxH with W, H in 1\.\.16384"),
-    ("size=0x120", r"bad token 'size=0x120': size takes WxH"),
-    ("scale=0", r"bad token 'scale=0': scale must lie in \(0\.0, 4\.0\]"),
-    ("scale=5", r"bad token 'scale=5': scale must lie in"),
-    ("scale=big", r"bad token 'scale=big': scale must be a number or a range LO\.\.HI"),
-    ("jpeg=0", r"bad token 'jpeg=0': JPEG quality must lie in 1\.\.100"),
-    ("jpeg=101", r"JPEG quality must lie in 1\.\.100"),
-    ("jpeg=1.5", r"bad token 'jpeg=1.5': JPEG quality must be an integer or a range LO\.\.HI in 1\.\.100"),
-    ("jpeg=50..10", r"bad token 'jpeg=50..10': JPEG quality must lie in 1\.\.100 \(with LO ≤ HI\)"),
-    ("jpeg", r"bad token 'jpeg': 'jpeg' needs a value"),
-    ("jpeg=", r"'jpeg' needs a value"),
-    ("bits=9", r"bad token 'bits=9': bits must lie in 1\.\.8"),
-    ("gray=1", r"bad token 'gray=1': 'gray' takes no value"),
-    ("none,jpeg=10", r"bad token 'none': 'none' must stand alone"),
-    ("h264=40", r"bad token 'h264=40': h264 takes qp:QP with QP in 0\.\.51"),
-    ("h265=qp:52", r"bad token 'h265=qp:52': QP must lie in 0\.\.51"),
-    ("interp=area", r"bad token 'interp=area': interp must directly follow a size= or scale= step"),
-    ("jpeg=10,interp=area", r"interp must directly follow"),
-    ("scale=0.5,interp=area,interp=cubic", r"bad token 'interp=cubic': interp must directly follow"),
-    ("scale=0.5,interp=fast", r"bad token 'interp=fast': interp must be one of area\|linear\|cubic\|nearest"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("foo=3", r"bad token 'foo=3': unknown key 'foo'; allowed: size=WxH, scale=F .*jpeg=Q \(1\.\.100\)"),
+        ("size=160x120,blur", r"bad token 'blur': unknown key 'blur'; allowed: size=WxH"),
+        ("size=160x", r"bad token 'size=160x': size takes WxH with W, H in 1\.\.16384"),
+        ("size=0x120", r"bad token 'size=0x120': size takes WxH"),
+        ("scale=0", r"bad token 'scale=0': scale must lie in \(0\.0, 4\.0\]"),
+        ("scale=5", r"bad token 'scale=5': scale must lie in"),
+        ("scale=big", r"bad token 'scale=big': scale must be a number or a range LO\.\.HI"),
+        ("jpeg=0", r"bad token 'jpeg=0': JPEG quality must lie in 1\.\.100"),
+        ("jpeg=101", r"JPEG quality must lie in 1\.\.100"),
+        ("jpeg=1.5", r"bad token 'jpeg=1.5': JPEG quality must be an integer or a range LO\.\.HI in 1\.\.100"),
+        ("jpeg=50..10", r"bad token 'jpeg=50..10': JPEG quality must lie in 1\.\.100 \(with LO ≤ HI\)"),
+        ("jpeg", r"bad token 'jpeg': 'jpeg' needs a value"),
+        ("jpeg=", r"'jpeg' needs a value"),
+        ("bits=9", r"bad token 'bits=9': bits must lie in 1\.\.8"),
+        ("gray=1", r"bad token 'gray=1': 'gray' takes no value"),
+        ("none,jpeg=10", r"bad token 'none': 'none' must stand alone"),
+        ("h264=40", r"bad token 'h264=40': h264 takes qp:QP with QP in 0\.\.51"),
+        ("h265=qp:52", r"bad token 'h265=qp:52': QP must lie in 0\.\.51"),
+        ("interp=area", r"bad token 'interp=area': interp must directly follow a size= or scale= step"),
+        ("jpeg=10,interp=area", r"interp must directly follow"),
+        ("scale=0.5,interp=area,interp=cubic", r"bad token 'interp=cubic': interp must directly follow"),
+        ("scale=0.5,interp=fast", r"bad token 'interp=fast': interp must be one of area\|linear\|cubic\|nearest"),
+    ],
+)
 def test_bad_specs_fail_on_one_line_naming_the_token(spec, message):
     with pytest.raises(ConfigError, match=message) as info:
         parse_degradation(spec, check_backends=False)
@@ -154,15 +160,18 @@ def test_jpeg_quality_lowers_psnr_monotonically(ref_images):
         assert degrade(image, "jpeg=10").shape == image.shape
 
 
-@pytest.mark.parametrize("spec, shape", [
-    ("size=160x120", (120, 160, 3)),
-    ("size=80x60,jpeg=10", (60, 80, 3)),
-    ("scale=0.25", (120, 160, 3)),
-    ("scale=0.75,interp=linear", (360, 480, 3)),  # VPR4LQQ's 480×360
-    ("scale=0.375,interp=cubic", (180, 240, 3)),  # VPR4LQQ's 240×180
-    ("scale=0.5,interp=nearest,scale=2.0", (480, 640, 3)),
-    ("size=1x1", (1, 1, 3)),
-])
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ("size=160x120", (120, 160, 3)),
+        ("size=80x60,jpeg=10", (60, 80, 3)),
+        ("scale=0.25", (120, 160, 3)),
+        ("scale=0.75,interp=linear", (360, 480, 3)),  # VPR4LQQ's 480×360
+        ("scale=0.375,interp=cubic", (180, 240, 3)),  # VPR4LQQ's 240×180
+        ("scale=0.5,interp=nearest,scale=2.0", (480, 640, 3)),
+        ("size=1x1", (1, 1, 3)),
+    ],
+)
 def test_size_and_scale_shapes(vga, spec, shape):
     out = degrade(vga, spec)
     assert out.shape == shape and out.dtype == np.uint8

@@ -23,11 +23,12 @@ from structvpr_core.training.distillation import (
 from structvpr_core.training.losses_kd import tuple_loss
 from structvpr_core.training.stage import TrainNet, tuple_losses
 
-B, T, SIZE = 3, 3, 32          # tuples [q, p, n] of 3×32×32 images
+B, T, SIZE = 3, 3, 32  # tuples [q, p, n] of 3×32×32 images
 
 
 class ToyStudent(nn.Module):
     """A 448-d stand-in for the RGB branch (the loss only needs descriptors)."""
+
     dim = 448
 
     def __init__(self):
@@ -41,7 +42,7 @@ class ToyStudent(nn.Module):
 def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(B, T, 3, SIZE, SIZE, generator=g)
-    rows = np.array([[0, 0, 5], [1, 2, 4], [2, 3, 1]], dtype=np.int64)     # [query, positive, negative]
+    rows = np.array([[0, 0, 5], [1, 2, 4], [2, 3, 1]], dtype=np.int64)  # [query, positive, negative]
     return TrainBatch(images=images, rows=rows)
 
 
@@ -50,7 +51,7 @@ def test_distillations_are_found_by_name():
     assert distillation_class("none") is NoDistillation
     assert distillation_class("structvpr") is StructVPRDistillation
     for bad in ("nope", "../stage", ""):
-        with pytest.raises(ConfigError, match="unknown.*none, .*structvpr"):
+        with pytest.raises(ConfigError, match=r"unknown.*none, .*structvpr"):
             distillation_class(bad)
 
 
@@ -62,16 +63,20 @@ def test_structvpr_through_the_interface_is_the_stage2_loss():
     teacher_db = F.normalize(torch.randn(6, SegBranch.dim), dim=1).numpy()
     teacher_q = F.normalize(torch.randn(3, SegBranch.dim), dim=1).numpy()
     phi_of = {(0, 0): 0.0, (1, 2): 2.5, (2, 3): 1.0}
-    kd.use_teacher(teacher_db, teacher_q, lambda q, p: np.array([phi_of[(a, b)] for a, b in zip(q, p)], np.float32))
+    kd.use_teacher(
+        teacher_db, teacher_q, lambda q, p: np.array([phi_of[(a, b)] for a, b in zip(q, p, strict=True)], np.float32)
+    )
     net = TrainNet(student, kd)
-    assert list(net.extras) == ["projector"] and net.extras["projector"] is kd.projector   # trained and saved with the branch
+    assert (
+        list(net.extras) == ["projector"] and net.extras["projector"] is kd.projector
+    )  # trained and saved with the branch
     batch = _batch()
     loss, vpr, term, parts = tuple_losses(net, kd, batch, margin=0.5)
 
     descriptors = student(batch.images.flatten(0, 1)).view(B, T, -1)
     teacher = torch.from_numpy(np.stack([np.concatenate([teacher_q[r[:1]], teacher_db[r[1:]]]) for r in batch.rows]))
     want = tuple_loss(descriptors, 0.5, kd.projector(descriptors), teacher, torch.tensor([0.0, 2.5, 1.0]))
-    for got, expected in zip((loss, vpr, term), want):
+    for got, expected in zip((loss, vpr, term), want, strict=True):
         assert float(got.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     assert term.item() > 0 and parts == {}
     loss.backward()
@@ -80,7 +85,7 @@ def test_structvpr_through_the_interface_is_the_stage2_loss():
 
 def test_no_distillation_is_the_triplet_loss_alone():
     student = ToyStudent()
-    net = TrainNet(student)                       # stage I
+    net = TrainNet(student)  # stage I
     assert len(net.extras) == 0
     batch = _batch(1)
     with torch.no_grad():
@@ -104,7 +109,7 @@ class GoodAndDegraded:
 
     def __call__(self, path):
         good = self.loader(path)
-        factor = 2 + self.epoch % 3          # a stand-in for a seeded structvpr_core.degrade draw
+        factor = 2 + self.epoch % 3  # a stand-in for a seeded structvpr_core.degrade draw
         low = F.interpolate(F.avg_pool2d(good[None], factor), size=good.shape[-2:], mode="nearest")[0]
         return torch.cat([good, low])
 
@@ -118,7 +123,7 @@ class DegradedQueryKD(Distillation):
 
     def __init__(self, student, cfg=None):
         self.adapter = nn.Conv2d(320, 320, 1)
-        self.teacher = SegBranch(in_channels=3).eval()          # frozen: an attribute, not a module()
+        self.teacher = SegBranch(in_channels=3).eval()  # frozen: an attribute, not a module()
 
     def modules(self):
         return {"adapter": self.adapter}
@@ -127,13 +132,12 @@ class DegradedQueryKD(Distillation):
         return GoodAndDegraded(loader, epoch)
 
     def forward(self, branch, modules, x):
-        stages = branch.stages(x[:, 3:])                       # the student sees the degraded image
-        return {"descriptors": branch.head([stages[i] for i in branch.mc_stages]),
-                "f5": modules["adapter"](stages[-1])}
+        stages = branch.stages(x[:, 3:])  # the student sees the degraded image
+        return {"descriptors": branch.head([stages[i] for i in branch.mc_stages]), "f5": modules["adapter"](stages[-1])}
 
     def loss(self, batch, outputs):
         with torch.no_grad():
-            t_stages = self.teacher.stages(batch.images[:, :, :3].flatten(0, 1))   # the teacher, the good one
+            t_stages = self.teacher.stages(batch.images[:, :, :3].flatten(0, 1))  # the teacher, the good one
             t_desc = self.teacher.head([t_stages[i] for i in self.teacher.mc_stages])
         t_f5 = t_stages[-1].view(*outputs["f5"].shape)
         mse = (outputs["descriptors"] - t_desc.view_as(outputs["descriptors"])).pow(2).sum(-1).mean()
@@ -154,7 +158,7 @@ def test_a_new_distillation_gets_both_images_features_and_its_own_modules():
     net = TrainNet(student, kd)
     assert list(net.extras) == ["adapter"]
     assert not any(p is q for p in net.parameters() for q in kd.teacher.parameters())
-    read = pickle.loads(pickle.dumps(kd.tuple_loader(FakeLoader(), epoch=1)))     # as DataLoader workers get it
+    read = pickle.loads(pickle.dumps(kd.tuple_loader(FakeLoader(), epoch=1)))  # as DataLoader workers get it
     rows = _batch().rows
     images = torch.stack([torch.stack([read(f"img{i}.jpg") for i in row]) for row in rows])
     assert images.shape == (B, T, 6, SIZE, SIZE)
@@ -163,8 +167,8 @@ def test_a_new_distillation_gets_both_images_features_and_its_own_modules():
     loss, _, term, parts = tuple_losses(net, kd, TrainBatch(images=images, rows=rows), margin=0.1)
     assert set(parts) == {"mse", "ickd"} and term.item() == pytest.approx((parts["mse"] + parts["ickd"]).item())
     loss.backward()
-    assert float(kd.adapter.weight.grad.abs().sum()) > 0                 # the adapter trains through forward
-    assert all(p.grad is None for p in kd.teacher.parameters())          # the teacher does not
+    assert float(kd.adapter.weight.grad.abs().sum()) > 0  # the adapter trains through forward
+    assert all(p.grad is None for p in kd.teacher.parameters())  # the teacher does not
 
 
 def test_the_default_tuple_loader_is_the_stage_loader():

@@ -10,7 +10,6 @@ from structvpr_core.cli import main
 from structvpr_core.extractor import Extractor
 from structvpr_core.images import list_images
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -20,7 +19,7 @@ def frames(corridor, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
     refs = list_images(corridor / "ref")
-    for p in reversed(refs[:5]):   # copy order must not matter: folders are read sorted by name
+    for p in reversed(refs[:5]):  # copy order must not matter: folders are read sorted by name
         shutil.copy(p, folder / p.name)
     return folder, corridor / "query" / "0000042.jpg"
 
@@ -28,13 +27,28 @@ def frames(corridor, tmp_path):
 def test_embed_folder_and_file(frames, tmp_path, capsys):
     folder, loose = frames
     out = tmp_path / "out" / "desc.npy"
-    code = main(["embed", str(folder), str(loose), "--size", "160", "120", "--device", "cpu",
-                 "--batch-size", "2", "--out", str(out)])
+    code = main(
+        [
+            "embed",
+            str(folder),
+            str(loose),
+            "--size",
+            "160",
+            "120",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     desc = np.load(out)
     assert desc.shape == (6, 448) and desc.dtype == np.float32
-    expected = Extractor(device="cpu", image_size=(160, 120)).embed_paths(sorted(folder.iterdir()) + [loose],
-                                                                          progress=False)
+    expected = Extractor(device="cpu", image_size=(160, 120)).embed_paths(
+        [*sorted(folder.iterdir()), loose], progress=False
+    )
     assert np.allclose(desc, expected, atol=1e-5)
     summary = capsys.readouterr().out.strip().splitlines()
     assert len(summary) == 1 and "embedded 6 images" in summary[0] and "6x448" in summary[0]

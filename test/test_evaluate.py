@@ -8,8 +8,15 @@ import pytest
 
 from structvpr_core.data import load_dataset
 from structvpr_core.errors import DatasetError
-from structvpr_core.evaluate import (cache_key, evaluate, format_result, precision_recall, recall_at_n,
-                                     recall_from_predictions, search)
+from structvpr_core.evaluate import (
+    cache_key,
+    evaluate,
+    format_result,
+    precision_recall,
+    recall_at_n,
+    recall_from_predictions,
+    search,
+)
 from structvpr_core.extractor import Extractor
 
 
@@ -74,7 +81,7 @@ def test_precision_recall_hand_built_and_brute_force():
     n_pos = 180  # some queries have a true match that their best match missed
     pr = precision_recall(scores, correct, n_pos)
     expected = brute_force_pr(scores, correct, n_pos)
-    assert list(zip(pr["recall"], pr["precision"])) == pytest.approx(expected)
+    assert list(zip(pr["recall"], pr["precision"], strict=True)) == pytest.approx(expected)
     best = max([r for r, p in expected if p == 1.0] + [0.0])
     assert pr["recall_at_100_precision"] == pytest.approx(best)
 
@@ -91,8 +98,12 @@ def small_geo_set(tmp_path, corridor):
     for sub in ("database", "queries"):
         (root / sub).mkdir(parents=True)
     for k, i in enumerate(range(0, 100, 10)):
-        shutil.copy(corridor / "ref" / f"{i:07d}.jpg", root / "database" / f"@{500000 + 30 * k:.1f}@4000000.0@ref{i}@.jpg")
-        shutil.copy(corridor / "query" / f"{i:07d}.jpg", root / "queries" / f"@{500004 + 30 * k:.1f}@4000000.0@q{i}@.jpg")
+        shutil.copy(
+            corridor / "ref" / f"{i:07d}.jpg", root / "database" / f"@{500000 + 30 * k:.1f}@4000000.0@ref{i}@.jpg"
+        )
+        shutil.copy(
+            corridor / "query" / f"{i:07d}.jpg", root / "queries" / f"@{500004 + 30 * k:.1f}@4000000.0@q{i}@.jpg"
+        )
     return load_dataset(root)
 
 
@@ -103,7 +114,9 @@ def test_evaluate_agrees_with_independent_embeddings_and_caches(small_geo_set, e
     first = evaluate(ds, extractor, (1, 5), cache_dir=cache, progress=False)
     db = extractor.embed_paths(ds.database, progress=False)
     q = extractor.embed_paths(ds.queries, progress=False)
-    assert first["recall"] == {str(n): pytest.approx(v) for n, v in brute_force_recall(db, q, ds.positives, (1, 5)).items()}
+    assert first["recall"] == {
+        str(n): pytest.approx(v) for n, v in brute_force_recall(db, q, ds.positives, (1, 5)).items()
+    }
     assert first["descriptors_cached"] is False and first["descriptor_dim"] == 448 and first["pr"] is None
     assert first["num_queries"] == 10 and first["synthetic"] is False
     files = list((cache / "descriptors").glob("*.npz"))

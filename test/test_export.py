@@ -17,7 +17,7 @@ from structvpr_core.models import build_seg_branch
 from structvpr_core.preprocess import normalise_nchw
 from structvpr_core.weights import IMAGENET_SHA256, file_sha256
 
-SIZE = (160, 120)   # Corridor's own resolution
+SIZE = (160, 120)  # Corridor's own resolution
 
 # int8 bounds at 160x120, 16 calibration images, measured on this machine: descriptor cosine to
 # PyTorch min 0.997 / mean 0.998 on the parity frames; Corridor Recall@1 fp32 0.730, int8 0.721
@@ -34,8 +34,23 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def fp32_export(tmp_path_factory, corridor):
     out = tmp_path_factory.mktemp("export") / "imagenet.onnx"
-    code = main(["export", "--imagenet", "--size", *map(str, SIZE), "--out", str(out), "--eval-dataset", str(corridor),
-                 "--parity-count", "24", "--threads", "1", "--no-progress"])
+    code = main(
+        [
+            "export",
+            "--imagenet",
+            "--size",
+            *map(str, SIZE),
+            "--out",
+            str(out),
+            "--eval-dataset",
+            str(corridor),
+            "--parity-count",
+            "24",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return out
 
@@ -43,8 +58,12 @@ def fp32_export(tmp_path_factory, corridor):
 def test_fp32_export_sidecar_and_parity(fp32_export, capsys):
     meta = json.loads((fp32_export.parent / "imagenet.onnx.json").read_text())
     assert meta["format"] == "structvpr-onnx" and meta["precision"] == "fp32" and meta["opset"] >= 17
-    assert meta["fingerprint"] == {"architecture": "structvpr-rgb-mobilenetv2", "weights_sha256": IMAGENET_SHA256,
-                                   "input_size": list(SIZE), "descriptor_dim": 448}
+    assert meta["fingerprint"] == {
+        "architecture": "structvpr-rgb-mobilenetv2",
+        "weights_sha256": IMAGENET_SHA256,
+        "input_size": list(SIZE),
+        "descriptor_dim": 448,
+    }
     assert meta["onnx_sha256"] == file_sha256(fp32_export)
     assert meta["input"]["layout"] == "NCHW" and meta["input"]["color"] == "RGB"
     assert meta["input"]["shape"] == ["batch", 3, SIZE[1], SIZE[0]]
@@ -52,21 +71,21 @@ def test_fp32_export_sidecar_and_parity(fp32_export, capsys):
     assert meta["source"]["weights"] == "imagenet" and meta["source"]["sha256"] == IMAGENET_SHA256
     parity = meta["parity"]["fp32"]
     assert parity["images"] == 24 and parity["min_cosine"] >= 0.999
-    assert (fp32_export.stat().st_mode & 0o777) != 0o600         # readable like any file the user writes
+    assert (fp32_export.stat().st_mode & 0o777) != 0o600  # readable like any file the user writes
 
 
 def test_graph_holds_the_head_and_batch_is_dynamic(fp32_export, corridor):
     model = onnx.load(str(fp32_export))
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("ReduceMax") == 3 and "Concat" in ops     # max-pool of F3..F5, concatenated, in the graph
+    assert ops.count("ReduceMax") == 3 and "Concat" in ops  # max-pool of F3..F5, concatenated, in the graph
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     session = ort.InferenceSession(str(fp32_export), providers=["CPUExecutionProvider"])
     frames = [resize_image(read_image(p), SIZE) for p in list_images(corridor / "query")[:3]]
     batch = normalise_nchw(np.stack(frames), "bgr")
     together = session.run(None, {"image": batch})[0]
-    alone = np.concatenate([session.run(None, {"image": batch[i:i + 1]})[0] for i in range(3)])
+    alone = np.concatenate([session.run(None, {"image": batch[i : i + 1]})[0] for i in range(3)])
     assert together.shape == (3, 448) and np.allclose(together, alone, atol=1e-5)
-    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)   # L2 inside the graph
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)  # L2 inside the graph
     # The same numbers as PyTorch, frame by frame (parity on real images, independently of the command).
     reference = Extractor(device="cpu", image_size=SIZE, backend="torch")
     cos = (reference.embed(frames) * together).sum(axis=1)
@@ -75,9 +94,26 @@ def test_graph_holds_the_head_and_batch_is_dynamic(fp32_export, corridor):
 
 def test_int8_export_within_its_bound(tmp_path, corridor, capsys, fp32_export):
     out = tmp_path / "int8.onnx"
-    code = main(["export", "--imagenet", "--size", *map(str, SIZE), "--int8", "--calibration", str(corridor / "ref"),
-                 "--calibration-count", "16", "--out", str(out), "--parity-count", "24", "--threads", "1",
-                 "--no-progress"])
+    code = main(
+        [
+            "export",
+            "--imagenet",
+            "--size",
+            *map(str, SIZE),
+            "--int8",
+            "--calibration",
+            str(corridor / "ref"),
+            "--calibration-count",
+            "16",
+            "--out",
+            str(out),
+            "--parity-count",
+            "24",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "parity int8 vs PyTorch" in printed and "Recall@1 on corridor" in printed
@@ -87,25 +123,27 @@ def test_int8_export_within_its_bound(tmp_path, corridor, capsys, fp32_export):
     assert q["format"] == "QDQ" and q["calibration"] == {"method": "MinMax", "images": 16}
     assert q["kept_float"] == ["stem"] and all(n.startswith("/blocks.0/") for n in q["float_nodes"])
     par, rec = meta["parity"]["int8"], meta["parity"]["recall"]
-    print(f"int8 {SIZE}: cosine min {par['min_cosine']:.4f} mean {par['mean_cosine']:.4f}; R@1 fp32 "
-          f"{rec['recall@1_fp32']:.3f} int8 {rec['recall@1_int8']:.3f} "
-          f"mixed {rec['recall@1_int8_queries_fp32_map']:.3f}")
+    print(
+        f"int8 {SIZE}: cosine min {par['min_cosine']:.4f} mean {par['mean_cosine']:.4f}; R@1 fp32 "
+        f"{rec['recall@1_fp32']:.3f} int8 {rec['recall@1_int8']:.3f} "
+        f"mixed {rec['recall@1_int8_queries_fp32_map']:.3f}"
+    )
     assert par["min_cosine"] >= INT8_MIN_COSINE
     assert rec["recall@1_fp32"] - rec["recall@1_int8"] <= INT8_MAX_RECALL_DROP
     assert rec["recall@1_fp32"] - rec["recall@1_int8_queries_fp32_map"] <= INT8_MAX_RECALL_DROP
-    assert out.stat().st_size < 0.5 * fp32_export.stat().st_size       # int8 weights
+    assert out.stat().st_size < 0.5 * fp32_export.stat().st_size  # int8 weights
     model = onnx.load(str(out))
     assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) > 20
     # The int8 model is the same model to a map: same fingerprint, its own precision.
     ex = Extractor(None, device="cpu", image_size=SIZE, onnx_model=out)
     assert ex.precision == "int8" and ex.fingerprint == meta["fingerprint"]
-    assert not list(tmp_path.glob(".*"))                      # no temporary files left behind
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
 def test_float_node_policies(fp32_export):
     model = onnx.load(str(fp32_export))
     heads = float_nodes(model, ["heads"])
-    assert len(heads) == 5                                     # F5 conv, F4 and F3: residual Add + its conv
+    assert len(heads) == 5  # F5 conv, F4 and F3: residual Add + its conv
     assert {n.split("/")[1] for n in heads} == {"blocks.2", "blocks.3", "blocks.4"}
     assert float_nodes(model, []) == []
 

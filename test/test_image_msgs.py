@@ -24,12 +24,15 @@ def pad_rows(arr2d_bytes: np.ndarray, pad: int) -> bytes:
     return np.concatenate([rows, junk], axis=1).tobytes()
 
 
-@pytest.mark.parametrize("encoding,make", [
-    ("bgr8", lambda b: b),
-    ("rgb8", lambda b: b[:, :, ::-1]),
-    ("bgra8", lambda b: np.dstack([b, np.full((H, W), 7, np.uint8)])),
-    ("rgba8", lambda b: np.dstack([b[:, :, ::-1], np.full((H, W), 7, np.uint8)])),
-])
+@pytest.mark.parametrize(
+    "encoding,make",
+    [
+        ("bgr8", lambda b: b),
+        ("rgb8", lambda b: b[:, :, ::-1]),
+        ("bgra8", lambda b: np.dstack([b, np.full((H, W), 7, np.uint8)])),
+        ("rgba8", lambda b: np.dstack([b[:, :, ::-1], np.full((H, W), 7, np.uint8)])),
+    ],
+)
 @pytest.mark.parametrize("pad", [0, 3])
 def test_colour_encodings_with_and_without_row_padding(bgr, encoding, make, pad):
     src = np.ascontiguousarray(make(bgr))
@@ -57,16 +60,19 @@ def test_16bit_both_byte_orders_and_padding(encoding, bigendian):
 
 
 def test_last_row_without_padding_is_accepted(bgr):
-    data = pad_rows(bgr.view(np.uint8), 4)[:-4]        # the final row's padding omitted
+    data = pad_rows(bgr.view(np.uint8), 4)[:-4]  # the final row's padding omitted
     assert np.array_equal(image_msg_to_bgr("bgr8", H, W, W * 3 + 4, 0, data), bgr)
 
 
-@pytest.mark.parametrize("args,match", [
-    (("yuv422", H, W, W * 2, 0, bytes(H * W * 2)), "not supported"),
-    (("bgr8", H, W, W * 3 - 1, 0, bytes(H * W * 3)), "step"),
-    (("bgr8", H, W, W * 3, 0, bytes(H * W * 3 - 1)), "needs"),
-    (("bgr8", 0, W, W * 3, 0, b""), "zero size"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (("yuv422", H, W, W * 2, 0, bytes(H * W * 2)), "not supported"),
+        (("bgr8", H, W, W * 3 - 1, 0, bytes(H * W * 3)), "step"),
+        (("bgr8", H, W, W * 3, 0, bytes(H * W * 3 - 1)), "needs"),
+        (("bgr8", 0, W, W * 3, 0, b""), "zero size"),
+    ],
+)
 def test_bad_messages_are_image_errors(args, match):
     with pytest.raises(ImageError, match=match):
         image_msg_to_bgr(*args)
@@ -74,7 +80,7 @@ def test_bad_messages_are_image_errors(args, match):
 
 @pytest.mark.parametrize("ext", [".png", ".jpg"])
 def test_compressed_images(bgr, ext):
-    ok, buf = cv2.imencode(ext, bgr)
+    _ok, buf = cv2.imencode(ext, bgr)
     out = compressed_msg_to_bgr("bgr8; " + ext[1:] + " compressed bgr8", buf.ravel())
     assert out.shape == (H, W, 3)
     if ext == ".png":

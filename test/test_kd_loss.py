@@ -37,13 +37,13 @@ def test_stage2_loss_matches_the_formula(k):
     tq, tp, tn = _unit(B, 480), _unit(B, 480), _unit(B, k, 480)
     phi = torch.tensor([0.0, 1.0, 7.85, 0.58, 3.6], dtype=torch.float64)
     T = Projector(448, 480).double()
-    margin = 0.5       # large enough that some triplets are active and some are not at random init
+    margin = 0.5  # large enough that some triplets are active and some are not at random init
     student = torch.cat([sq[:, None], sp[:, None], sn], dim=1)
     teacher = torch.cat([tq[:, None], tp[:, None], tn], dim=1)
     total, vpr, kd = tuple_loss(student, margin, T(student), teacher, phi)
     with torch.no_grad():
         want_total, want_vpr, want_kd = _direct(sq, sp, sn, tq, tp, tn, phi, T, margin)
-    assert 0 < want_vpr                                      # the hinge is active somewhere
+    assert 0 < want_vpr  # the hinge is active somewhere
     # torch's pairwise distance adds eps = 1e-6 to the difference: agreement to ~1e-7, not exact
     assert float(vpr) == pytest.approx(want_vpr, rel=1e-5)
     assert float(kd) == pytest.approx(want_kd, rel=1e-9)
@@ -70,7 +70,7 @@ def test_stage1_and_none_method_have_no_distillation_term():
 
 def test_distillation_weights_each_tuple_by_its_phi():
     projected = torch.zeros(2, 3, 4)
-    teacher = torch.ones(2, 3, 4)                            # ‖1 - 0‖² = 4 per image, 12 per tuple
+    teacher = torch.ones(2, 3, 4)  # ‖1 - 0‖² = 4 per image, 12 per tuple
     assert float(distillation_loss(projected, teacher, torch.tensor([1.0, 0.0]))) == pytest.approx(6.0)
     assert float(distillation_loss(projected, teacher, torch.tensor([2.0, 3.0]))) == pytest.approx(30.0)
     with pytest.raises(ValueError):

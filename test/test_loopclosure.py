@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -74,9 +75,10 @@ def detector(extractor=None, mapdb=None, **cfg):
 
 # -- constructed sequences (stand-in extractor) ---------------------------------------------
 
+
 def test_temporal_exclusion_in_mapping_mode():
     det = detector(mode="mapping", temporal_exclusion_s=30.0, min_score=0.5, top_k=3, session="run1")
-    first = [det.process(place(p), stamp=float(p)) for p in range(10)]       # places 0..9 at t=0..9
+    first = [det.process(place(p), stamp=float(p)) for p in range(10)]  # places 0..9 at t=0..9
     assert [d.query_id for d in first] == list(range(1, 11))
     assert all(d.is_keyframe and not d.candidates for d in first)
     # Back at place 3 9 s later: it is where the robot just was -> excluded, no loop closure.
@@ -87,8 +89,7 @@ def test_temporal_exclusion_in_mapping_mode():
     assert {c.map_id for c in late.candidates} == {4, 11}
     assert all(c.stamp <= 50.0 - 30.0 for c in late.candidates) and late.candidates[0].score > 0.99
     # Another session's keyframes are never excluded, however recent.
-    other = detector(mapdb=det.mapdb, mode="mapping", temporal_exclusion_s=30.0, min_score=0.5,
-                     session="run2")
+    other = detector(mapdb=det.mapdb, mode="mapping", temporal_exclusion_s=30.0, min_score=0.5, session="run2")
     assert {c.map_id for c in other.process(place(9), stamp=51.0).candidates} == {10}
     # Localization mode does not add to the map and does not exclude.
     loc = detector(mapdb=det.mapdb, mode="localization", min_score=0.5)
@@ -100,7 +101,7 @@ def test_score_threshold_and_top_k():
     ex = StandInExtractor()
     mapdb = MapDatabase.create(FP, DIM)
     mapdb.add(ex.embed([place(p) for p in range(20)]), [{"stamp": float(p), "source": f"p{p}"} for p in range(20)])
-    revisit = place(5, variant=1)                          # same place, changed appearance
+    revisit = place(5, variant=1)  # same place, changed appearance
     sim = float(ex.embed([revisit])[0] @ ex.table[5])
     assert 0.8 < sim < 0.99
     strict = detector(ex, mapdb, min_score=0.99).process(revisit, 0.0)
@@ -112,20 +113,20 @@ def test_score_threshold_and_top_k():
         assert [c.map_id for c in got] == expected and got[0].source == "p5"
     everything = detector(ex, mapdb, min_score=-1.0, top_k=7).process(revisit, 0.0).candidates
     assert len(everything) == 7 and everything[0].map_id == 6
-    assert all(a.score >= b.score for a, b in zip(everything, everything[1:]))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(everything))
 
 
 def test_keyframe_policy_time_distance_novelty():
     ex = StandInExtractor()
     det = detector(ex, keyframe_min_interval_s=0.5)
     kfs = [t for t in np.arange(20) * 0.1 if det.process(place(1), float(t)).is_keyframe]
-    assert kfs == pytest.approx([0.0, 0.5, 1.0, 1.5]) and ex.calls == 4     # no network on skipped frames
+    assert kfs == pytest.approx([0.0, 0.5, 1.0, 1.5]) and ex.calls == 4  # no network on skipped frames
 
     ex = StandInExtractor()
     det = detector(ex, keyframe_min_distance_m=1.0)
     walk = [det.process(place(i), float(i), pose=Pose((0.3 * i, 0, 0))).is_keyframe for i in range(12)]
     assert [i for i, k in enumerate(walk) if k] == [0, 4, 8] and ex.calls == 3
-    assert det.process(place(1), 13.0, pose=None).is_keyframe     # no pose: distance not applied
+    assert det.process(place(1), 13.0, pose=None).is_keyframe  # no pose: distance not applied
 
     det = detector(keyframe_max_similarity=0.95, mode="mapping")
     same = [det.process(place(7), float(t)) for t in range(3)]
@@ -134,7 +135,7 @@ def test_keyframe_policy_time_distance_novelty():
 
     det = detector(keyframe_min_interval_s=10.0)
     assert det.process(place(1), 100.0).is_keyframe and not det.process(place(2), 105.0).is_keyframe
-    assert det.process(place(3), 5.0).is_keyframe               # clock went back (bag restart)
+    assert det.process(place(3), 5.0).is_keyframe  # clock went back (bag restart)
     det.reset()
     assert det.process(place(4), 6.0).is_keyframe
 
@@ -144,7 +145,7 @@ def test_memory_is_bounded_in_localization_mode():
     mapdb = MapDatabase.create(FP, DIM)
     mapdb.add(ex.embed([place(p) for p in range(30)]), [{"stamp": float(p)} for p in range(30)])
     det = detector(ex, mapdb, top_k=5, min_score=-1.0)
-    for t in range(50):                                       # warm-up (caches, lazy imports)
+    for t in range(50):  # warm-up (caches, lazy imports)
         det.process(place(t % 30, t % 8), float(t))
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
@@ -161,8 +162,14 @@ def test_wrong_model_or_config_is_refused():
         detector(mapdb=MapDatabase.create(dict(FP, descriptor_dim=8), 8))
     with pytest.raises(MapError, match="weights_sha256"):
         detector(mapdb=MapDatabase.create(dict(FP, weights_sha256="ff" * 32), DIM))
-    for bad in ({"top_k": 0}, {"mode": "slam"}, {"min_score": 2.0}, {"temporal_exclusion_s": -1.0},
-                {"keyframe_max_similarity": 1.5}, {"session": ""}):
+    for bad in (
+        {"top_k": 0},
+        {"mode": "slam"},
+        {"min_score": 2.0},
+        {"temporal_exclusion_s": -1.0},
+        {"keyframe_max_similarity": 1.5},
+        {"session": ""},
+    ):
         with pytest.raises(ConfigError):
             detector(**bad)
 
@@ -220,6 +227,7 @@ def test_verification_switched_on_between_frames(opencv_data):
 
 # -- real images: verification re-ranks ------------------------------------------------------
 
+
 def test_verification_reranks_real_photos(opencv_data):
     """Global scores (stand-in) rank the wrong photos first; SIFT + RANSAC puts leuvenA on top."""
     ex = StandInExtractor()
@@ -227,25 +235,31 @@ def test_verification_reranks_real_photos(opencv_data):
     photos = {n: read_image(opencv_data / n) for n in names}
     query = read_image(opencv_data / "leuvenB.jpg")
     q = ex.table[0]
-    for i, n in enumerate(names):   # decreasing similarity to the query: 0.9, 0.8, 0.7, 0.6
+    for i, n in enumerate(names):  # decreasing similarity to the query: 0.9, 0.8, 0.7, 0.6
         s = 0.9 - 0.1 * i
         ortho = ex.table[i + 1] - (ex.table[i + 1] @ q) * q
-        ex.by_hash[hashlib.sha1(photos[n].tobytes()).hexdigest()] = s * q + np.sqrt(1 - s * s) * ortho / np.linalg.norm(ortho)
+        ex.by_hash[hashlib.sha1(photos[n].tobytes()).hexdigest()] = s * q + np.sqrt(1 - s * s) * ortho / np.linalg.norm(
+            ortho
+        )
     ex.by_hash[hashlib.sha1(query.tobytes()).hexdigest()] = q
     verifier = GeometricVerifier()
     mapdb = MapDatabase.create(FP, DIM)
-    mapdb.add(ex.embed(list(photos.values())), [{"source": n} for n in names],
-              local_features=[verifier.extract_features(im) for im in photos.values()])
+    mapdb.add(
+        ex.embed(list(photos.values())),
+        [{"source": n} for n in names],
+        local_features=[verifier.extract_features(im) for im in photos.values()],
+    )
 
     plain = LoopClosureDetector(ex, mapdb, DetectorConfig(top_k=4)).process(query, 0.0)
     assert [c.source for c in plain.candidates] == names and plain.verify_ms == 0.0
 
     h, w = query.shape[:2]
     K = np.array([[0.9 * w, 0, w / 2], [0, 0.9 * w, h / 2], [0, 0, 1]])
-    det = LoopClosureDetector(ex, mapdb, DetectorConfig(top_k=4, verify=True, min_inliers=30),
-                              verifier=verifier, camera_matrix=K)
+    det = LoopClosureDetector(
+        ex, mapdb, DetectorConfig(top_k=4, verify=True, min_inliers=30), verifier=verifier, camera_matrix=K
+    )
     d = det.process(query, 0.0)
-    assert [c.source for c in d.candidates] == ["leuvenA.jpg"]          # the others fail min_inliers
+    assert [c.source for c in d.candidates] == ["leuvenA.jpg"]  # the others fail min_inliers
     best = d.candidates[0]
     assert best.inliers >= 100 and best.relative_rotation.shape == (3, 3)
     assert np.isclose(np.linalg.norm(best.relative_translation), 1.0)
@@ -254,10 +268,11 @@ def test_verification_reranks_real_photos(opencv_data):
     loose = LoopClosureDetector(ex, mapdb, DetectorConfig(top_k=4, verify=True, min_inliers=0), verifier=verifier)
     ranked = loose.process(query, 0.0).candidates
     assert ranked[0].source == "leuvenA.jpg" and len(ranked) == 4
-    assert all(a.inliers >= b.inliers for a, b in zip(ranked, ranked[1:]))
+    assert all(a.inliers >= b.inliers for a, b in itertools.pairwise(ranked))
 
 
 # -- the real route (real Extractor) -----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def extractor_160():
@@ -268,23 +283,30 @@ def extractor_160():
 def test_mapping_mode_on_the_corridor_route(corridor, extractor_160):
     """Drive the route twice in one mapping session: loop closures come only from the first pass."""
     mapdb = MapDatabase.create(extractor_160.fingerprint, extractor_160.dim)
-    cfg = DetectorConfig(mode="mapping", top_k=3, verify=True, min_inliers=8, temporal_exclusion_s=30.0,
-                         session="corridor", verify_candidates=5)
+    cfg = DetectorConfig(
+        mode="mapping",
+        top_k=3,
+        verify=True,
+        min_inliers=8,
+        temporal_exclusion_s=30.0,
+        session="corridor",
+        verify_candidates=5,
+    )
     det = LoopClosureDetector(extractor_160, mapdb, cfg)
     refs = sorted((corridor / "ref").glob("*.jpg"))
     queries = sorted((corridor / "query").glob("*.jpg"))
-    for i, p in enumerate(refs):                                   # pass 1: t = 0..110 s
+    for i, p in enumerate(refs):  # pass 1: t = 0..110 s
         d = det.process(read_image(p), float(i), source=str(p))
         assert d.query_id == i + 1
-        assert all(c.stamp <= i - 30.0 for c in d.candidates)      # never the last 30 s
+        assert all(c.stamp <= i - 30.0 for c in d.candidates)  # never the last 30 s
     assert len(mapdb) == len(refs) and mapdb.num_with_features == len(refs)
     hits = tried = 0
-    for i in range(0, len(queries), 3):                            # pass 2: t = 300 + i s
+    for i in range(0, len(queries), 3):  # pass 2: t = 300 + i s
         now = 300.0 + i
         d = det.process(read_image(queries[i]), now, source=str(queries[i]))
         assert all(c.stamp <= now - 30.0 for c in d.candidates)
         assert all(c.inliers >= 8 for c in d.candidates)
-        assert all(a.inliers >= b.inliers for a, b in zip(d.candidates, d.candidates[1:]))
+        assert all(a.inliers >= b.inliers for a, b in itertools.pairwise(d.candidates))
         tried += 1
         hits += bool(d.candidates) and d.candidates[0].map_id <= len(refs) and abs(d.candidates[0].map_id - 1 - i) <= 2
     # Measured 0.76 (28/37): the verified top-1 is the right place of the first pass.

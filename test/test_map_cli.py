@@ -35,14 +35,32 @@ def route(corridor, tmp_path_factory):
         (root / side).mkdir()
         for p in sorted((corridor / side).glob("*.jpg"))[:N]:
             shutil.copy(p, root / side / p.name)
-    rows = ["image,x,y,stamp"] + [f"{p.name},{i * 0.5},0,{100 + i}"
-                                  for i, p in enumerate(sorted((root / "ref").iterdir()))]
+    rows = ["image,x,y,stamp"] + [
+        f"{p.name},{i * 0.5},0,{100 + i}" for i, p in enumerate(sorted((root / "ref").iterdir()))
+    ]
     (root / "poses.csv").write_text("\n".join(rows) + "\n")
     gt = ["query_index,matching_ref_indices"] + [
-        f"{i}," + " ".join(str(j) for j in range(max(0, i - 2), min(N, i + 3))) for i in range(N)]
+        f"{i}," + " ".join(str(j) for j in range(max(0, i - 2), min(N, i + 3))) for i in range(N)
+    ]
     (root / "ground_truth.csv").write_text("\n".join(gt) + "\n")
-    assert main(["build-map", "--images", str(root / "ref"), "--poses", str(root / "poses.csv"),
-                 "--out", str(root / "map"), *SIZE, "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "build-map",
+                "--images",
+                str(root / "ref"),
+                "--poses",
+                str(root / "poses.csv"),
+                "--out",
+                str(root / "map"),
+                *SIZE,
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -80,8 +98,21 @@ def test_query_json_format_and_ranking(route, capsys):
 
 
 def test_eval_loop_matches_brute_force_retrieval(route, capsys):
-    code, out, _ = run(capsys, "eval-loop", "--dataset", route, *SIZE, "--verify", "--verify-candidates", "5",
-                       "--json", route / "eval.json", "--no-progress", "--device", "cpu")
+    code, out, _ = run(
+        capsys,
+        "eval-loop",
+        "--dataset",
+        route,
+        *SIZE,
+        "--verify",
+        "--verify-candidates",
+        "5",
+        "--json",
+        route / "eval.json",
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert code == 0 and "verified" in out
     rep = json.loads((route / "eval.json").read_text())
     # Independent check of the retrieval numbers: exact search by hand with the same model.
@@ -104,9 +135,26 @@ def test_build_map_from_a_bag_with_poses(route, tmp_path, capsys):
     imgs = [(10.0 + t, read_image(p)) for t, p in enumerate(sorted((route / "ref").iterdir())[:8])]
     poses = [(9.5 + t, Pose((t - 0.5, 0.0, 0.0))) for t in range(9)]
     bag = write_bag(tmp_path / "bag", imgs, poses, storage="mcap")
-    code, out, _ = run(capsys, "build-map", "--bag", bag, "--image-topic", "/cam/image", "--pose-topic", "/pose",
-                       "--min-interval", "1.5", "--features", "orb", "--out", tmp_path / "map", *SIZE,
-                       "--no-progress", "--device", "cpu")
+    code, out, _ = run(
+        capsys,
+        "build-map",
+        "--bag",
+        bag,
+        "--image-topic",
+        "/cam/image",
+        "--pose-topic",
+        "/pose",
+        "--min-interval",
+        "1.5",
+        "--features",
+        "orb",
+        "--out",
+        tmp_path / "map",
+        *SIZE,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert code == 0 and "4 keyframes" in out
     m = MapDatabase.load(tmp_path / "map")
     assert [kf.stamp for kf in m.keyframes()] == [10.0, 12.0, 14.0, 16.0]
@@ -119,8 +167,20 @@ def test_folder_format_names_give_positions(route, tmp_path, capsys):
     db.mkdir(parents=True)
     for i, p in enumerate(sorted((route / "ref").iterdir())[:3]):
         shutil.copy(p, db / f"@{500000 + 10 * i:.2f}@{4100000 + i:.2f}@17@T@45.{i}@7.5@@@@@@@@.jpg")
-    code, _, _ = run(capsys, "build-map", "--images", tmp_path / "ds", "--out", tmp_path / "m", *SIZE,
-                     "--features", "none", "--no-progress", "--device", "cpu")
+    code, _, _ = run(
+        capsys,
+        "build-map",
+        "--images",
+        tmp_path / "ds",
+        "--out",
+        tmp_path / "m",
+        *SIZE,
+        "--features",
+        "none",
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert code == 0
     kfs = list(MapDatabase.load(tmp_path / "m").keyframes())
     assert [k.pose.position[:2] for k in kfs] == [(500000.0, 4100000.0), (500010.0, 4100001.0), (500020.0, 4100002.0)]
@@ -155,8 +215,12 @@ def test_mapbuild_library_call_returns_the_map(route, tmp_path):
     """build_map as a script or a notebook calls it: a conf dict over the defaults, a Path back."""
     from structvpr_core import mapbuild
 
-    conf = {"model": {"image_size": (160, 120), "device": "cpu"}, "verification": {"features": "none"},
-            "session": "nb", "progress": False}
+    conf = {
+        "model": {"image_size": (160, 120), "device": "cpu"},
+        "verification": {"features": "none"},
+        "session": "nb",
+        "progress": False,
+    }
     out = mapbuild.main(conf, route / "ref", tmp_path / "m", poses=route / "poses.csv")
     assert out == tmp_path / "m"
     m = MapDatabase.load(out)

@@ -21,8 +21,7 @@ from structvpr_core.mapdb import storage as mapdb_mod
 from structvpr_core.verify import LocalFeatures
 
 DIM = 32
-FP = {"architecture": "synthetic-test", "weights_sha256": "ab" * 32, "input_size": [64, 48],
-      "descriptor_dim": DIM}
+FP = {"architecture": "synthetic-test", "weights_sha256": "ab" * 32, "input_size": [64, 48], "descriptor_dim": DIM}
 
 
 def unit(x):
@@ -34,15 +33,27 @@ def synthetic_desc(n, dim=DIM, seed=0):
 
 
 def keyframes(n, session="s1", t0=0.0):
-    return [{"stamp": t0 + i, "pose": Pose((i, 2.0 * i, 0.5), (0.0, 0.0, np.sin(i / 10), np.cos(i / 10))),
-             "gps": (45.0 + i * 1e-5, 7.0) if i % 2 else None, "session": session, "source": f"img{i:04d}.jpg"}
-            for i in range(n)]
+    return [
+        {
+            "stamp": t0 + i,
+            "pose": Pose((i, 2.0 * i, 0.5), (0.0, 0.0, np.sin(i / 10), np.cos(i / 10))),
+            "gps": (45.0 + i * 1e-5, 7.0) if i % 2 else None,
+            "session": session,
+            "source": f"img{i:04d}.jpg",
+        }
+        for i in range(n)
+    ]
 
 
 def features(i):
     rng = np.random.default_rng(i)
-    return LocalFeatures("sift", rng.uniform(0, 100, (20, 2)).astype(np.float32),
-                         rng.integers(0, 255, (20, 128), dtype=np.uint8), (100, 80), 6.4)
+    return LocalFeatures(
+        "sift",
+        rng.uniform(0, 100, (20, 2)).astype(np.float32),
+        rng.integers(0, 255, (20, 128), dtype=np.uint8),
+        (100, 80),
+        6.4,
+    )
 
 
 @pytest.fixture
@@ -61,8 +72,8 @@ def test_round_trip_ids_poses_scores_identical(small_map):
     loaded = MapDatabase.load(path, expected_fingerprint=FP)
     assert len(loaded) == 60 and loaded.dim == DIM and loaded.fingerprint == FP
     assert loaded.meta == {"features": "sift"}
-    assert loaded.search(x[:10], 5) == before           # same ids, bit-identical scores
-    assert [h[0][0] for h in before] == ids[:10]         # each vector finds itself first
+    assert loaded.search(x[:10], 5) == before  # same ids, bit-identical scores
+    assert [h[0][0] for h in before] == ids[:10]  # each vector finds itself first
     for kid in (1, 2, 37, 60):
         assert loaded.keyframe(kid) == db.keyframe(kid)
     kf = loaded.keyframe(2)
@@ -70,21 +81,21 @@ def test_round_trip_ids_poses_scores_identical(small_map):
     assert loaded.keyframe(1).gps is None
     f = loaded.local_features(2)
     assert f is not None and np.array_equal(f.descriptors, features(1).descriptors) and f.scale == 6.4
-    assert loaded.local_features(4) is None      # keyframe index 3: stored without features
+    assert loaded.local_features(4) is None  # keyframe index 3: stored without features
     assert loaded.num_with_features == 40
 
 
 def test_incremental_add_after_load_and_resave(small_map):
-    _, x, _, path = small_map
+    _, _x, _, path = small_map
     db = MapDatabase.load(path)
     y = synthetic_desc(5, seed=9)
     assert db.add(y, keyframes(5, session="s2", t0=100.0)) == [61, 62, 63, 64, 65]
     assert db.search(y[:1], 1)[0][0][0] == 61
     assert db.keyframe(63).session == "s2" and db.keyframe(10).session == "s1"
-    db.save()   # in place: the old directory is swapped out
+    db.save()  # in place: the old directory is swapped out
     again = MapDatabase.load(path)
     assert len(again) == 65 and again.keyframe(65).stamp == 104.0
-    assert sorted(p.name for p in path.parent.iterdir()) == ["map"]    # no leftovers
+    assert sorted(p.name for p in path.parent.iterdir()) == ["map"]  # no leftovers
 
 
 def test_search_min_score_and_exclusions_match_brute_force(small_map):
@@ -92,13 +103,13 @@ def test_search_min_score_and_exclusions_match_brute_force(small_map):
     q = x[:3] + 0.1
     exact = [sorted(((i + 1, float(s)) for i, s in enumerate(x @ qq)), key=lambda t: -t[1]) for qq in q]
     res = db.search(q, 4, min_score=0.3)
-    for r, e in zip(res, exact):
+    for r, e in zip(res, exact, strict=True):
         assert [i for i, _ in r] == [i for i, s in e if s >= 0.3][:4]
     # exclusion inside faiss (IDSelector) and by predicate give the filtered brute-force answer
     banned = {e[0][0] for e in exact} | {e[1][0] for e in exact}
     by_ids = db.search(q, 3, exclude_ids=sorted(banned))
     by_pred = db.search(q, 3, exclude=lambda kf: kf.id in banned)
-    for a, b, e in zip(by_ids, by_pred, exact):
+    for a, b, e in zip(by_ids, by_pred, exact, strict=True):
         want = [i for i, _ in e if i not in banned][:3]
         assert [i for i, _ in a] == want and [i for i, _ in b] == want
     # temporal exclusion helper: ids of one session newer than a stamp
@@ -110,10 +121,11 @@ def test_wrong_descriptor_dim_is_refused():
     db = MapDatabase.create(FP, DIM)
     with pytest.raises(MapError, match="32-d"):
         db.add(np.ones((2, 16), np.float32), [{}, {}])
-    assert db.search(synthetic_desc(1), 3) == [[]]      # empty map: empty answer, no error
+    assert db.search(synthetic_desc(1), 3) == [[]]  # empty map: empty answer, no error
 
 
 # -- crash safety ----------------------------------------------------------------------------
+
 
 def _crash_on_call(monkeypatch, failing_calls):
     """os.replace inside mapdb raises on the given call numbers (simulating a crash there)."""
@@ -134,7 +146,7 @@ def test_crash_during_swap_leaves_old_map_loadable(small_map, monkeypatch, fail_
     _, x, _, path = small_map
     db = MapDatabase.load(path)
     db.add(synthetic_desc(3, seed=5), keyframes(3, session="s2"))
-    _crash_on_call(monkeypatch, fail_at)   # 1: renaming old aside fails; 2: renaming new in fails
+    _crash_on_call(monkeypatch, fail_at)  # 1: renaming old aside fails; 2: renaming new in fails
     with pytest.raises(OSError, match="simulated crash"):
         db.save()
     monkeypatch.undo()
@@ -147,13 +159,13 @@ def test_crash_between_renames_is_recovered_on_load(small_map, monkeypatch):
     _, _, _, path = small_map
     db = MapDatabase.load(path)
     db.add(synthetic_desc(3, seed=5), keyframes(3, session="s2"))
-    _crash_on_call(monkeypatch, {2, 3})    # the new->target rename and the undo both "crash"
+    _crash_on_call(monkeypatch, {2, 3})  # the new->target rename and the undo both "crash"
     with pytest.raises(OSError):
         db.save()
     monkeypatch.undo()
     assert not path.exists()
     assert (path.parent / "map.structvpr-new").is_dir() and (path.parent / "map.structvpr-old").is_dir()
-    recovered = MapDatabase.load(path)     # the complete new map is put back in place
+    recovered = MapDatabase.load(path)  # the complete new map is put back in place
     assert path.is_dir() and len(recovered) == 63
 
 
@@ -176,6 +188,7 @@ def test_crash_while_writing_keeps_old_map_and_next_save_cleans_up(small_map, mo
 
 
 # -- refusing wrong or damaged maps ----------------------------------------------------------
+
 
 def test_fingerprint_mismatch_says_expected_and_found(small_map):
     _, _, _, path = small_map
@@ -257,14 +270,15 @@ def test_damaged_map_gives_its_message_fast(small_map, case):
 
 # -- index types -----------------------------------------------------------------------------
 
+
 def test_ivfpq_collects_exactly_until_trained_and_round_trips(tmp_path):
     x = synthetic_desc(3000, seed=1)
     db = MapDatabase.create(FP, DIM, "ivfpq", {"auto_train_at": 2000, "nlist": 16, "pq_m": 8})
     db.add(x[:1000], [{}] * 1000)
-    assert not db.trained and db.search(x[:1], 1)[0][0][0] == 1   # exact while untrained
+    assert not db.trained and db.search(x[:1], 1)[0][0][0] == 1  # exact while untrained
     db.save(tmp_path / "untrained")
     assert not MapDatabase.load(tmp_path / "untrained").trained
-    db.add(x[1000:], [{}] * 2000)                                   # crosses auto_train_at
+    db.add(x[1000:], [{}] * 2000)  # crosses auto_train_at
     assert db.trained and len(db) == 3000
     path = db.save(tmp_path / "trained")
     loaded = MapDatabase.load(path)
@@ -276,10 +290,10 @@ def test_ivfflat_exact_until_trained_and_round_trip_keeps_nprobe(tmp_path):
     x = synthetic_desc(3000, seed=2)
     db = MapDatabase.create(FP, DIM, "ivfflat", {"auto_train_at": 2000})
     db.add(x[:1000], [{}] * 1000)
-    assert not db.trained and db.search(x[:1], 1)[0][0][0] == 1   # exact while untrained
-    db.add(x[1000:], [{}] * 2000)                                   # crosses auto_train_at
-    assert db.trained and db.index_params["nlist"] == 3000 // 39    # 4·sqrt(N) capped by 39/list
-    assert db.index_params["nprobe"] == 16                          # the documented default
+    assert not db.trained and db.search(x[:1], 1)[0][0][0] == 1  # exact while untrained
+    db.add(x[1000:], [{}] * 2000)  # crosses auto_train_at
+    assert db.trained and db.index_params["nlist"] == 3000 // 39  # 4·sqrt(N) capped by 39/list
+    assert db.index_params["nprobe"] == 16  # the documented default
     db.set_search_params(nprobe=5)
     path = db.save(tmp_path / "m")
     manifest = json.loads((path / "manifest.json").read_text())
@@ -304,7 +318,7 @@ def test_set_search_params_validates():
     for bad in (0, -3, 2.5, True, "8"):
         with pytest.raises(MapError, match="positive integer"):
             ivf.set_search_params(nprobe=bad)
-    assert ivf.index_params["nprobe"] == 16                      # unchanged by the refusals
+    assert ivf.index_params["nprobe"] == 16  # unchanged by the refusals
     ivf.set_search_params(nprobe=np.int64(4))
     assert ivf.index_params["nprobe"] == 4
     hnsw = MapDatabase.create(FP, DIM, "hnsw")
@@ -344,12 +358,15 @@ def synthetic_100k():
 
 # Measured on this synthetic set: flat 1.000, ivfpq 0.947, hnsw 0.980 (CPU: 3 s, 7 s single-thread),
 # ivfflat with its defaults (nlist 4·sqrt(N) = 1264, nprobe 16) 1.000 (3.4 s: training + adding).
-@pytest.mark.parametrize("kind,params,floor", [
-    ("flat", None, 1.0),
-    ("ivfflat", None, 0.99),
-    ("ivfpq", {"nlist": 256, "pq_m": 16, "nprobe": 16}, 0.85),
-    ("hnsw", {"M": 16, "ef_construction": 40, "ef_search": 64}, 0.95),
-])
+@pytest.mark.parametrize(
+    "kind,params,floor",
+    [
+        ("flat", None, 1.0),
+        ("ivfflat", None, 0.99),
+        ("ivfpq", {"nlist": 256, "pq_m": 16, "nprobe": 16}, 0.85),
+        ("hnsw", {"M": 16, "ef_construction": 40, "ef_search": 64}, 0.95),
+    ],
+)
 def test_100k_synthetic_index_returns_exact_top1(synthetic_100k, kind, params, floor):
     db, q, exact = synthetic_100k
     fp = dict(FP, descriptor_dim=db.shape[1])

@@ -34,22 +34,25 @@ def write_side(folder: Path, rows) -> None:
 def msls(tmp_path):
     """Query q0 at the origin looking at 350 degrees; q1 alone with an image facing away."""
     city = tmp_path / "synthetic_msls" / "train_val" / "london"
-    write_side(city / "database", [
-        ("d_same", 2.0, 0.0, 0.0),       # 10 degrees off the query
-        ("d_opposite", 1.0, 0.0, 170.0),  # co-located, facing the other way (180 degrees off)
-        ("d_wrap", 3.0, 0.0, 10.0),      # 350 vs 10: 20 degrees, across north
-        ("d_unknown", 4.0, 0.0, None),   # no compass angle: kept
-        ("d_far", 100.0, 0.0, 350.0),    # a negative
-        ("d_far2", 200.0, 0.0, 90.0),    # a negative
-        ("e_away", 1000.0, 0.0, 90.0),   # near q1 but facing away from it
-    ])
+    write_side(
+        city / "database",
+        [
+            ("d_same", 2.0, 0.0, 0.0),  # 10 degrees off the query
+            ("d_opposite", 1.0, 0.0, 170.0),  # co-located, facing the other way (180 degrees off)
+            ("d_wrap", 3.0, 0.0, 10.0),  # 350 vs 10: 20 degrees, across north
+            ("d_unknown", 4.0, 0.0, None),  # no compass angle: kept
+            ("d_far", 100.0, 0.0, 350.0),  # a negative
+            ("d_far2", 200.0, 0.0, 90.0),  # a negative
+            ("e_away", 1000.0, 0.0, 90.0),  # near q1 but facing away from it
+        ],
+    )
     write_side(city / "query", [("q0", 0.0, 0.0, 350.0), ("q1", 1000.0, 2.0, 270.0)])
     return tmp_path / "synthetic_msls"
 
 
 def pairs_for(root, max_angle, positives="ground_truth"):
     cfg = MiningConfig(positives=positives, max_view_angle_deg=max_angle)
-    ds = load_dataset(root, "msls", split="train", pos_dist_m=cfg.positive_m)   # as training/run.py loads it
+    ds = load_dataset(root, "msls", split="train", pos_dist_m=cfg.positive_m)  # as training/run.py loads it
     return build_pairs(ds, cfg)
 
 
@@ -59,8 +62,9 @@ def names(root, idx):
 
 
 def test_wrapped_angle_difference():
-    np.testing.assert_allclose(view_angle_deg([350, 10, 0, 90, 359, 45], [10, 350, 180, 270, 1, 45]),
-                               [20, 20, 180, 180, 2, 0])
+    np.testing.assert_allclose(
+        view_angle_deg([350, 10, 0, 90, 359, 45], [10, 350, 180, 270, 1, 45]), [20, 20, 180, 180, 2, 0]
+    )
     assert np.isnan(view_angle_deg(np.nan, 10.0))
 
 
@@ -91,19 +95,26 @@ def test_dropped_positive_never_becomes_a_hard_negative(msls):
     pairs = pairs_for(msls, 40.0)
     ds = load_dataset(msls, "msls", split="train")
     # descriptors (synthetic, 2-D) that make the opposite-facing image the query's most similar one
-    sims = {"d_same": 0.5, "d_opposite": 0.99, "d_wrap": 0.6, "d_unknown": 0.4, "d_far": 0.3, "d_far2": 0.2,
-            "e_away": 0.1}
+    sims = {
+        "d_same": 0.5,
+        "d_opposite": 0.99,
+        "d_wrap": 0.6,
+        "d_unknown": 0.4,
+        "d_far": 0.3,
+        "d_far2": 0.2,
+        "e_away": 0.1,
+    }
     s = np.array([sims[p.stem] for p in ds.database])
-    db = np.stack([s, np.sqrt(1 - s ** 2)], axis=1).astype(np.float32)
+    db = np.stack([s, np.sqrt(1 - s**2)], axis=1).astype(np.float32)
     tuples = select_tuples(np.array([[1.0, 0.0]], np.float32), db, np.arange(len(s)), np.array([0]), pairs, k=2)
-    assert names(msls, tuples[0, 1:]) == ["d_wrap", "d_far", "d_far2"]   # best facing positive, far negatives
+    assert names(msls, tuples[0, 1:]) == ["d_wrap", "d_far", "d_far2"]  # best facing positive, far negatives
 
 
 def test_no_facing_positive_at_all_is_a_named_error(msls):
     cfg = MiningConfig(positives="radius", max_view_angle_deg=40.0)
     ds = load_dataset(msls, "msls", split="train")
-    ds.db_heading = np.full(ds.num_database, 170.0)   # every database image now faces away from both queries
-    with pytest.raises(DatasetError, match="facing within 40.0 degrees") as e:
+    ds.db_heading = np.full(ds.num_database, 170.0)  # every database image now faces away from both queries
+    with pytest.raises(DatasetError, match=r"facing within 40.0 degrees") as e:
         build_pairs(ds, cfg)
     assert str(msls) in str(e.value)
 
@@ -131,8 +142,16 @@ def test_without_coordinates_the_dropped_positive_is_still_not_a_negative(tmp_pa
     from structvpr_core.data.dataset import PlaceDataset
 
     # constructed: ground-truth positives and headings only (no coordinates to find "near" images by)
-    ds = PlaceDataset(name="constructed", root=tmp_path, database=[tmp_path / f"d{i}" for i in range(4)],
-                      queries=[tmp_path / "q0"], positives=[np.array([0, 1])], db_coords=None, q_coords=None,
-                      db_heading=np.array([0.0, 180.0, 0.0, 0.0]), q_heading=np.array([5.0]))
+    ds = PlaceDataset(
+        name="constructed",
+        root=tmp_path,
+        database=[tmp_path / f"d{i}" for i in range(4)],
+        queries=[tmp_path / "q0"],
+        positives=[np.array([0, 1])],
+        db_coords=None,
+        q_coords=None,
+        db_heading=np.array([0.0, 180.0, 0.0, 0.0]),
+        q_heading=np.array([5.0]),
+    )
     pairs = build_pairs(ds, MiningConfig(positives="ground_truth", max_view_angle_deg=40.0))
     assert pairs.positives[0].tolist() == [0] and pairs.near[0].tolist() == [0, 1]

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from structvpr_core.losses import Projector, triplet_loss
 from structvpr_core.models import MultiLevelConcat, build_rgb_branch, build_seg_branch
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -34,7 +33,7 @@ def test_rgb_branch_stages_and_dim(rgb):
 def test_rgb_branch_is_torchvision_imagenet_mobilenetv2_cut_before_last_conv(rgb):
     from torchvision.models import mobilenet_v2
 
-    tv = mobilenet_v2(weights="IMAGENET1K_V1").eval()   # offline: the file is in torch.hub's cache
+    tv = mobilenet_v2(weights="IMAGENET1K_V1").eval()  # offline: the file is in torch.hub's cache
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         f5 = rgb.stages(x)[4]
@@ -51,7 +50,7 @@ def test_mc_head_is_normalised_max_pool_concat():
         m = f.flatten(2).max(dim=2).values
         manual.append(m / m.norm(dim=1, keepdim=True))
     cat = torch.cat(manual, dim=1)
-    assert torch.allclose(out, cat / math.sqrt(3), atol=1e-6)   # three unit vectors concatenated
+    assert torch.allclose(out, cat / math.sqrt(3), atol=1e-6)  # three unit vectors concatenated
 
 
 def test_seg_branch_stages_dim_and_input_channels():
@@ -61,7 +60,13 @@ def test_seg_branch_stages_dim_and_input_channels():
         with torch.no_grad():
             stages = seg.stages(x)
             desc = seg(x)
-        assert [tuple(f.shape[1:]) for f in stages] == [(16, 32, 48), (32, 16, 24), (64, 8, 12), (96, 4, 6), (320, 2, 3)]
+        assert [tuple(f.shape[1:]) for f in stages] == [
+            (16, 32, 48),
+            (32, 16, 24),
+            (64, 8, 12),
+            (96, 4, 6),
+            (320, 2, 3),
+        ]
         assert seg.dim == 480 and desc.shape == (2, 480)
         assert torch.allclose(desc.norm(dim=1), torch.ones(2), atol=1e-5)
     # random init: two builds differ
@@ -103,7 +108,7 @@ def test_triplet_loss_matches_definition():
     assert triplet_loss(q, p, n).item() == pytest.approx(0.05 / 2, abs=1e-5)
     assert triplet_loss(q, p, n, margin=0.04).item() == pytest.approx(0.0, abs=1e-5)
     # K negatives per query: mean over all B·K triplets
-    nk = torch.stack([n, n + torch.tensor([0.0, 10.0])], dim=1)      # (2, 2, 2)
+    nk = torch.stack([n, n + torch.tensor([0.0, 10.0])], dim=1)  # (2, 2, 2)
     assert triplet_loss(q, p, nk).item() == pytest.approx(0.05 / 4, abs=1e-5)
 
 

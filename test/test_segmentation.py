@@ -21,12 +21,24 @@ torch = pytest.importorskip("torch")
 def save_tiny_segformer(path, num_labels: int, size=(64, 48)):
     torch.manual_seed(0)
     config = transformers.SegformerConfig(
-        num_labels=num_labels, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 1, 1],
-        mlp_ratios=[2, 2, 2, 2], decoder_hidden_size=16)
+        num_labels=num_labels,
+        depths=[1, 1, 1, 1],
+        hidden_sizes=[8, 16, 24, 32],
+        num_attention_heads=[1, 1, 1, 1],
+        mlp_ratios=[2, 2, 2, 2],
+        decoder_hidden_size=16,
+    )
     model = transformers.SegformerForSemanticSegmentation(config).eval()
     model.save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(json.dumps(
-        {"size": {"width": size[0], "height": size[1]}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "size": {"width": size[0], "height": size[1]},
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.25, 0.25, 0.25],
+            }
+        )
+    )
     return model
 
 
@@ -77,7 +89,7 @@ def test_cityscapes_model_keeps_train_ids_and_taxonomy_is_checked(tmp_path):
 def test_missing_weights_are_reported_without_any_download(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
-    with pytest.raises(WeightsError, match="not found locally .HF_HUB_OFFLINE is set.: structvpr never downloads"):
+    with pytest.raises(WeightsError, match=r"not found locally .HF_HUB_OFFLINE is set.: structvpr never downloads"):
         get_segmenter("segformer")
     assert resolve_name("segformer-b2-cityscapes") == "nvidia/segformer-b2-finetuned-cityscapes-1024-1024"
     with pytest.raises(ConfigError, match="unknown name 'deeplab'"):
@@ -99,14 +111,26 @@ def test_segment_command_mirrors_the_tree_and_resumes(ade_dir, tmp_path, corrido
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         (data / rel).write_bytes((corridor / "ref" / rel.split("/")[-1]).read_bytes())
     out = tmp_path / "labels"
-    argv = ["segment", "--dataset", str(data), "--segmenter", f"segformer:{ade_dir}", "--out", str(out), "--no-progress"]
+    argv = [
+        "segment",
+        "--dataset",
+        str(data),
+        "--segmenter",
+        f"segformer:{ade_dir}",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "3 label maps written, 0 already present" in capsys.readouterr().out
     tree = LabelMapTree(out, data, taxonomy="ade20k")
     images = sorted(data.rglob("*.jpg"))
     tree.check(images)
-    assert [tree.path_for(i) for i in images] == [out / "database/0000001.png", out / "database/a/0000000.png",
-                                                  out / "queries/0000002.png"]
+    assert [tree.path_for(i) for i in images] == [
+        out / "database/0000001.png",
+        out / "database/a/0000000.png",
+        out / "queries/0000002.png",
+    ]
     assert all(p.is_file() for p in map(tree.path_for, images))
     stamp = (out / "queries" / "0000002.png").stat().st_mtime_ns
     (out / "database" / "0000001.png").unlink()

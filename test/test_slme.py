@@ -6,14 +6,42 @@ import torch
 
 from structvpr_core.config import from_dict
 from structvpr_core.errors import ConfigError
-from structvpr_core.slme import (SLMEConfig, channel_names, channel_weights, encode_label_map, load_taxonomy,
-                                 num_channels)
+from structvpr_core.slme import (
+    SLMEConfig,
+    channel_names,
+    channel_weights,
+    encode_label_map,
+    load_taxonomy,
+    num_channels,
+)
 
 C6 = ["vegetation", "dynamic", "sky", "ground", "buildings", "other"]
-ADE = {"wall": 1, "building": 2, "sky": 3, "floor": 4, "tree": 5, "road": 7, "grass": 10, "person": 13,
-       "car": 21, "chair": 20, "bicycle": 128, "flag": 150}
-CITY = {"road": 0, "sidewalk": 1, "building": 2, "pole": 5, "vegetation": 8, "terrain": 9, "sky": 10,
-        "person": 11, "car": 13, "bicycle": 18}
+ADE = {
+    "wall": 1,
+    "building": 2,
+    "sky": 3,
+    "floor": 4,
+    "tree": 5,
+    "road": 7,
+    "grass": 10,
+    "person": 13,
+    "car": 21,
+    "chair": 20,
+    "bicycle": 128,
+    "flag": 150,
+}
+CITY = {
+    "road": 0,
+    "sidewalk": 1,
+    "building": 2,
+    "pole": 5,
+    "vegetation": 8,
+    "terrain": 9,
+    "sky": 10,
+    "person": 11,
+    "car": 13,
+    "bicycle": 18,
+}
 
 
 def pixel(label_id, cfg):
@@ -32,21 +60,70 @@ def test_taxonomy_files_match_the_official_class_lists():
         assert ade.class_names[i - 1].split(";")[0] == name
     city = load_taxonomy("cityscapes")
     assert city.class_ids == tuple(range(19)) and city.ignore_ids == (255,)
-    assert list(city.class_names) == ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-                                      "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
-                                      "truck", "bus", "train", "motorcycle", "bicycle"]
+    assert list(city.class_names) == [
+        "road",
+        "sidewalk",
+        "building",
+        "wall",
+        "fence",
+        "pole",
+        "traffic light",
+        "traffic sign",
+        "vegetation",
+        "terrain",
+        "sky",
+        "person",
+        "rider",
+        "car",
+        "truck",
+        "bus",
+        "train",
+        "motorcycle",
+        "bicycle",
+    ]
     # every one of the six clusters is used by ADE20K
     assert set(ade.class_clusters) == set(C6)
 
 
-@pytest.mark.parametrize("taxonomy,ids,expected", [
-    ("ade20k", ADE, {"tree": "vegetation", "grass": "vegetation", "person": "dynamic", "car": "dynamic",
-                     "bicycle": "dynamic", "sky": "sky", "floor": "ground", "road": "ground", "wall": "buildings",
-                     "building": "buildings", "chair": "other", "flag": "other"}),
-    ("cityscapes", CITY, {"vegetation": "vegetation", "terrain": "vegetation", "person": "dynamic", "car": "dynamic",
-                          "bicycle": "dynamic", "sky": "sky", "road": "ground", "sidewalk": "ground",
-                          "building": "buildings", "pole": "other"}),
-])
+@pytest.mark.parametrize(
+    "taxonomy,ids,expected",
+    [
+        (
+            "ade20k",
+            ADE,
+            {
+                "tree": "vegetation",
+                "grass": "vegetation",
+                "person": "dynamic",
+                "car": "dynamic",
+                "bicycle": "dynamic",
+                "sky": "sky",
+                "floor": "ground",
+                "road": "ground",
+                "wall": "buildings",
+                "building": "buildings",
+                "chair": "other",
+                "flag": "other",
+            },
+        ),
+        (
+            "cityscapes",
+            CITY,
+            {
+                "vegetation": "vegetation",
+                "terrain": "vegetation",
+                "person": "dynamic",
+                "car": "dynamic",
+                "bicycle": "dynamic",
+                "sky": "sky",
+                "road": "ground",
+                "sidewalk": "ground",
+                "building": "buildings",
+                "pole": "other",
+            },
+        ),
+    ],
+)
 def test_c6_prior_uniform_opposite(taxonomy, ids, expected):
     prior = {"vegetation": 0.5, "dynamic": 0.5, "sky": 1.0, "ground": 1.0, "buildings": 2.0, "other": 2.0}
     opposite = {"vegetation": 2.0, "dynamic": 2.0, "sky": 1.0, "ground": 1.0, "buildings": 0.5, "other": 0.5}
@@ -82,7 +159,7 @@ def test_no_clustering_one_channel_per_class(taxonomy, ids, n, first):
     cfg = SLMEConfig(taxonomy, clusters=0)
     assert num_channels(cfg) == n
     assert pixel(ids["sky"], cfg) == (ids["sky"] - first, 1.0)
-    assert pixel(ids["person"], cfg) == (ids["person"] - first, 0.5)   # prior of its C=6 cluster
+    assert pixel(ids["person"], cfg) == (ids["person"] - first, 0.5)  # prior of its C=6 cluster
     assert pixel(ids["building"], cfg) == (ids["building"] - first, 2.0)
     assert pixel(ids["person"], SLMEConfig(taxonomy, 0, "uniform")) == (ids["person"] - first, 1.0)
     assert pixel(ids["person"], SLMEConfig(taxonomy, 0, "opposite")) == (ids["person"] - first, 2.0)
@@ -97,7 +174,7 @@ def test_unlabelled_and_unknown_ids_are_all_zero(taxonomy, ignored):
 
 def test_zero_based_maps_with_id_offset():
     cfg = SLMEConfig(id_offset=1)
-    assert pixel(0, cfg) == (C6.index("buildings"), 2.0)   # 0 = wall in 0-based maps
+    assert pixel(0, cfg) == (C6.index("buildings"), 2.0)  # 0 = wall in 0-based maps
     assert pixel(2, cfg) == (C6.index("sky"), 1.0)
     assert pixel(255, cfg) is None
 

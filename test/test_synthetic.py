@@ -96,10 +96,23 @@ def test_label_maps_mirror_the_images_with_their_size_and_known_ids(synthetic):
 
 def test_class_ids_fall_in_the_intended_slme_clusters():
     tax = load_taxonomy("ade20k")
-    cluster = dict(zip(tax.class_ids, tax.class_clusters))
-    intended = {"sky": "sky", "road": "ground", "sidewalk": "ground", "building": "buildings", "house": "buildings",
-                "fence": "buildings", "tree": "vegetation", "grass": "vegetation", "plant": "vegetation",
-                "car": "dynamic", "bus": "dynamic", "person": "dynamic", "signboard": "other", "streetlight": "other"}
+    cluster = dict(zip(tax.class_ids, tax.class_clusters, strict=True))
+    intended = {
+        "sky": "sky",
+        "road": "ground",
+        "sidewalk": "ground",
+        "building": "buildings",
+        "house": "buildings",
+        "fence": "buildings",
+        "tree": "vegetation",
+        "grass": "vegetation",
+        "plant": "vegetation",
+        "car": "dynamic",
+        "bus": "dynamic",
+        "person": "dynamic",
+        "signboard": "other",
+        "streetlight": "other",
+    }
     assert set(intended) == set(ADE)
     for name, group in intended.items():
         assert cluster[ADE[name]] == group, name
@@ -120,8 +133,8 @@ def test_label_edges_coincide_with_image_edges():
 
     def agreement(shift):
         m, w = 3, label.shape[1]
-        lab_edge = label[:, m:w - m - 1] != label[:, m + 1:w - m]
-        col_edge = np.abs(img[:, m + shift:w - m - 1 + shift] - img[:, m + 1 + shift:w - m + shift]).sum(2) > 6
+        lab_edge = label[:, m : w - m - 1] != label[:, m + 1 : w - m]
+        col_edge = np.abs(img[:, m + shift : w - m - 1 + shift] - img[:, m + 1 + shift : w - m + shift]).sum(2) > 6
         return (lab_edge & col_edge).sum() / lab_edge.sum()
 
     assert agreement(0) > 0.9
@@ -135,7 +148,7 @@ def test_appearance_changes_but_structure_stays():
     assert night_img.mean() < 0.5 * day_img.mean()
     sky = day_lab == ADE["sky"]
     assert (day_img[sky][:, 0] > day_img[sky][:, 2]).mean() > 0.95  # a blue day sky where the label says sky
-    winter_img, winter_lab = _render(21, Condition(light="day", season="winter", noise=0.0))
+    _winter_img, winter_lab = _render(21, Condition(light="day", season="winter", noise=0.0))
     # leaves fall in winter: fewer tree pixels, and the label map says so too
     assert (winter_lab == ADE["tree"]).sum() < 0.6 * (day_lab == ADE["tree"]).sum()
     static = np.isin(day_lab, [ADE["building"], ADE["road"]]) & np.isin(winter_lab, [ADE["building"], ADE["road"]])

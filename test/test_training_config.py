@@ -43,20 +43,23 @@ def _write(tmp_path, data):
     return path
 
 
-@pytest.mark.parametrize("data, where", [
-    ({"stage2": {"epochz": 3}}, "stage2"),
-    ({"colour": 1}, "colour"),
-    ({"stage1_seg": {"lr": -1.0}}, "lr"),
-    ({"stage1_seg": {"lr": "fast"}}, "stage1_seg.lr"),
-    ({"mining": {"positive_m": 30.0}}, "positive_m"),
-    ({"partition": {"method": "gp-q"}}, "method"),
-    ({"partition": {"constant_weights": [1, 2, 3]}}, "constant_weights"),
-    ({"slme": {"clusters": 5}}, "clusters"),
-    ({"data": {"image_size": [640]}}, "image_size"),
-    ({"data": {"root": "/data/real", "synthetic": {"places": 10}}}, "synthetic"),
-    ({"stage2": {"optimizer": "lamb"}}, "optimizer"),
-    ({"recall_ns": [5, 10]}, "recall_ns"),
-])
+@pytest.mark.parametrize(
+    "data, where",
+    [
+        ({"stage2": {"epochz": 3}}, "stage2"),
+        ({"colour": 1}, "colour"),
+        ({"stage1_seg": {"lr": -1.0}}, "lr"),
+        ({"stage1_seg": {"lr": "fast"}}, "stage1_seg.lr"),
+        ({"mining": {"positive_m": 30.0}}, "positive_m"),
+        ({"partition": {"method": "gp-q"}}, "method"),
+        ({"partition": {"constant_weights": [1, 2, 3]}}, "constant_weights"),
+        ({"slme": {"clusters": 5}}, "clusters"),
+        ({"data": {"image_size": [640]}}, "image_size"),
+        ({"data": {"root": "/data/real", "synthetic": {"places": 10}}}, "synthetic"),
+        ({"stage2": {"optimizer": "lamb"}}, "optimizer"),
+        ({"recall_ns": [5, 10]}, "recall_ns"),
+    ],
+)
 def test_bad_keys_and_values_are_one_line_errors(tmp_path, data, where):
     with pytest.raises(ConfigError) as e:
         load_train_config(_write(tmp_path, data))
@@ -79,8 +82,13 @@ def test_overrides():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, str(TRAIN), *args], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
 
 
 def test_cli_help_and_errors(tmp_path):
@@ -89,10 +97,30 @@ def test_cli_help_and_errors(tmp_path):
     for args, words in [
         (["--config", str(_write(tmp_path, {"stage2": {"epochz": 1}})), "--out", str(tmp_path / "r")], "epochz"),
         (["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")], "missing.yaml"),
-        (["--config", str(REPO / "config" / "train_synthetic.yaml"), "--out", str(tmp_path / "r"),
-          "--stages", "stage3"], "stage3"),
-        (["--config", str(REPO / "config" / "train_synthetic.yaml"), "--out", str(tmp_path / "r"),
-          "--set", "data.root=" + str(tmp_path / "none"), "--set", "data.synthetic=null"], "none"),
+        (
+            [
+                "--config",
+                str(REPO / "config" / "train_synthetic.yaml"),
+                "--out",
+                str(tmp_path / "r"),
+                "--stages",
+                "stage3",
+            ],
+            "stage3",
+        ),
+        (
+            [
+                "--config",
+                str(REPO / "config" / "train_synthetic.yaml"),
+                "--out",
+                str(tmp_path / "r"),
+                "--set",
+                "data.root=" + str(tmp_path / "none"),
+                "--set",
+                "data.synthetic=null",
+            ],
+            "none",
+        ),
     ]:
         result = _cli(*args)
         lines = result.stderr.strip().splitlines()

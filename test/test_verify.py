@@ -73,7 +73,7 @@ def test_stored_features_give_the_same_result_as_images(sift, imgs, feats):
     assert np.array_equal(stored.keypoints, feats["leuvenB"].keypoints)
     a = sift.verify(imgs["leuvenA"], stored).inliers
     b = sift.verify(imgs["leuvenA"], imgs["leuvenB"]).inliers
-    assert abs(a - b) <= 0.05 * b      # RANSAC is randomised; the matches are identical
+    assert abs(a - b) <= 0.05 * b  # RANSAC is randomised; the matches are identical
 
 
 def test_relative_pose_with_intrinsics(sift, feats, imgs):
@@ -83,18 +83,20 @@ def test_relative_pose_with_intrinsics(sift, feats, imgs):
     assert r.R is not None and r.t is not None
     assert np.allclose(r.R @ r.R.T, np.eye(3), atol=1e-6) and np.isclose(np.linalg.det(r.R), 1.0)
     assert np.isclose(np.linalg.norm(r.t), 1.0)
-    assert np.degrees(np.arccos(np.clip((np.trace(r.R) - 1) / 2, -1, 1))) < 45   # same street
+    assert np.degrees(np.arccos(np.clip((np.trace(r.R) - 1) / 2, -1, 1))) < 45  # same street
 
 
 def test_small_images_are_upscaled_to_the_working_resolution(sift, imgs):
     small = cv2.resize(imgs["leuvenA"], (160, 120), interpolation=cv2.INTER_AREA)
     f = sift.extract_features(small)
     assert f.scale == pytest.approx(2.0) and f.image_size == (160, 120)
-    assert f.keypoints[:, 0].max() < 160 and f.keypoints[:, 1].max() < 120   # original coordinates
+    assert f.keypoints[:, 0].max() < 160 and f.keypoints[:, 1].max() < 120  # original coordinates
 
 
-@pytest.mark.parametrize("a_shape,b_shape", [((480, 640, 3), (480, 640, 3)), ((1, 1, 3), (1, 1)),
-                                             ((5, 7), (480, 640, 3)), ((15, 900, 3), (900, 15, 3))])
+@pytest.mark.parametrize(
+    "a_shape,b_shape",
+    [((480, 640, 3), (480, 640, 3)), ((1, 1, 3), (1, 1)), ((5, 7), (480, 640, 3)), ((15, 900, 3), (900, 15, 3))],
+)
 def test_textureless_and_tiny_images_give_zero_inliers(sift, a_shape, b_shape):
     a, b = np.full(a_shape, 128, np.uint8), np.zeros(b_shape, np.uint8)
     r = sift.verify(a, b)

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from structvpr_core.errors import WeightsError
-from structvpr_core.weights import (ENV_OVERRIDE, IMAGENET_FILENAME, IMAGENET_SHA256, file_sha256,
-                                    imagenet_weights_path, load_imagenet_mobilenet_v2, verify_imagenet_weights)
+from structvpr_core.weights import (
+    ENV_OVERRIDE,
+    IMAGENET_FILENAME,
+    IMAGENET_SHA256,
+    file_sha256,
+    imagenet_weights_path,
+    load_imagenet_mobilenet_v2,
+    verify_imagenet_weights,
+)
 
 
 @pytest.fixture
@@ -27,7 +34,7 @@ def test_loaded_model_equals_torchvision_offline_load(real_weights):
     from torchvision.models import mobilenet_v2
 
     ours = load_imagenet_mobilenet_v2().state_dict()
-    theirs = mobilenet_v2(weights="IMAGENET1K_V1").state_dict()   # no network: the file is cached
+    theirs = mobilenet_v2(weights="IMAGENET1K_V1").state_dict()  # no network: the file is cached
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
@@ -47,7 +54,7 @@ def test_missing_file(monkeypatch, tmp_path):
         load_imagenet_mobilenet_v2()
     assert str(missing) in str(e.value) and "make setup" in str(e.value)
     with pytest.raises(WeightsError, match="not found"):
-        verify_imagenet_weights(tmp_path)   # a directory is not the file
+        verify_imagenet_weights(tmp_path)  # a directory is not the file
 
 
 def test_truncated_file(monkeypatch, tmp_path, real_weights):
@@ -61,7 +68,7 @@ def test_truncated_file(monkeypatch, tmp_path, real_weights):
 
 def test_same_size_wrong_content(monkeypatch, tmp_path, real_weights):
     data = bytearray(real_weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF        # one flipped byte: a file torch might still load
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: a file torch might still load
     bad = tmp_path / IMAGENET_FILENAME
     bad.write_bytes(bytes(data))
     monkeypatch.setenv(ENV_OVERRIDE, str(bad))

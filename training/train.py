@@ -28,24 +28,46 @@ def build_parser() -> argparse.ArgumentParser:
     from structvpr_core.training.config import STAGES
 
     p = argparse.ArgumentParser(
-        prog="train.py", description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="train.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", required=True, type=Path, help="training YAML (config/train_*.yaml)")
     p.add_argument("--out", required=True, type=Path, help="run directory; each stage writes RUN/<stage>/")
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help=f"comma-separated stages to run, in this order (default: all): {','.join(STAGES)}")
-    p.add_argument("--resume", action="store_true",
-                   help="skip finished stages and continue unfinished ones from their last epoch")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]; "
-                   "under torchrun each process takes cuda:LOCAL_RANK")
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated stages to run, in this order (default: all): {','.join(STAGES)}",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="skip finished stages and continue unfinished ones from their last epoch"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda if available), cpu or cuda[:N]; under torchrun each process takes cuda:LOCAL_RANK",
+    )
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set partition.method=gp-s --set stage2.epochs=3 (repeatable)")
-    p.add_argument("--tag", default=None,
-                   help="write partition and stage 2 to RUN/partition-TAG and RUN/stage2-TAG (ablations sharing stage I)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set partition.method=gp-s --set stage2.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--tag",
+        default=None,
+        help="write partition and stage 2 to RUN/partition-TAG and RUN/stage2-TAG (ablations sharing stage I)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="stop (exit code 3, like a killed run) after this many optimiser steps; for testing --resume")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop (exit code 3, like a killed run) after this many optimiser steps; for testing --resume",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     return p
@@ -56,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from structvpr_core.errors import ConfigError, StructVPRError
     from structvpr_core.log import configure_cli_logging
 
-    configure_cli_logging("train", args.debug)      # the library's progress and warnings, as "train: ..."
+    configure_cli_logging("train", args.debug)  # the library's progress and warnings, as "train: ..."
 
     env = None
     try:
@@ -83,8 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         env = init_distributed(args.device)
         try:
-            results = run_training(cfg, args.out, env, stages=[s.strip() for s in args.stages.split(",") if s.strip()],
-                                   resume=args.resume, tag=args.tag, max_steps=args.max_steps)
+            results = run_training(
+                cfg,
+                args.out,
+                env,
+                stages=[s.strip() for s in args.stages.split(",") if s.strip()],
+                resume=args.resume,
+                tag=args.tag,
+                max_steps=args.max_steps,
+            )
         except StopRequested as e:
             if env.is_main:
                 print(f"train.py: {e}; rerun with --resume to continue", file=sys.stderr)

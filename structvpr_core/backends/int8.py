@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..atomic import fsync_file
 from ..errors import ConfigError
@@ -79,12 +79,19 @@ class ImageCalibrationReader:
         self._i += 1
         self._bar.update(1)
         bgr = resize_image(read_image(path), self.size)
-        return {self.input_name: normalise_nchw(bgr[None], "bgr")}   # the planes the Extractor's runner feeds
+        return {self.input_name: normalise_nchw(bgr[None], "bgr")}  # the planes the Extractor's runner feeds
 
 
-def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: Sequence[Path], *,
-                  image_size: tuple[int, int], fmt: str = "qdq", keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
-                  progress: bool = True) -> dict:
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration: Sequence[Path],
+    *,
+    image_size: tuple[int, int],
+    fmt: str = "qdq",
+    keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
+    progress: bool = True,
+) -> dict:
     """Write the int8 model of ``fp32_path`` to ``out_path`` (atomically); returns its description."""
     import onnx
     import onnxruntime
@@ -104,20 +111,27 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         excluded = float_nodes(onnx.load(str(pre)), keep_float)
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(pre), str(quantized),
+            str(pre),
+            str(quantized),
             ImageCalibrationReader(calibration, image_size, INPUT_NAME, progress),
             quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             # MinMax keeps per-tensor (min, max) per image, not activations: memory stays small.
             # (Not CalibMaxIntermediateOutputs: in onnxruntime 1.23 it drops the ranges collected.)
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded,
         )
         fsync_file(quantized)
         shutil.move(str(quantized), str(out_path))  # same directory: an atomic rename
     return {
-        "method": "static", "format": fmt.upper() if fmt == "qdq" else "QOperator",
-        "weights": "int8 symmetric, per channel", "activations": "uint8 asymmetric, per tensor",
+        "method": "static",
+        "format": fmt.upper() if fmt == "qdq" else "QOperator",
+        "weights": "int8 symmetric, per channel",
+        "activations": "uint8 asymmetric, per tensor",
         "calibration": {"method": "MinMax", "images": len(calibration)},
-        "kept_float": list(keep_float), "float_nodes": excluded,
+        "kept_float": list(keep_float),
+        "float_nodes": excluded,
         "onnxruntime": onnxruntime.__version__,
     }

@@ -11,8 +11,8 @@ with a warning (it is a cache); a damaged file the user named is an error instea
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CheckpointError
 from ..log import get_logger
@@ -35,13 +35,15 @@ def trt_cache_dir() -> Path:
 
 def cache_path(fingerprint: dict, directory: str | os.PathLike | None = None) -> Path:
     w, h = fingerprint["input_size"]
-    name = (f"{fingerprint['architecture']}-{fingerprint['weights_sha256'][:16]}-{int(w)}x{int(h)}"
-            f"-v{FORMAT_VERSION}.onnx")
+    name = (
+        f"{fingerprint['architecture']}-{fingerprint['weights_sha256'][:16]}-{int(w)}x{int(h)}-v{FORMAT_VERSION}.onnx"
+    )
     return Path(directory) / name if directory is not None else cache_dir() / name
 
 
-def cached_onnx(fingerprint: dict, build_model: Callable[[], object], *, source: dict,
-                directory: str | os.PathLike | None = None) -> tuple[Path, bool]:
+def cached_onnx(
+    fingerprint: dict, build_model: Callable[[], object], *, source: dict, directory: str | os.PathLike | None = None
+) -> tuple[Path, bool]:
     """The cached ONNX file for ``fingerprint`` (exported from ``build_model()`` when absent).
 
     Returns (path, whether it was exported now). The fingerprint is checked against the
@@ -63,15 +65,19 @@ def cached_onnx(fingerprint: dict, build_model: Callable[[], object], *, source:
             if path.is_file() and sidecar_path(path).is_file():
                 try:
                     check_onnx_model(path, expected_fingerprint=fingerprint, image_size=size)
-                    return path, False   # another process exported it while we waited
+                    return path, False  # another process exported it while we waited
                 except CheckpointError as e:
                     log.warning("cached ONNX model is damaged, exporting it again: %s", e)
             export_onnx(build_model(), path, image_size=size)
             write_sidecar(path, make_sidecar(path, fingerprint=fingerprint, source=source))
             return path, True
     except Timeout:
-        raise CheckpointError(f"{path}.lock: held by another process for over {LOCK_TIMEOUT_S:.0f} s; "
-                              "delete the lock file if no structvpr process is running") from None
+        raise CheckpointError(
+            f"{path}.lock: held by another process for over {LOCK_TIMEOUT_S:.0f} s; "
+            "delete the lock file if no structvpr process is running"
+        ) from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot write the ONNX cache ({e.strerror}); set STRUCTVPR_CACHE to a "
-                              "writable directory or use backend torch") from None
+        raise CheckpointError(
+            f"{path}: cannot write the ONNX cache ({e.strerror}); set STRUCTVPR_CACHE to a "
+            "writable directory or use backend torch"
+        ) from None

@@ -49,14 +49,29 @@ def input_description(image_size: tuple[int, int]) -> dict:
     from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     w, h = image_size
-    return {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": ["batch", 3, int(h), int(w)],
-            "color": "RGB", "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "formula": "(pixel / 255 - mean) / std, per channel",
-            "resize": "to W x H; cv2.INTER_AREA when shrinking both sides, else bilinear"}
+    return {
+        "name": INPUT_NAME,
+        "dtype": "float32",
+        "layout": "NCHW",
+        "shape": ["batch", 3, int(h), int(w)],
+        "color": "RGB",
+        "scale": "1/255",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "formula": "(pixel / 255 - mean) / std, per channel",
+        "resize": "to W x H; cv2.INTER_AREA when shrinking both sides, else bilinear",
+    }
 
 
-def make_sidecar(onnx_path: str | os.PathLike, *, fingerprint: dict, source: dict, precision: str = "fp32",
-                 quantization: dict | None = None, parity: dict | None = None) -> dict:
+def make_sidecar(
+    onnx_path: str | os.PathLike,
+    *,
+    fingerprint: dict,
+    source: dict,
+    precision: str = "fp32",
+    quantization: dict | None = None,
+    parity: dict | None = None,
+) -> dict:
     """The sidecar of an ONNX file already on disk (hashes it)."""
     import onnx
     import torch
@@ -67,14 +82,21 @@ def make_sidecar(onnx_path: str | os.PathLike, *, fingerprint: dict, source: dic
     fp = {k: fingerprint[k] for k in FINGERPRINT_KEYS}
     fp["input_size"] = [int(v) for v in fp["input_size"]]
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "fingerprint": fp,
-        "architecture": fp["architecture"], "descriptor_dim": int(fp["descriptor_dim"]),
+        "architecture": fp["architecture"],
+        "descriptor_dim": int(fp["descriptor_dim"]),
         "input_size": fp["input_size"],
         "input": input_description(tuple(fp["input_size"])),
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", int(fp["descriptor_dim"])],
-                   "l2_normalised": True},
-        "precision": precision, "quantization": quantization,
+        "output": {
+            "name": OUTPUT_NAME,
+            "dtype": "float32",
+            "shape": ["batch", int(fp["descriptor_dim"])],
+            "l2_normalised": True,
+        },
+        "precision": precision,
+        "quantization": quantization,
         "opset": OPSET,
         "onnx_sha256": file_sha256(onnx_path),
         "source": source,
@@ -97,8 +119,10 @@ def read_sidecar(onnx_path: str | os.PathLike) -> dict:
     if not onnx_path.is_file():
         raise CheckpointError(f"{onnx_path}: no such ONNX model file")
     if not side.is_file():
-        raise CheckpointError(f"{side}: missing; {onnx_path.name} needs the sidecar written beside it by "
-                              "'structvpr export' (input size, normalisation, fingerprint)")
+        raise CheckpointError(
+            f"{side}: missing; {onnx_path.name} needs the sidecar written beside it by "
+            "'structvpr export' (input size, normalisation, fingerprint)"
+        )
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -107,17 +131,24 @@ def read_sidecar(onnx_path: str | os.PathLike) -> dict:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{side}: not a structvpr ONNX sidecar (format {found!r})")
     if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{side}: sidecar format version {meta.get('format_version')!r}, this structvpr "
-                              f"reads up to {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{side}: sidecar format version {meta.get('format_version')!r}, this structvpr "
+            f"reads up to {FORMAT_VERSION}"
+        )
     fp = meta.get("fingerprint")
-    if (not isinstance(fp, dict) or any(k not in fp for k in FINGERPRINT_KEYS)
-            or not isinstance(meta.get("onnx_sha256"), str) or meta.get("precision") not in PRECISIONS):
+    if (
+        not isinstance(fp, dict)
+        or any(k not in fp for k in FINGERPRINT_KEYS)
+        or not isinstance(meta.get("onnx_sha256"), str)
+        or meta.get("precision") not in PRECISIONS
+    ):
         raise CheckpointError(f"{side}: sidecar lacks or has invalid fingerprint/onnx_sha256/precision")
     return meta
 
 
-def check_onnx_model(onnx_path: str | os.PathLike, *, expected_fingerprint: dict | None = None,
-                     image_size: tuple[int, int] | None = None) -> dict:
+def check_onnx_model(
+    onnx_path: str | os.PathLike, *, expected_fingerprint: dict | None = None, image_size: tuple[int, int] | None = None
+) -> dict:
     """Validate an exported model against its sidecar and the caller's expectations; returns the sidecar.
 
     CheckpointError (one line, naming the file) when the file is missing, its bytes differ from
@@ -130,15 +161,19 @@ def check_onnx_model(onnx_path: str | os.PathLike, *, expected_fingerprint: dict
     meta = read_sidecar(onnx_path)
     digest = file_sha256(onnx_path)
     if digest != meta["onnx_sha256"]:
-        raise CheckpointError(f"{onnx_path}: contents differ from its sidecar {sidecar_path(onnx_path).name} "
-                              f"(sha256 {digest[:12]}…, recorded {meta['onnx_sha256'][:12]}…): corrupted, "
-                              "truncated or replaced file; export it again")
+        raise CheckpointError(
+            f"{onnx_path}: contents differ from its sidecar {sidecar_path(onnx_path).name} "
+            f"(sha256 {digest[:12]}…, recorded {meta['onnx_sha256'][:12]}…): corrupted, "
+            "truncated or replaced file; export it again"
+        )
     fp = meta["fingerprint"]
     if image_size is not None and list(fp["input_size"]) != [int(image_size[0]), int(image_size[1])]:
         w, h = fp["input_size"]
-        raise CheckpointError(f"{onnx_path}: exported for input size {w}x{h}, but the image size asked for is "
-                              f"{image_size[0]}x{image_size[1]} (use --size {w} {h} / image_size=({w}, {h}), "
-                              "or export again)")
+        raise CheckpointError(
+            f"{onnx_path}: exported for input size {w}x{h}, but the image size asked for is "
+            f"{image_size[0]}x{image_size[1]} (use --size {w} {h} / image_size=({w}, {h}), "
+            "or export again)"
+        )
     if expected_fingerprint is not None:
         diff = fingerprint_mismatch(expected_fingerprint, fp)
         if diff:

@@ -55,8 +55,15 @@ class OrtRunner:
     (its intra-op thread count), ``session``.
     """
 
-    def __init__(self, onnx_path: str | os.PathLike, *, providers, image_size: tuple[int, int], dim: int,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike,
+        *,
+        providers,
+        image_size: tuple[int, int],
+        dim: int,
+        threads: int | None = None,
+    ) -> None:
         self.path = Path(onnx_path)
         self.session = make_session(self.path, providers, threads)
         self.providers = list(self.session.get_providers())
@@ -65,24 +72,32 @@ class OrtRunner:
         self._per_image = self.providers[:1] == [CPU_EP]
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise CheckpointError(f"{self.path}: expected one input and one output, the graph has "
-                                  f"{len(inputs)} and {len(outputs)}")
+            raise CheckpointError(
+                f"{self.path}: expected one input and one output, the graph has {len(inputs)} and {len(outputs)}"
+            )
         w, h = image_size
         shape = list(inputs[0].shape)
         if len(shape) != 4 or shape[1:] != [3, int(h), int(w)]:
-            raise CheckpointError(f"{self.path}: graph input has shape {shape}, expected [batch, 3, {h}, {w}] "
-                                  f"(input size {w}x{h})")
+            raise CheckpointError(
+                f"{self.path}: graph input has shape {shape}, expected [batch, 3, {h}, {w}] (input size {w}x{h})"
+            )
         out_shape = list(outputs[0].shape)
         if len(out_shape) != 2 or out_shape[1] != int(dim):
-            raise CheckpointError(f"{self.path}: graph output has shape {out_shape}, expected [batch, {dim}] "
-                                  "(descriptor dim of its sidecar)")
+            raise CheckpointError(
+                f"{self.path}: graph output has shape {out_shape}, expected [batch, {dim}] "
+                "(descriptor dim of its sidecar)"
+            )
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 BGR -> (N, D) float32 L2-normalised descriptors."""
-        x = normalise_nchw(batch, "bgr")   # reads the BGR planes directly: no channel-swap copy
+        x = normalise_nchw(batch, "bgr")  # reads the BGR planes directly: no channel-swap copy
         step = 1 if self._per_image else len(x)
-        desc = np.concatenate([self.session.run([self.output_name], {self.input_name: x[i:i + step]})[0]
-                               for i in range(0, len(x), step)])
+        desc = np.concatenate(
+            [
+                self.session.run([self.output_name], {self.input_name: x[i : i + step]})[0]
+                for i in range(0, len(x), step)
+            ]
+        )
         # The graph normalises already; int8 and fp16 outputs are only approximately unit length.
         return l2_normalise(desc)

@@ -19,8 +19,8 @@ with cuDNN, and PyTorch already gives half precision; TensorRT is the one that i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ..errors import ConfigError
 from .onnx_format import INPUT_NAME
@@ -45,10 +45,18 @@ class BackendPlan:
             object.__setattr__(self, "name", self.runtime)
 
 
-def plan_backend(backend: str, device_type: str, available_providers: Sequence[str] | None, *,
-                 device_index: int | None = None, onnx_only: bool = False, half: bool = False,
-                 trt_cache_dir: str | None = None, max_batch: int = 8,
-                 input_shape: tuple[int, int, int] | None = None) -> BackendPlan:
+def plan_backend(
+    backend: str,
+    device_type: str,
+    available_providers: Sequence[str] | None,
+    *,
+    device_index: int | None = None,
+    onnx_only: bool = False,
+    half: bool = False,
+    trt_cache_dir: str | None = None,
+    max_batch: int = 8,
+    input_shape: tuple[int, int, int] | None = None,
+) -> BackendPlan:
     """Resolve ``backend`` for ``device_type`` ("cpu"/"cuda").
 
     ``available_providers``: ``onnxruntime.get_available_providers()``, or None when
@@ -63,28 +71,45 @@ def plan_backend(backend: str, device_type: str, available_providers: Sequence[s
 
     if backend == "torch":
         if onnx_only:
-            raise ConfigError("backend 'torch' cannot run an ONNX model file; use auto, onnxruntime or tensorrt "
-                              "(or give the .pt checkpoint)")
+            raise ConfigError(
+                "backend 'torch' cannot run an ONNX model file; use auto, onnxruntime or tensorrt "
+                "(or give the .pt checkpoint)"
+            )
         return BackendPlan("torch")
     if backend == "tensorrt" or (backend == "auto" and cuda and TRT_EP in have):
         if not cuda:
             raise ConfigError("backend 'tensorrt' needs a CUDA device (device: cuda)")
         if ort_missing or TRT_EP not in have:
-            raise ConfigError("backend 'tensorrt': onnxruntime has no TensorrtExecutionProvider here; install "
-                              "onnxruntime-gpu and TensorRT (see docs/performance.md)")
-        return BackendPlan("onnxruntime", (_trt_provider(device_index, half, trt_cache_dir, max_batch, input_shape),
-                                           _cuda_provider(device_index), CPU_EP), name="tensorrt")
+            raise ConfigError(
+                "backend 'tensorrt': onnxruntime has no TensorrtExecutionProvider here; install "
+                "onnxruntime-gpu and TensorRT (see docs/performance.md)"
+            )
+        return BackendPlan(
+            "onnxruntime",
+            (
+                _trt_provider(device_index, half, trt_cache_dir, max_batch, input_shape),
+                _cuda_provider(device_index),
+                CPU_EP,
+            ),
+            name="tensorrt",
+        )
     if backend == "onnxruntime" or onnx_only or (backend == "auto" and not cuda):
         if ort_missing:
             if backend == "auto" and not onnx_only:
-                return BackendPlan("torch", warning="onnxruntime is not installed: running PyTorch on the CPU, "
-                                                    "about 2x slower (pip install onnxruntime)")
-            raise ConfigError("the onnxruntime package is not installed (pip install onnxruntime, or "
-                              "onnxruntime-gpu for CUDA)")
+                return BackendPlan(
+                    "torch",
+                    warning="onnxruntime is not installed: running PyTorch on the CPU, "
+                    "about 2x slower (pip install onnxruntime)",
+                )
+            raise ConfigError(
+                "the onnxruntime package is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+            )
         if cuda:
             if CUDA_EP not in have:
-                raise ConfigError("onnxruntime has no CUDAExecutionProvider here: install onnxruntime-gpu, "
-                                  "or use device cpu / backend torch")
+                raise ConfigError(
+                    "onnxruntime has no CUDAExecutionProvider here: install onnxruntime-gpu, "
+                    "or use device cpu / backend torch"
+                )
             return BackendPlan("onnxruntime", (_cuda_provider(device_index), CPU_EP))
         return BackendPlan("onnxruntime", (CPU_EP,))
     return BackendPlan("torch")  # auto on CUDA without TensorRT
@@ -99,8 +124,12 @@ def _trt_provider(device_index, half, cache_dir, max_batch, input_shape):
     # by the model; the profile covers batch 1..max_batch at the model's fixed image size.
     opts = {"device_id": int(device_index or 0), "trt_fp16_enable": bool(half)}
     if cache_dir:
-        opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir),
-                    trt_timing_cache_enable=True, trt_timing_cache_path=str(cache_dir))
+        opts.update(
+            trt_engine_cache_enable=True,
+            trt_engine_cache_path=str(cache_dir),
+            trt_timing_cache_enable=True,
+            trt_timing_cache_path=str(cache_dir),
+        )
     if input_shape is not None:
         c, h, w = input_shape
         one, most = f"{INPUT_NAME}:1x{c}x{h}x{w}", f"{INPUT_NAME}:{max(1, int(max_batch))}x{c}x{h}x{w}"

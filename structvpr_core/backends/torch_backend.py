@@ -46,7 +46,7 @@ class TorchRunner:
             # On the CPU one image per forward pass is fastest: at 640×480 a batch's activations
             # overflow the caches (measured: 8 images cost ~2× the CPU time per image of 1).
             step = 1 if self.device.type == "cpu" else len(x)
-            desc = torch.cat([self.model(x[i:i + step]) for i in range(0, len(x), step)]).float()
+            desc = torch.cat([self.model(x[i : i + step]) for i in range(0, len(x), step)]).float()
             # Renormalise in float32: half-precision outputs are only approximately unit length.
             desc = torch.nn.functional.normalize(desc, dim=1)
         return desc.cpu().numpy().astype(np.float32, copy=False)

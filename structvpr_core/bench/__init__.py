@@ -31,31 +31,73 @@ SEARCH_KINDS = ("flat", "ivfpq", "hnsw", "ivfflat")
 def configs(quick: bool, threads: int) -> dict:
     """What each part measures, full or ``--quick`` (CI smoke: small sizes, few repeats)."""
     sweep = {"ivfpq": [8, 16, 32, 64], "hnsw": [16, 32, 64, 128, 256, 512], "ivfflat": [1, 2, 4, 8, 16, 32]}
-    search = {"threads": threads, "agreement_target": 0.99, "ivfflat_nlist": None, "sweep": sweep,
-              # HNSW build parameters lighter than MapDatabase's (M 32, efConstruction 80): those take
-              # over an hour to build 10^6 descriptors on a 2-core machine.
-              "params": {"hnsw": {"M": 16, "ef_construction": 40}}}
+    search = {
+        "threads": threads,
+        "agreement_target": 0.99,
+        "ivfflat_nlist": None,
+        "sweep": sweep,
+        # HNSW build parameters lighter than MapDatabase's (M 32, efConstruction 80): those take
+        # over an hour to build 10^6 descriptors on a 2-core machine.
+        "params": {"hnsw": {"M": 16, "ef_construction": 40}},
+    }
     if quick:
-        search.update(sizes=[10_000], skipped_sizes=["100000", "1000000"], queries=30, flat_queries=30,
-                      train_size=10_000, sweep={"ivfpq": [8], "hnsw": [64], "ivfflat": [4]})
+        search.update(
+            sizes=[10_000],
+            skipped_sizes=["100000", "1000000"],
+            queries=30,
+            flat_queries=30,
+            train_size=10_000,
+            sweep={"ivfpq": [8], "hnsw": [64], "ivfflat": [4]},
+        )
         return {
-            "extraction": {"threads": threads, "sizes": [[320, 240]], "skipped_sizes": ["640x480"], "repeats": 3,
-                           "warmup": 1, "calibration_images": 2, "recall": False, "recall_size": [640, 480]},
+            "extraction": {
+                "threads": threads,
+                "sizes": [[320, 240]],
+                "skipped_sizes": ["640x480"],
+                "repeats": 3,
+                "warmup": 1,
+                "calibration_images": 2,
+                "recall": False,
+                "recall_size": [640, 480],
+            },
             "search": search,
             "node": {"threads": threads, "image_size": [160, 120], "rates": [[10, 10], [30, 15]]},
-            "training": {"threads": threads, "image_size": [128, 96], "batch": 1, "negatives": 1,
-                         "repeats": 1, "block": 1, "warmup": 0},
+            "training": {
+                "threads": threads,
+                "image_size": [128, 96],
+                "batch": 1,
+                "negatives": 1,
+                "repeats": 1,
+                "block": 1,
+                "warmup": 0,
+            },
         }
-    search.update(sizes=[10_000, 100_000, 1_000_000], skipped_sizes=[], queries=500, flat_queries=200,
-                  train_size=100_000)
+    search.update(
+        sizes=[10_000, 100_000, 1_000_000], skipped_sizes=[], queries=500, flat_queries=200, train_size=100_000
+    )
     return {
-        "extraction": {"threads": threads, "sizes": [[640, 480], [320, 240]], "skipped_sizes": [], "repeats": 40,
-                       "warmup": 3, "calibration_images": 200, "recall": True, "recall_size": [640, 480]},
+        "extraction": {
+            "threads": threads,
+            "sizes": [[640, 480], [320, 240]],
+            "skipped_sizes": [],
+            "repeats": 40,
+            "warmup": 3,
+            "calibration_images": 200,
+            "recall": True,
+            "recall_size": [640, 480],
+        },
         "search": search,
         # 60 Hz: beyond what the node processes on 2 cores, to show it drops frames rather than queueing.
         "node": {"threads": threads, "image_size": [640, 480], "rates": [[10, 150], [30, 300], [60, 600]]},
-        "training": {"threads": threads, "image_size": [640, 480], "batch": 2, "negatives": 1,
-                     "repeats": 6, "block": 2, "warmup": 1},
+        "training": {
+            "threads": threads,
+            "image_size": [640, 480],
+            "batch": 2,
+            "negatives": 1,
+            "repeats": 6,
+            "block": 2,
+            "warmup": 1,
+        },
     }
 
 
@@ -72,20 +114,25 @@ def run_part(name: str, cfg: dict, workdir: Path) -> tuple[dict, float | None, f
     cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
     started = time.perf_counter()
     with open(err_file, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", *part_command(name), str(cfg_file), str(out_file)], stdout=err, stderr=subprocess.STDOUT,
-                                cwd=str(Path(__file__).resolve().parents[2]))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *part_command(name), str(cfg_file), str(out_file)],
+            stdout=err,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    rss = usage.ru_maxrss / 1024.0   # kilobytes on Linux
+    rss = usage.ru_maxrss / 1024.0  # kilobytes on Linux
     if proc.returncode != 0 or not out_file.is_file():
         tail = err_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-6:]
         return {"error": f"part {name} failed (exit {proc.returncode}): " + " | ".join(tail)}, rss, seconds
     return json.loads(out_file.read_text(encoding="utf-8")), rss, seconds
 
 
-def run_bench(quick: bool = False, threads: int | None = None, parts: tuple[str, ...] | None = None,
-              progress: bool = True) -> dict:
+def run_bench(
+    quick: bool = False, threads: int | None = None, parts: tuple[str, ...] | None = None, progress: bool = True
+) -> dict:
     """All parts (or ``parts``), in order; returns the result JSON."""
     from tqdm import tqdm
 
@@ -99,11 +146,22 @@ def run_bench(quick: bool = False, threads: int | None = None, parts: tuple[str,
     if parts:
         todo = [p for p in todo if p in parts or p.split(":")[0] in parts]
     started = time.perf_counter()
-    result: dict = {"format": "structvpr-bench", "format_version": 1, "quick": quick,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "versions": versions(),
-                    "threads": {"torch": threads, "onnxruntime_intra_op": threads, "faiss_omp": threads},
-                    "extraction": {}, "search": {"synthetic": True}, "node": {}, "training": {}, "memory": {},
-                    "seconds": {}, "config": cfg}
+    result: dict = {
+        "format": "structvpr-bench",
+        "format_version": 1,
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "versions": versions(),
+        "threads": {"torch": threads, "onnxruntime_intra_op": threads, "faiss_omp": threads},
+        "extraction": {},
+        "search": {"synthetic": True},
+        "node": {},
+        "training": {},
+        "memory": {},
+        "seconds": {},
+        "config": cfg,
+    }
     with tempfile.TemporaryDirectory(prefix="structvpr-bench-") as tmp:
         for name in tqdm(todo, desc="bench", unit="part", disable=not progress):
             kind = name.split(":")[0]

@@ -24,10 +24,10 @@ VARIANTS = ("torch_eager", "torch_channels_last", "onnxruntime_fp32", "onnxrunti
 
 def bench_image(size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """A real Corridor frame resized to ``size`` (BGR), or a synthetic one when the data is absent."""
-    from ..export import default_eval_dataset
     from ..images import read_image, resize_image
+    from ..paths import corridor_if_present
 
-    root = default_eval_dataset()
+    root = corridor_if_present()
     if root is not None and (root / "query" / "0000050.jpg").is_file():
         path = root / "query" / "0000050.jpg"
         return resize_image(read_image(path), size), str(path)
@@ -36,10 +36,11 @@ def bench_image(size: tuple[int, int]) -> tuple[np.ndarray, str]:
 
 
 def calibration_images(count: int, workdir: Path) -> tuple[list[Path], str]:
-    from ..export import default_eval_dataset, evenly
+    from ..export import evenly
     from ..images import list_images
+    from ..paths import corridor_if_present
 
-    root = default_eval_dataset()
+    root = corridor_if_present()
     if root is not None:
         return evenly(list_images(root / "ref"), count), f"{root}/ref (real)"
     import cv2
@@ -59,15 +60,24 @@ def make_extractors(size, threads: int, calibration: list[Path], workdir: Path) 
 
     fp32 = Extractor(device="cpu", backend="onnxruntime", image_size=size, threads=threads)
     int8_path = workdir / f"int8_{size[0]}x{size[1]}.onnx"
-    write_int8_export(fp32.onnx_path, int8_path, calibration, fingerprint=fp32.fingerprint, source=fp32.source,
-                      image_size=size, progress=False)
+    write_int8_export(
+        fp32.onnx_path,
+        int8_path,
+        calibration,
+        fingerprint=fp32.fingerprint,
+        source=fp32.source,
+        image_size=size,
+        progress=False,
+    )
     return {
-        "torch_eager": Extractor(device="cpu", backend="torch", image_size=size, channels_last=False,
-                                 fold_batchnorm=False),
+        "torch_eager": Extractor(
+            device="cpu", backend="torch", image_size=size, channels_last=False, fold_batchnorm=False
+        ),
         "torch_channels_last": Extractor(device="cpu", backend="torch", image_size=size),
         "onnxruntime_fp32": fp32,
-        "onnxruntime_int8": Extractor(device="cpu", backend="onnxruntime", image_size=size, threads=threads,
-                                      onnx_model=int8_path),
+        "onnxruntime_int8": Extractor(
+            device="cpu", backend="onnxruntime", image_size=size, threads=threads, onnx_model=int8_path
+        ),
         "auto": Extractor(image_size=size),
     }
 
@@ -135,9 +145,10 @@ def run(cfg: dict) -> dict:
 def int8_recall(fp32, int8) -> dict:
     """Recall@1 change of int8 vs fp32 on the real Corridor set (skipped when it is absent)."""
     from ..data import load_dataset
-    from ..export import default_eval_dataset, recall_change
+    from ..export import recall_change
+    from ..paths import corridor_if_present
 
-    root = default_eval_dataset()
+    root = corridor_if_present()
     if root is None:
         return {"skipped": "the Corridor set is not on this machine (set STRUCTVPR_CORRIDOR)"}
     return recall_change(fp32, int8, load_dataset(root))

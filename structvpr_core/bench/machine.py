@@ -45,9 +45,16 @@ def machine() -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable, "simd": cpu_flags(),
-            "memory_gb": memory_gb(), "platform": platform.platform(), "python": sys.version.split()[0],
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "simd": cpu_flags(),
+        "memory_gb": memory_gb(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def versions() -> dict:
@@ -56,8 +63,18 @@ def versions() -> dict:
     from .. import __version__
 
     out = {"structvpr": __version__}
-    for dist in ("torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "onnx", "faiss-cpu", "faiss-gpu",
-                 "numpy", "opencv-python-headless", "rclpy"):
+    for dist in (
+        "torch",
+        "torchvision",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnx",
+        "faiss-cpu",
+        "faiss-gpu",
+        "numpy",
+        "opencv-python-headless",
+        "rclpy",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

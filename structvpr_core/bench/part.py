@@ -8,7 +8,7 @@ import sys
 
 from ..atomic import atomic_write_json
 
-MODULES = {"extraction": "extraction", "search": "search", "training": "training"}   # node: structvpr_ros.bench_node
+MODULES = {"extraction": "extraction", "search": "search", "training": "training"}  # node: structvpr_ros.bench_node
 
 
 def main(argv: list[str]) -> int:

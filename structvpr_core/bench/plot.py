@@ -17,8 +17,11 @@ def plot(result: dict, path: str | os.PathLike) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     machine = result.get("machine", {})
-    fig.suptitle(f"structvpr bench{' --quick' if result.get('quick') else ''}: {machine.get('cpu', '?')}, "
-                 f"{result.get('threads', {}).get('torch', '?')} threads", fontsize=11)
+    fig.suptitle(
+        f"structvpr bench{' --quick' if result.get('quick') else ''}: {machine.get('cpu', '?')}, "
+        f"{result.get('threads', {}).get('torch', '?')} threads",
+        fontsize=11,
+    )
 
     ax = axes[0][0]
     sizes = [s for s, v in result.get("extraction", {}).items() if isinstance(v, dict) and "ratios" in v]
@@ -36,8 +39,11 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     for kind, per_size in (result.get("search") or {}).items():
         if not isinstance(per_size, dict):
             continue
-        pts = sorted((int(n), e["p50_ms"], e["top1_agreement"]) for n, e in per_size.items()
-                     if isinstance(e, dict) and "p50_ms" in e)
+        pts = sorted(
+            (int(n), e["p50_ms"], e["top1_agreement"])
+            for n, e in per_size.items()
+            if isinstance(e, dict) and "p50_ms" in e
+        )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind)
             for n, ms, agr in pts:
@@ -51,8 +57,11 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     ax.legend(fontsize=8)
 
     ax = axes[1][0]
-    rates = [(k, v) for k, v in (result.get("node") or {}).items() if k.endswith("hz") and isinstance(v, dict)
-             and "e2e_p50_ms" in v]
+    rates = [
+        (k, v)
+        for k, v in (result.get("node") or {}).items()
+        if k.endswith("hz") and isinstance(v, dict) and "e2e_p50_ms" in v
+    ]
     if rates:
         x = np.arange(len(rates))
         ax.bar(x - 0.2, [v["e2e_p50_ms"] for _, v in rates], 0.4, label="e2e p50")
@@ -70,8 +79,9 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     if keys:
         ax.bar(range(len(keys)), [tr[k] for k in keys])
         ax.set_xticks(range(len(keys)), [k.replace("_step_ms", "") for k in keys])
-        ax.set_title(f"training step, {tr.get('images_per_step')} images at "
-                     f"{'x'.join(str(v) for v in tr.get('image_size', []))}")
+        ax.set_title(
+            f"training step, {tr.get('images_per_step')} images at {'x'.join(str(v) for v in tr.get('image_size', []))}"
+        )
     else:
         ax.set_title("training step")
     ax.set_ylabel("ms per step (p50)")

@@ -25,14 +25,21 @@ import time
 import numpy as np
 
 DIM = 448
-ROUTE_LENGTH = 1000       # keyframes per synthetic route
-STEP_CORRELATION = 0.95   # of the route-specific part from one keyframe to the next
-COMMON = 0.7              # weight of the component shared by all descriptors
-QUERY_NOISE = 0.3         # a revisit: cosine ~0.96 to its keyframe, ~0.93 to the keyframes beside it
+ROUTE_LENGTH = 1000  # keyframes per synthetic route
+STEP_CORRELATION = 0.95  # of the route-specific part from one keyframe to the next
+COMMON = 0.7  # weight of the component shared by all descriptors
+QUERY_NOISE = 0.3  # a revisit: cosine ~0.96 to its keyframe, ~0.93 to the keyframes beside it
 
 
-def synthetic_descriptors(n: int, queries: int, seed: int = 0, dim: int = DIM, route: int = ROUTE_LENGTH,
-                          rho: float = STEP_CORRELATION, chunk: int = 100_000):
+def synthetic_descriptors(
+    n: int,
+    queries: int,
+    seed: int = 0,
+    dim: int = DIM,
+    route: int = ROUTE_LENGTH,
+    rho: float = STEP_CORRELATION,
+    chunk: int = 100_000,
+):
     """(map descriptors (n, dim), query descriptors (queries, dim), source keyframe of each query).
 
     SYNTHETIC: routes of ``route`` keyframes along which the descriptor drifts as an AR(1)
@@ -53,11 +60,11 @@ def synthetic_descriptors(n: int, queries: int, seed: int = 0, dim: int = DIM, r
     for t in range(length):
         if t:
             step = rng.standard_normal((routes, dim), dtype=np.float32)
-            state = rho * state + np.float32(np.sqrt(1 - rho ** 2)) * scale * step
+            state = rho * state + np.float32(np.sqrt(1 - rho**2)) * scale * step
         raw[rows + t] = state
     db = raw[:n]
     for start in range(0, n, chunk):
-        db[start:start + chunk] = unit(COMMON * mean + db[start:start + chunk])
+        db[start : start + chunk] = unit(COMMON * mean + db[start : start + chunk])
     src = rng.choice(n, size=queries, replace=queries > n)
     q = unit(db[src] + QUERY_NOISE * unit(rng.standard_normal((queries, dim), dtype=np.float32)))
     return db, np.ascontiguousarray(q, dtype=np.float32), src
@@ -83,11 +90,11 @@ def time_map_search(mapdb, q: np.ndarray) -> tuple[dict, np.ndarray]:
     from .timing import summarise
 
     for i in range(min(5, len(q))):
-        mapdb.search(q[i:i + 1], 1)           # warm-up
+        mapdb.search(q[i : i + 1], 1)  # warm-up
     times, found = [], np.full(len(q), -1, dtype=np.int64)
     for i in range(len(q)):
         t = time.perf_counter()
-        hits = mapdb.search(q[i:i + 1], 1)[0]
+        hits = mapdb.search(q[i : i + 1], 1)[0]
         times.append(time.perf_counter() - t)
         if hits:
             found[i] = hits[0][0] - 1
@@ -104,7 +111,7 @@ def build_map(kind: str, db: np.ndarray, params: dict, train_size: int):
     fp = {"architecture": "synthetic", "weights_sha256": "synthetic", "input_size": [0, 0], "descriptor_dim": DIM}
     index_params = dict(params)
     if kind in ("ivfpq", "ivfflat"):
-        index_params["auto_train_at"] = 0     # trained below on a sample, then filled
+        index_params["auto_train_at"] = 0  # trained below on a sample, then filled
     mapdb = MapDatabase.create(fp, DIM, kind, index_params=index_params or None, use_gpu=False)
     started = time.perf_counter()
     if kind in ("ivfpq", "ivfflat"):
@@ -113,7 +120,7 @@ def build_map(kind: str, db: np.ndarray, params: dict, train_size: int):
         mapdb.train(sample)
     step = 100_000
     for start in range(0, len(db), step):
-        chunk = db[start:start + step]
+        chunk = db[start : start + step]
         mapdb.add(chunk, [{"source": "synthetic"}] * len(chunk))
     return mapdb, time.perf_counter() - started
 
@@ -145,7 +152,7 @@ def run(cfg: dict) -> dict:
         else:
             name, param = SWEEP_PARAM[kind]
             default = int(mapdb.index_params[param])
-            cap = int(mapdb.index_params.get("nlist") or 0) or None   # nprobe > nlist = nlist
+            cap = int(mapdb.index_params.get("nlist") or 0) or None  # nprobe > nlist = nlist
             entry["sweep"] = []
             for value in sorted({min(int(v), cap or int(v)) for v in [*cfg["sweep"][kind], default]}):
                 mapdb.set_search_params(**{param: value})

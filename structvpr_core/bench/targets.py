@@ -25,9 +25,12 @@ def evaluate_targets(result: dict) -> dict:
             out[f"int8_speedup_{size}"] = _target(ratios["int8_speedup_over_fp32"], 1.8, ">=")
     rc = _get(result, "extraction", "640x480", "int8_recall")
     if rc and "delta" in rc:
-        out["int8_recall_at_1_change_points"] = _target(abs(100 * rc["delta"]), 1.0, "<=",
-                                                        f"int8 map and queries; int8 queries on an fp32 map: "
-                                                        f"{100 * rc['delta_mixed']:+.1f} points")
+        out["int8_recall_at_1_change_points"] = _target(
+            abs(100 * rc["delta"]),
+            1.0,
+            "<=",
+            f"int8 map and queries; int8 queries on an fp32 map: {100 * rc['delta_mixed']:+.1f} points",
+        )
     best = None
     for kind, sizes in (result.get("search") or {}).items():
         e = _get(sizes, "1000000")
@@ -41,8 +44,12 @@ def evaluate_targets(result: dict) -> dict:
         out["search_1e6_top1_agreement"] = _target(e["top1_agreement"], 0.99, ">=", f"best index: {kind}")
     n10 = _get(result, "node", "10hz")
     if isinstance(n10, dict) and "e2e_p50_ms" in n10:
-        out["node_10hz_e2e_p50_ms"] = _target(n10["e2e_p50_ms"], round(n10["target_ms"], 1), "<=",
-                                              "extraction p50 + search p50 + 5 ms, from the node's own messages")
+        out["node_10hz_e2e_p50_ms"] = _target(
+            n10["e2e_p50_ms"],
+            round(n10["target_ms"], 1),
+            "<=",
+            "extraction p50 + search p50 + 5 ms, from the node's own messages",
+        )
     for rate in ("30hz", "60hz"):
         n = _get(result, "node", rate)
         if isinstance(n, dict) and "e2e_p95_ms" in n:
@@ -50,8 +57,9 @@ def evaluate_targets(result: dict) -> dict:
             # (the node drops frames, never queues them): 3 processing times + 50 ms of transport
             # and scheduling jitter is generous for that and far below what a queue would reach.
             bound = 3 * (n["extract_p50_ms"] + n["search_p50_ms"]) + 50.0
-            out[f"node_{rate}_e2e_p95_bounded_ms"] = _target(n["e2e_p95_ms"], round(bound, 1), "<=",
-                                                             f"drops {n['drops']} of {n['published']}")
+            out[f"node_{rate}_e2e_p95_bounded_ms"] = _target(
+                n["e2e_p95_ms"], round(bound, 1), "<=", f"drops {n['drops']} of {n['published']}"
+            )
     tr = result.get("training") or {}
     if "stage2_over_stage1" in tr:
         out["stage2_over_stage1_step"] = _target(tr["stage2_over_stage1"], 1.3, "<=")

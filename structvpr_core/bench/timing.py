@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 
 def summarise(times_s) -> dict:
     t = np.asarray(times_s, dtype=np.float64) * 1000.0
-    return {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)),
-            "min_ms": float(t.min()), "mean_ms": float(t.mean()), "repeats": int(len(t))}
+    return {
+        "p50_ms": float(np.percentile(t, 50)),
+        "p95_ms": float(np.percentile(t, 95)),
+        "min_ms": float(t.min()),
+        "mean_ms": float(t.mean()),
+        "repeats": len(t),
+    }
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict:

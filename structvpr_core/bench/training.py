@@ -21,12 +21,12 @@ import numpy as np
 
 
 def _inputs(batch: int, size: tuple[int, int], tuple_len: int) -> tuple[np.ndarray, str]:
-    from ..export import default_eval_dataset
     from ..images import list_images, read_image, resize_image
+    from ..paths import corridor_if_present
     from ..preprocess import normalise_nchw
 
     n = batch * tuple_len
-    root = default_eval_dataset()
+    root = corridor_if_present()
     if root is not None:
         paths = list_images(root / "ref")[:n]
         rgb = np.stack([resize_image(read_image(p), size)[:, :, ::-1] for p in paths])
@@ -53,7 +53,7 @@ def run(cfg: dict) -> dict:
     t = 2 + negatives
     x_np, source = _inputs(batch, (w, h), t)
     images = torch.from_numpy(x_np).view(batch, t, 3, h, w)
-    slme = torch.rand(batch, t, 6, h, w)                      # synthetic SLME-shaped input for the seg branch
+    slme = torch.rand(batch, t, 6, h, w)  # synthetic SLME-shaped input for the seg branch
     # Tuple b is [query b, database images b·(t-1) … b·(t-1)+t-2]: each image has its cached teacher descriptor.
     rows = np.array([[b, *range(b * (t - 1), (b + 1) * (t - 1))] for b in range(batch)], dtype=np.int64)
     margin = 0.1
@@ -70,8 +70,11 @@ def run(cfg: dict) -> dict:
         "stage1_seg": TrainNet(build_seg_branch(6)),
     }
     opts = {k: torch.optim.Adam(n.parameters(), lr=1e-5) for k, n in nets.items()}
-    batches = {"stage1": TrainBatch(images, rows), "stage2": TrainBatch(images, rows),
-               "stage1_seg": TrainBatch(slme, rows)}
+    batches = {
+        "stage1": TrainBatch(images, rows),
+        "stage2": TrainBatch(images, rows),
+        "stage1_seg": TrainBatch(slme, rows),
+    }
 
     def step(name: str) -> None:
         net, opt = nets[name], opts[name]
@@ -88,17 +91,24 @@ def run(cfg: dict) -> dict:
     repeats, block = int(cfg["repeats"]), int(cfg.get("block", 2))
     while min(len(t) for t in times.values()) < repeats:
         for name in nets:
-            step(name)   # untimed lead-in: the previous stage's buffers are freed, this one's faulted in
+            step(name)  # untimed lead-in: the previous stage's buffers are freed, this one's faulted in
             for _ in range(min(block, repeats - len(times[name]))):
                 started = time.perf_counter()
                 step(name)
                 times[name].append(time.perf_counter() - started)
     stats = {k: summarise(v) for k, v in times.items()}
     return {
-        "stage1_step_ms": stats["stage1"]["p50_ms"], "stage2_step_ms": stats["stage2"]["p50_ms"],
+        "stage1_step_ms": stats["stage1"]["p50_ms"],
+        "stage2_step_ms": stats["stage2"]["p50_ms"],
         "stage1_seg_step_ms": stats["stage1_seg"]["p50_ms"],
         "stage2_over_stage1": stats["stage2"]["p50_ms"] / stats["stage1"]["p50_ms"],
-        "stats": stats, "batch_tuples": batch, "images_per_step": batch * t, "negatives_per_query": negatives,
-        "image_size": [w, h], "optimizer": "adam", "threads": int(cfg["threads"]), "inputs": source,
+        "stats": stats,
+        "batch_tuples": batch,
+        "images_per_step": batch * t,
+        "negatives_per_query": negatives,
+        "image_size": [w, h],
+        "optimizer": "adam",
+        "threads": int(cfg["threads"]),
+        "inputs": source,
         "teacher_descriptors": "cached (synthetic unit vectors: values do not change the cost)",
     }

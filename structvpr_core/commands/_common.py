@@ -8,6 +8,10 @@ from ..backends.providers import BACKENDS
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU, exported and "
-                        "cached on first use), torch, onnxruntime or tensorrt (default: auto)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU, exported and "
+        "cached on first use), torch, onnxruntime or tensorrt (default: auto)",
+    )

@@ -36,10 +36,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", required=True, type=Path, metavar="FILE", help="result file (written atomically)")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the figures into a PNG")
     parser.add_argument("--quick", action="store_true", help="smoke test: small sizes, few repeats (CI)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="threads for PyTorch, ONNX Runtime and faiss (default: the usable cores)")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, metavar="PART",
-                        help=f"measure only these parts ({', '.join(PARTS)}; default: all)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads for PyTorch, ONNX Runtime and faiss (default: the usable cores)",
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        metavar="PART",
+        help=f"measure only these parts ({', '.join(PARTS)}; default: all)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
 
@@ -50,8 +60,12 @@ def run(args) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-    result = run_bench(quick=args.quick, threads=args.threads, parts=tuple(args.parts) if args.parts else None,
-                       progress=not args.no_progress)
+    result = run_bench(
+        quick=args.quick,
+        threads=args.threads,
+        parts=tuple(args.parts) if args.parts else None,
+        progress=not args.no_progress,
+    )
     atomic_write_json(args.json, result)
     if args.plot:
         from ..bench.plot import plot
@@ -70,8 +84,11 @@ def summary(result: dict) -> str:
             lines.append(f"extraction {size} p50 ms: {figures}")
     for kind, sizes in (result.get("search") or {}).items():
         if isinstance(sizes, dict):
-            pts = [f"{n}: {e['p50_ms']:.2f} ms / {e['top1_agreement']:.3f}" for n, e in sizes.items()
-                   if isinstance(e, dict) and "p50_ms" in e]
+            pts = [
+                f"{n}: {e['p50_ms']:.2f} ms / {e['top1_agreement']:.3f}"
+                for n, e in sizes.items()
+                if isinstance(e, dict) and "p50_ms" in e
+            ]
             if pts:
                 lines.append(f"search {kind} (synthetic) p50 / top-1 agreement: " + ", ".join(pts))
     node = result.get("node") or {}
@@ -79,15 +96,22 @@ def summary(result: dict) -> str:
         lines.append(f"node: {node.get('skipped') or node.get('error')}")
     for k, v in node.items():
         if k.endswith("hz") and isinstance(v, dict) and "e2e_p50_ms" in v:
-            lines.append(f"node {k}: e2e p50 {v['e2e_p50_ms']:.1f} ms, p95 {v['e2e_p95_ms']:.1f} ms, "
-                         f"dropped {v['drops']}/{v['published']}")
+            lines.append(
+                f"node {k}: e2e p50 {v['e2e_p50_ms']:.1f} ms, p95 {v['e2e_p95_ms']:.1f} ms, "
+                f"dropped {v['drops']}/{v['published']}"
+            )
     tr = result.get("training") or {}
     if "stage1_step_ms" in tr:
-        lines.append(f"training step: stage I {tr['stage1_step_ms']:.0f} ms, stage II {tr['stage2_step_ms']:.0f} ms "
-                     f"({tr['stage2_over_stage1']:.2f}x)")
+        lines.append(
+            f"training step: stage I {tr['stage1_step_ms']:.0f} ms, stage II {tr['stage2_step_ms']:.0f} ms "
+            f"({tr['stage2_over_stage1']:.2f}x)"
+        )
     for name, t in (result.get("targets") or {}).items():
         state = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
         v = t["value"]
-        lines.append(f"target {name}: {v:.3f} {t['target']} -> {state}" if isinstance(v, float)
-                     else f"target {name}: {v} {t['target']} -> {state}")
+        lines.append(
+            f"target {name}: {v:.3f} {t['target']} -> {state}"
+            if isinstance(v, float)
+            else f"target {name}: {v} {t['target']} -> {state}"
+        )
     return "\n".join(lines)

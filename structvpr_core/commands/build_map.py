@@ -50,20 +50,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poses", type=Path, metavar="CSV", help="poses/stamps of --images (see above)")
     p.add_argument("--out", type=Path, required=True, metavar="MAPDIR", help="map directory to write")
     p.add_argument("--checkpoint", type=Path, metavar="PATH", help="StructVPR RGB checkpoint (default: ImageNet init)")
-    p.add_argument("--index", choices=INDEXES, default="auto",
-                   help=f"faiss index type (default: auto = flat below {AUTO_IVFFLAT_AT} keyframes, "
-                        "ivfflat from there; see above)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(640, 480),
-                   help="network input size (default: 640 480, the paper's)")
-    p.add_argument("--features", choices=FEATURES, default="sift",
-                   help="local features stored for geometric verification (default: sift)")
-    p.add_argument("--max-features", type=int, default=1000,
-                   help="local features kept per keyframe (default: 1000; storage ~130 KB each for SIFT)")
+    p.add_argument(
+        "--index",
+        choices=INDEXES,
+        default="auto",
+        help=f"faiss index type (default: auto = flat below {AUTO_IVFFLAT_AT} keyframes, "
+        "ivfflat from there; see above)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        default=(640, 480),
+        help="network input size (default: 640 480, the paper's)",
+    )
+    p.add_argument(
+        "--features",
+        choices=FEATURES,
+        default="sift",
+        help="local features stored for geometric verification (default: sift)",
+    )
+    p.add_argument(
+        "--max-features",
+        type=int,
+        default=1000,
+        help="local features kept per keyframe (default: 1000; storage ~130 KB each for SIFT)",
+    )
     p.add_argument("--session", help="session name stored with the keyframes (default: source name)")
-    p.add_argument("--min-interval", type=float, default=0.0, metavar="S",
-                   help="bag: minimum seconds between keyframes (default: 0)")
-    p.add_argument("--min-distance", type=float, default=0.0, metavar="M",
-                   help="bag: minimum travelled metres between keyframes when poses are known (default: 0)")
+    p.add_argument(
+        "--min-interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="bag: minimum seconds between keyframes (default: 0)",
+    )
+    p.add_argument(
+        "--min-distance",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="bag: minimum travelled metres between keyframes when poses are known (default: 0)",
+    )
     p.add_argument("--append", action="store_true", help="add to an existing map at --out (same model)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing map at --out")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
@@ -84,8 +112,13 @@ def human_bytes(n: float) -> str:
 def conf_from_args(args) -> dict:
     """The mapbuild configuration the flags describe."""
     return {
-        "model": {"checkpoint": args.checkpoint, "image_size": tuple(args.size), "device": args.device,
-                  "backend": args.backend, "batch_size": args.batch_size},
+        "model": {
+            "checkpoint": args.checkpoint,
+            "image_size": tuple(args.size),
+            "device": args.device,
+            "backend": args.backend,
+            "batch_size": args.batch_size,
+        },
         "index": args.index,
         "verification": {"features": args.features, "max_features": args.max_features},
         "thinning": {"min_interval_s": args.min_interval, "min_distance_m": args.min_distance},
@@ -107,6 +140,8 @@ def run(args) -> int:
         raise ConfigError("--poses applies to --images only")
     source = BagSpec(args.bag, args.image_topic, args.pose_topic) if args.bag is not None else args.images
     r = build(source, args.out, conf_from_args(args), poses=args.poses, append=args.append, overwrite=args.overwrite)
-    print(f"map {r.path}: {r.keyframes} keyframes ({r.added} added), dim {r.dim}, index {r.index}, "
-          f"features {r.features}, size {human_bytes(r.size_bytes)}, {r.seconds:.1f} s")
+    print(
+        f"map {r.path}: {r.keyframes} keyframes ({r.added} added), dim {r.dim}, index {r.index}, "
+        f"features {r.features}, size {human_bytes(r.size_bytes)}, {r.seconds:.1f} s"
+    )
     return 0

@@ -23,15 +23,25 @@ examples:
 def add_arguments(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
     parser.add_argument("--out", required=True, metavar="F.npy", help="output .npy file (written atomically)")
-    parser.add_argument("--checkpoint", metavar="PATH",
-                        help="trained RGB-branch checkpoint (default: ImageNet MobileNetV2 weights)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="where the network runs; auto = cuda when available (default: auto)")
+    parser.add_argument(
+        "--checkpoint", metavar="PATH", help="trained RGB-branch checkpoint (default: ImageNet MobileNetV2 weights)"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where the network runs; auto = cuda when available (default: auto)",
+    )
     add_backend_argument(parser)
-    parser.add_argument("--size", nargs=2, type=int, default=(640, 480), metavar=("W", "H"),
-                        help="network input size, images are resized to it (default: 640 480)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
-                        help="images per step (default: 8)")
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=(640, 480),
+        metavar=("W", "H"),
+        help="network input size, images are resized to it (default: 640 480)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per step (default: 8)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
 
@@ -67,17 +77,24 @@ def run(args) -> int:
 
     paths = collect_images(args.images)
     start = time.perf_counter()
-    extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size),
-                          batch_size=args.batch_size, backend=args.backend)
+    extractor = Extractor(
+        args.checkpoint,
+        device=args.device,
+        image_size=tuple(args.size),
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )
     descriptors = extractor.embed_paths(paths, progress=not args.no_progress)
 
     def write(tmp):
-        with open(tmp, "wb") as f:   # a file object: np.save(path) would append ".npy" to the temp name
+        with open(tmp, "wb") as f:  # a file object: np.save(path) would append ".npy" to the temp name
             np.save(f, descriptors)
 
     atomic_write(args.out, write)
     seconds = time.perf_counter() - start
-    print(f"embedded {len(paths)} images -> {args.out} ({descriptors.shape[0]}x{descriptors.shape[1]} float32, "
-          f"{extractor.fingerprint['architecture']}, {extractor.device.type}, "
-          f"{args.size[0]}x{args.size[1]}, {seconds:.1f} s)")
+    print(
+        f"embedded {len(paths)} images -> {args.out} ({descriptors.shape[0]}x{descriptors.shape[1]} float32, "
+        f"{extractor.fingerprint['architecture']}, {extractor.device.type}, "
+        f"{args.size[0]}x{args.size[1]}, {seconds:.1f} s)"
+    )
     return 0

@@ -39,24 +39,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root (or a Pittsburgh .mat)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="dataset layout (default: auto-detect)")
     p.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (default: test)")
-    p.add_argument("--checkpoint", type=Path, metavar="PATH",
-                   help="RGB-branch checkpoint (default: the untrained ImageNet-initialised branch)")
-    p.add_argument("--recall", type=int, nargs="+", default=[1, 5, 10, 20], metavar="N",
-                   help="Recall@N values to report (default: 1 5 10 20)")
-    p.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"),
-                   help="network input size (default: 640 480, the paper's)")
-    p.add_argument("--pos-dist", type=float, default=25.0, metavar="M",
-                   help="positive radius in metres for geographic formats (default: 25)")
-    p.add_argument("--frame-tolerance", type=int, default=10, metavar="F",
-                   help="Nordland: positives within F frames (default: 10)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="RGB-branch checkpoint (default: the untrained ImageNet-initialised branch)",
+    )
+    p.add_argument(
+        "--recall",
+        type=int,
+        nargs="+",
+        default=[1, 5, 10, 20],
+        metavar="N",
+        help="Recall@N values to report (default: 1 5 10 20)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[640, 480],
+        metavar=("W", "H"),
+        help="network input size (default: 640 480, the paper's)",
+    )
+    p.add_argument(
+        "--pos-dist",
+        type=float,
+        default=25.0,
+        metavar="M",
+        help="positive radius in metres for geographic formats (default: 25)",
+    )
+    p.add_argument(
+        "--frame-tolerance", type=int, default=10, metavar="F", help="Nordland: positives within F frames (default: 10)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     add_backend_argument(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON (atomically)")
-    p.add_argument("--save-matches", type=Path, metavar="DIR",
-                   help="write one picture per query beside its top-5 matches (wrong ones framed red)")
-    p.add_argument("--cache-dir", type=Path, metavar="DIR", help="descriptor cache (default: $STRUCTVPR_CACHE "
-                   "or ~/.cache/structvpr)")
+    p.add_argument(
+        "--save-matches",
+        type=Path,
+        metavar="DIR",
+        help="write one picture per query beside its top-5 matches (wrong ones framed red)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="descriptor cache (default: $STRUCTVPR_CACHE or ~/.cache/structvpr)",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached descriptors")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -76,10 +106,22 @@ def run(args: argparse.Namespace) -> int:
     options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}  # the one format-only flag
 
     dataset = load_dataset(args.dataset, format=fmt, split=args.split, pos_dist_m=args.pos_dist, **options)
-    extractor = Extractor(args.checkpoint, device=args.device, image_size=tuple(args.size), batch_size=args.batch_size,
-                          backend=args.backend)
-    result = evaluate(dataset, extractor, args.recall, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                      progress=not args.no_progress, save_matches=args.save_matches)
+    extractor = Extractor(
+        args.checkpoint,
+        device=args.device,
+        image_size=tuple(args.size),
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )
+    result = evaluate(
+        dataset,
+        extractor,
+        args.recall,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        progress=not args.no_progress,
+        save_matches=args.save_matches,
+    )
     print(format_result(result))
     if args.json:
         atomic_write_json(args.json, result)

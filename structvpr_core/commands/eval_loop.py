@@ -30,16 +30,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root")
     p.add_argument("--format", default="auto", help="dataset format (default: auto)")
     p.add_argument("--map", type=Path, metavar="MAPDIR", help="prebuilt map of the dataset's database images")
-    p.add_argument("--checkpoint", type=Path, metavar="PATH",
-                   help="model checkpoint (default: the one recorded in --map, else ImageNet init)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(640, 480),
-                   help="network input size when building the map (default: 640 480)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="model checkpoint (default: the one recorded in --map, else ImageNet init)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        default=(640, 480),
+        help="network input size when building the map (default: 640 480)",
+    )
     p.add_argument("--verify", action="store_true", help="also evaluate with geometric verification")
     p.add_argument("--features", choices=("sift", "orb"), default="sift", help="local features (default: sift)")
-    p.add_argument("--ransac", choices=("homography", "fundamental"), default="homography",
-                   help="geometric model (default: homography)")
-    p.add_argument("--verify-candidates", type=int, default=10, metavar="N",
-                   help="search results verified and re-ranked per query (default: 10)")
+    p.add_argument(
+        "--ransac",
+        choices=("homography", "fundamental"),
+        default="homography",
+        help="geometric model (default: homography)",
+    )
+    p.add_argument(
+        "--verify-candidates",
+        type=int,
+        default=10,
+        metavar="N",
+        help="search results verified and re-ranked per query (default: 10)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     add_backend_argument(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
@@ -49,11 +68,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def conf_from_args(args) -> dict:
     """The loop_eval configuration the flags describe."""
     return {
-        "model": {"checkpoint": args.checkpoint, "image_size": tuple(args.size), "device": args.device,
-                  "backend": args.backend},
+        "model": {
+            "checkpoint": args.checkpoint,
+            "image_size": tuple(args.size),
+            "device": args.device,
+            "backend": args.backend,
+        },
         "dataset_format": args.format,
-        "verification": {"enabled": args.verify, "features": args.features, "ransac": args.ransac,
-                         "candidates": args.verify_candidates},
+        "verification": {
+            "enabled": args.verify,
+            "features": args.features,
+            "ransac": args.ransac,
+            "candidates": args.verify_candidates,
+        },
         "progress": not args.no_progress,
     }
 
@@ -66,10 +93,14 @@ def run(args) -> int:
     for name in ("retrieval", "verified"):
         if name in report:
             r = report[name]
-            print(f"{name}{tag}: R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  PR-AUC {r['pr_auc']:.3f}  "
-                  f"R@100%P {r['recall_at_100_precision']:.3f}")
-    print("timings (ms, mean/median/p95): " + ", ".join(
-        f"{k} {v['mean']:.1f}/{v['median']:.1f}/{v['p95']:.1f}" for k, v in report["timings_ms"].items()))
+            print(
+                f"{name}{tag}: R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  PR-AUC {r['pr_auc']:.3f}  "
+                f"R@100%P {r['recall_at_100_precision']:.3f}"
+            )
+    print(
+        "timings (ms, mean/median/p95): "
+        + ", ".join(f"{k} {v['mean']:.1f}/{v['median']:.1f}/{v['p95']:.1f}" for k, v in report["timings_ms"].items())
+    )
     if args.json is not None:
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -35,29 +35,71 @@ def add_arguments(parser) -> None:
     src.add_argument("--checkpoint", metavar="PATH", help="trained RGB-branch checkpoint (.pt)")
     src.add_argument("--imagenet", action="store_true", help="the ImageNet-initialised RGB branch (no VPR training)")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default: onnx)")
-    parser.add_argument("--out", required=True, type=Path, metavar="MODEL.onnx",
-                        help="output model; MODEL.onnx.json is written beside it (both atomically)")
-    parser.add_argument("--size", nargs=2, type=int, default=(640, 480), metavar=("W", "H"),
-                        help="input size the model is exported for (default: 640 480)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="MODEL.onnx",
+        help="output model; MODEL.onnx.json is written beside it (both atomically)",
+    )
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=(640, 480),
+        metavar=("W", "H"),
+        help="input size the model is exported for (default: 640 480)",
+    )
     parser.add_argument("--int8", action="store_true", help="write a statically quantised int8 model")
-    parser.add_argument("--calibration", type=Path, metavar="DIR",
-                        help="images for int8 calibration (use images of the deployment's kind; required with --int8)")
-    parser.add_argument("--calibration-count", type=int, default=200, metavar="N",
-                        help="calibration images used, spread evenly over DIR (default: 200)")
-    parser.add_argument("--int8-format", choices=["qdq", "qoperator"], default="qdq",
-                        help="ONNX quantisation format (default qdq: as fast here, and portable to TensorRT)")
-    parser.add_argument("--int8-float", nargs="*", choices=["stem", "heads"], default=None, metavar="PART",
-                        help="parts kept in float in the int8 model: stem (first stage), heads (layers "
-                             "max-pooled into the descriptor); none given = all int8 (default: stem)")
-    parser.add_argument("--eval-dataset", metavar="DIR",
-                        help="dataset for the int8 Recall@1 change (default: the Corridor set when present; "
-                             "'none' to skip)")
-    parser.add_argument("--parity-images", type=Path, metavar="DIR",
-                        help="real images for the parity check (default: from the eval dataset, else --calibration)")
-    parser.add_argument("--parity-count", type=int, default=32, metavar="N",
-                        help="images used for the parity check (default: 32)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="ONNX Runtime threads for the checks (default: PyTorch's thread count)")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="DIR",
+        help="images for int8 calibration (use images of the deployment's kind; required with --int8)",
+    )
+    parser.add_argument(
+        "--calibration-count",
+        type=int,
+        default=200,
+        metavar="N",
+        help="calibration images used, spread evenly over DIR (default: 200)",
+    )
+    parser.add_argument(
+        "--int8-format",
+        choices=["qdq", "qoperator"],
+        default="qdq",
+        help="ONNX quantisation format (default qdq: as fast here, and portable to TensorRT)",
+    )
+    parser.add_argument(
+        "--int8-float",
+        nargs="*",
+        choices=["stem", "heads"],
+        default=None,
+        metavar="PART",
+        help="parts kept in float in the int8 model: stem (first stage), heads (layers "
+        "max-pooled into the descriptor); none given = all int8 (default: stem)",
+    )
+    parser.add_argument(
+        "--eval-dataset",
+        metavar="DIR",
+        help="dataset for the int8 Recall@1 change (default: the Corridor set when present; 'none' to skip)",
+    )
+    parser.add_argument(
+        "--parity-images",
+        type=Path,
+        metavar="DIR",
+        help="real images for the parity check (default: from the eval dataset, else --calibration)",
+    )
+    parser.add_argument(
+        "--parity-count", type=int, default=32, metavar="N", help="images used for the parity check (default: 32)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ONNX Runtime threads for the checks (default: PyTorch's thread count)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 
@@ -76,18 +118,29 @@ def run(args) -> int:
         raise ConfigError("--int8 needs --calibration DIR (images of the kind the robot will see)")
     calibration = choose_calibration_images(args.calibration, args.calibration_count) if args.int8 else None
     dataset = load_eval_dataset(args.eval_dataset)
-    parity_images = choose_parity_images(args.parity_count, folder=args.parity_images, dataset=dataset,
-                                         calibration=calibration)
+    parity_images = choose_parity_images(
+        args.parity_count, folder=args.parity_images, dataset=dataset, calibration=calibration
+    )
 
-    sidecar = export_model_files(None if args.imagenet else args.checkpoint, args.out, image_size=(w, h),
-                                 int8=args.int8, calibration=calibration, int8_format=args.int8_format,
-                                 keep_float=None if args.int8_float is None else tuple(args.int8_float),
-                                 parity_images=parity_images, eval_dataset=dataset if args.int8 else None,
-                                 threads=args.threads, progress=not args.no_progress)
+    sidecar = export_model_files(
+        None if args.imagenet else args.checkpoint,
+        args.out,
+        image_size=(w, h),
+        int8=args.int8,
+        calibration=calibration,
+        int8_format=args.int8_format,
+        keep_float=None if args.int8_float is None else tuple(args.int8_float),
+        parity_images=parity_images,
+        eval_dataset=dataset if args.int8 else None,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
     for line in report(sidecar["parity"], (w, h), None if dataset is None else dataset.name):
         print(line)
-    print(f"wrote {args.out} ({sidecar['precision']}, {sidecar['architecture']}, {w}x{h} -> "
-          f"{sidecar['descriptor_dim']}-d, sha256 {sidecar['onnx_sha256'][:12]}) and {args.out}.json")
+    print(
+        f"wrote {args.out} ({sidecar['precision']}, {sidecar['architecture']}, {w}x{h} -> "
+        f"{sidecar['descriptor_dim']}-d, sha256 {sidecar['onnx_sha256'][:12]}) and {args.out}.json"
+    )
     return 0
 
 
@@ -96,19 +149,25 @@ def report(parity: dict, size: tuple[int, int], dataset_name: str | None) -> lis
     from ..export import FP32_MIN_COSINE
 
     p = parity["fp32"]
-    lines = [f"parity fp32 ONNX Runtime vs PyTorch on {p['images']} real images: cosine min {p['min_cosine']:.6f} "
-             f"mean {p['mean_cosine']:.6f} (bound >= {FP32_MIN_COSINE})"]
+    lines = [
+        f"parity fp32 ONNX Runtime vs PyTorch on {p['images']} real images: cosine min {p['min_cosine']:.6f} "
+        f"mean {p['mean_cosine']:.6f} (bound >= {FP32_MIN_COSINE})"
+    ]
     if "int8" in parity:
         p = parity["int8"]
         lines.append(f"parity int8 vs PyTorch: cosine min {p['min_cosine']:.4f} mean {p['mean_cosine']:.4f}")
     if "speed" in parity:
         t = parity["speed"]
-        lines.append(f"speed at {size[0]}x{size[1]}, batch 1: fp32 {t['fp32_ms']:.1f} ms, int8 {t['int8_ms']:.1f} ms "
-                     f"({t['speedup']:.2f}x)")
+        lines.append(
+            f"speed at {size[0]}x{size[1]}, batch 1: fp32 {t['fp32_ms']:.1f} ms, int8 {t['int8_ms']:.1f} ms "
+            f"({t['speedup']:.2f}x)"
+        )
     if "recall" in parity:
         rc = parity["recall"]
         tag = " (synthetic)" if rc["synthetic"] else ""
-        lines.append(f"Recall@1 on {dataset_name}{tag} ({rc['num_queries']} queries): fp32 {rc['recall@1_fp32']:.3f}, "
-                     f"int8 {rc['recall@1_int8']:.3f} (change {100 * rc['delta']:+.1f} points); int8 queries on an "
-                     f"fp32 map {rc['recall@1_int8_queries_fp32_map']:.3f} ({100 * rc['delta_mixed']:+.1f} points)")
+        lines.append(
+            f"Recall@1 on {dataset_name}{tag} ({rc['num_queries']} queries): fp32 {rc['recall@1_fp32']:.3f}, "
+            f"int8 {rc['recall@1_int8']:.3f} (change {100 * rc['delta']:+.1f} points); int8 queries on an "
+            f"fp32 map {rc['recall@1_int8_queries_fp32_map']:.3f} ({100 * rc['delta_mixed']:+.1f} points)"
+        )
     return lines

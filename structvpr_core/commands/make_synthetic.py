@@ -29,8 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (name gets 'synthetic')")
     p.add_argument("--places", type=int, default=500, metavar="N", help="number of places (default: 500)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
-    p.add_argument("--size", type=int, nargs=2, default=[320, 240], metavar=("W", "H"),
-                   help="image size (default: 320 240; the network resizes to its input size)")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[320, 240],
+        metavar=("W", "H"),
+        help="image size (default: 320 240; the network resizes to its input size)",
+    )
     p.add_argument("--db-views", type=int, default=2, metavar="K", help="database views per place (default: 2)")
     p.add_argument("--query-views", type=int, default=2, metavar="K", help="query views per place (default: 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set at OUT")
@@ -47,10 +53,20 @@ def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import generate
 
     started = time.perf_counter()
-    out = generate(args.out, args.places, args.seed, size=tuple(args.size), db_views=args.db_views,
-                   query_views=args.query_views, overwrite=args.overwrite, progress=not args.no_progress)
+    out = generate(
+        args.out,
+        args.places,
+        args.seed,
+        size=tuple(args.size),
+        db_views=args.db_views,
+        query_views=args.query_views,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     seconds = time.perf_counter() - started
     n_images = args.places * (args.db_views + args.query_views)
-    print(f"wrote SYNTHETIC dataset {out}: {args.places} places, {n_images} images + label maps, "
-          f"{_disk_usage(out) / 1e6:.1f} MB, {seconds:.1f} s")
+    print(
+        f"wrote SYNTHETIC dataset {out}: {args.places} places, {n_images} images + label maps, "
+        f"{_disk_usage(out) / 1e6:.1f} MB, {seconds:.1f} s"
+    )
     return 0

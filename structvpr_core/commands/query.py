@@ -31,14 +31,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="query image files")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates per image (default: 5)")
     p.add_argument("--min-score", type=float, default=-1.0, help="drop candidates below this cosine score")
-    p.add_argument("--verify", action="store_true",
-                   help="verify candidates with local features + RANSAC and re-rank by inliers")
-    p.add_argument("--verify-candidates", type=int, default=0, metavar="N",
-                   help="with --verify: how many search results to verify (default: K)")
-    p.add_argument("--min-inliers", type=int, default=0,
-                   help="with --verify: drop candidates with fewer inliers (default: 0, keep all)")
-    p.add_argument("--checkpoint", type=Path, metavar="PATH",
-                   help="model checkpoint (default: the one recorded in the map, else ImageNet init)")
+    p.add_argument(
+        "--verify", action="store_true", help="verify candidates with local features + RANSAC and re-rank by inliers"
+    )
+    p.add_argument(
+        "--verify-candidates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --verify: how many search results to verify (default: K)",
+    )
+    p.add_argument(
+        "--min-inliers",
+        type=int,
+        default=0,
+        help="with --verify: drop candidates with fewer inliers (default: 0, keep all)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="model checkpoint (default: the one recorded in the map, else ImageNet init)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     add_backend_argument(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
@@ -46,14 +60,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..atomic import atomic_write_json
-    from ..errors import ConfigError
-    from ..mapquery import candidate_json, open_map, query_images
+    from ..mapquery import candidate_json, detector_config, open_map, query_images
 
-    if args.top_k < 1:
-        raise ConfigError("--top-k must be >= 1")   # before the model loads
+    conf = {
+        "top_k": args.top_k,
+        "min_score": args.min_score,
+        "verify": args.verify,
+        "verify_candidates": args.verify_candidates,
+        "min_inliers": args.min_inliers,
+    }
+    detector_config(conf, name=lambda field: "--" + field.replace("_", "-"))  # bad values fail before the model loads
     mapdb, extractor = open_map(args.map, args.checkpoint, args.device, args.backend)
-    conf = {"top_k": args.top_k, "min_score": args.min_score, "verify": args.verify,
-            "verify_candidates": args.verify_candidates, "min_inliers": args.min_inliers}
     results = []
     for path, det in query_images(mapdb, extractor, args.images, conf):
         results.append({"query": str(path), "candidates": [candidate_json(c) for c in det.candidates]})

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     images = images_to_segment(args.dataset, args.out)
     segmenter = get_segmenter(args.segmenter, device=args.device)  # after the cheap checks: loading weights is slow
-    written, skipped = segment_images(images, args.dataset, args.out, segmenter, overwrite=args.overwrite,
-                                      progress=not args.no_progress)
+    written, skipped = segment_images(
+        images, args.dataset, args.out, segmenter, overwrite=args.overwrite, progress=not args.no_progress
+    )
     print(f"{written} label maps written, {skipped} already present, under {args.out} ({segmenter.taxonomy})")
     return 0

@@ -26,10 +26,10 @@ class PlaceDataset:
     root: Path
     database: list[Path]
     queries: list[Path]
-    positives: list[np.ndarray]           # per query: sorted int64 indices into ``database``
-    db_coords: np.ndarray | None = None   # (N, 2) UTM east/north, or (N, 1) frame index
+    positives: list[np.ndarray]  # per query: sorted int64 indices into ``database``
+    db_coords: np.ndarray | None = None  # (N, 2) UTM east/north, or (N, 1) frame index
     q_coords: np.ndarray | None = None
-    kind: str = "geo"                     # "geo" (coordinates) or "sequence" (frame-aligned traversals)
+    kind: str = "geo"  # "geo" (coordinates) or "sequence" (frame-aligned traversals)
     format: str = ""
     split: str = ""
     meta: dict = field(default_factory=dict)
@@ -67,8 +67,13 @@ class PlaceDataset:
             raise DatasetError(f"{where}: {len(self.positives)} positive lists for {len(self.queries)} queries")
         for i, pos in enumerate(self.positives):
             if pos.size and (pos.min() < 0 or pos.max() >= len(self.database)):
-                raise DatasetError(f"{where}: query {i} has a positive outside the database (0..{len(self.database) - 1})")
-        for coords, n, what in ((self.db_coords, len(self.database), "database"), (self.q_coords, len(self.queries), "query")):
+                raise DatasetError(
+                    f"{where}: query {i} has a positive outside the database (0..{len(self.database) - 1})"
+                )
+        for coords, n, what in (
+            (self.db_coords, len(self.database), "database"),
+            (self.q_coords, len(self.queries), "query"),
+        ):
             if coords is not None and (coords.ndim != 2 or coords.shape[0] != n):
                 raise DatasetError(f"{where}: {what} coordinates have shape {coords.shape}, expected ({n}, D)")
         if self.kind not in ("geo", "sequence"):
@@ -78,8 +83,10 @@ class PlaceDataset:
     def summary(self) -> str:
         with_pos = sum(1 for p in self.positives if p.size)
         tag = " [synthetic]" if self.synthetic else ""
-        return (f"{self.name}{tag} ({self.format}, split {self.split or '-'}): {self.num_database} database, "
-                f"{self.num_queries} queries ({with_pos} with positives)")
+        return (
+            f"{self.name}{tag} ({self.format}, split {self.split or '-'}): {self.num_database} database, "
+            f"{self.num_queries} queries ({with_pos} with positives)"
+        )
 
 
 def radius_neighbours(db_coords: np.ndarray, q_coords: np.ndarray, radius: float) -> list[np.ndarray]:

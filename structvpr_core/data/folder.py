@@ -3,7 +3,8 @@
 Layouts accepted (the first that exists for the requested split wins):
 ``<root>/<split>/{database,queries}``, ``<root>/images/<split>/{database,queries}`` (the
 deep-visual-geo-localization-benchmark layout), or ``<root>/{database,queries}`` (no splits).
-Images are found recursively. A root without split folders is a test set (``split="test"`` only). Positives of a query: database images within ``pos_dist_m``.
+Images are found recursively. A root without split folders is a test set (``split="test"`` only).
+Positives of a query: database images within ``pos_dist_m``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from .utm_names import parse_utm
 
 def looks_like(root: Path) -> bool:
     """``database/`` at the root, under ``<split>/`` or under ``images/<split>/``."""
-    return (root / "database").is_dir() or any((root / s / "database").is_dir() for s in SPLITS) \
+    return (
+        (root / "database").is_dir()
+        or any((root / s / "database").is_dir() for s in SPLITS)
         or any((root / "images" / s / "database").is_dir() for s in SPLITS)
+    )
 
 
 def split_dir(root: Path, split: str) -> Path:
@@ -54,7 +58,15 @@ def load_folder(root: Path, split: str = "test", pos_dist_m: float = 25.0) -> Pl
     db_coords = np.array([parse_utm(p) for p in lists["database"]], dtype=np.float64)
     q_coords = np.array([parse_utm(p) for p in lists["queries"]], dtype=np.float64)
     return PlaceDataset(
-        name=Path(root).resolve().name, root=Path(root), database=lists["database"], queries=lists["queries"],
-        positives=radius_neighbours(db_coords, q_coords, pos_dist_m), db_coords=db_coords, q_coords=q_coords,
-        kind="geo", format="folder", split=split if base != Path(root) else "",
-        meta={"source": str(base), "pos_dist_m": pos_dist_m})
+        name=Path(root).resolve().name,
+        root=Path(root),
+        database=lists["database"],
+        queries=lists["queries"],
+        positives=radius_neighbours(db_coords, q_coords, pos_dist_m),
+        db_coords=db_coords,
+        q_coords=q_coords,
+        kind="geo",
+        format="folder",
+        split=split if base != Path(root) else "",
+        meta={"source": str(base), "pos_dist_m": pos_dist_m},
+    )

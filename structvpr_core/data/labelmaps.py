@@ -116,8 +116,15 @@ def images_to_segment(image_root: str | Path, label_root: str | Path) -> list[Pa
     return images
 
 
-def segment_images(images: list[Path], image_root: str | Path, label_root: str | Path, segmenter, *,
-                   overwrite: bool = False, progress: bool = True) -> tuple[int, int]:
+def segment_images(
+    images: list[Path],
+    image_root: str | Path,
+    label_root: str | Path,
+    segmenter,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[int, int]:
     """Write the label map of each of ``images`` (under ``image_root``) to the mirrored path under ``label_root``.
 
     ``segmenter``: anything with ``name``, ``taxonomy`` and ``segment(bgr image) -> label map``
@@ -131,10 +138,15 @@ def segment_images(images: list[Path], image_root: str | Path, label_root: str |
 
     image_root, label_root = Path(image_root), Path(label_root)
     manifest = read_manifest(label_root) if label_root.is_dir() else None
-    if manifest and not overwrite and (manifest.get("taxonomy") != segmenter.taxonomy
-                                       or manifest.get("segmenter") != segmenter.name):
-        raise DatasetError(f"{label_root / MANIFEST}: label maps here come from {manifest.get('segmenter')!r} "
-                           f"({manifest.get('taxonomy')}); use another --out or --overwrite")
+    if (
+        manifest
+        and not overwrite
+        and (manifest.get("taxonomy") != segmenter.taxonomy or manifest.get("segmenter") != segmenter.name)
+    ):
+        raise DatasetError(
+            f"{label_root / MANIFEST}: label maps here come from {manifest.get('segmenter')!r} "
+            f"({manifest.get('taxonomy')}); use another --out or --overwrite"
+        )
     write_manifest(label_root, segmenter.taxonomy, segmenter=segmenter.name, image_root=str(image_root.resolve()))
     written = skipped = 0
     for image_path in tqdm(images, desc="segment", unit="img", disable=not progress):
@@ -171,8 +183,9 @@ class LabelMapTree:
     root's manifest when there is one. ``check_ids`` also rejects ids outside the taxonomy.
     """
 
-    def __init__(self, label_root: str | Path, image_root: str | Path, taxonomy: str | None = None,
-                 check_ids: bool = True):
+    def __init__(
+        self, label_root: str | Path, image_root: str | Path, taxonomy: str | None = None, check_ids: bool = True
+    ):
         self.label_root = Path(label_root)
         self.image_root = Path(image_root)
         if not self.label_root.is_dir():
@@ -180,7 +193,9 @@ class LabelMapTree:
         manifest = read_manifest(self.label_root)
         named = manifest["taxonomy"] if manifest else None
         if taxonomy and named and taxonomy != named:
-            raise DatasetError(f"{self.label_root / MANIFEST}: label maps are {named!r}, the config expects {taxonomy!r}")
+            raise DatasetError(
+                f"{self.label_root / MANIFEST}: label maps are {named!r}, the config expects {taxonomy!r}"
+            )
         self.taxonomy = taxonomy or named
         if self.taxonomy is None:
             raise DatasetError(f"{self.label_root}: no {MANIFEST} naming the taxonomy, and none given")

@@ -25,9 +25,30 @@ from ..errors import DatasetError
 from .dataset import PlaceDataset, radius_neighbours
 
 CITIES = {
-    "train": ["trondheim", "london", "boston", "melbourne", "amsterdam", "helsinki", "tokyo", "toronto",
-              "saopaulo", "moscow", "zurich", "paris", "bangkok", "budapest", "austin", "berlin", "ottawa",
-              "phoenix", "goa", "amman", "nairobi", "manila"],
+    "train": [
+        "trondheim",
+        "london",
+        "boston",
+        "melbourne",
+        "amsterdam",
+        "helsinki",
+        "tokyo",
+        "toronto",
+        "saopaulo",
+        "moscow",
+        "zurich",
+        "paris",
+        "bangkok",
+        "budapest",
+        "austin",
+        "berlin",
+        "ottawa",
+        "phoenix",
+        "goa",
+        "amman",
+        "nairobi",
+        "manila",
+    ],
     "val": ["cph", "sf"],
     "test": ["miami", "athens", "buenosaires", "stockholm", "bengaluru", "kampala"],
 }
@@ -116,8 +137,13 @@ def read_side(folder: Path, exclude_panos: bool = True) -> tuple[list[Path], np.
     return paths, np.asarray(coords, dtype=np.float64), np.asarray(headings, dtype=np.float64)
 
 
-def load_msls(root: Path, split: str = "test", pos_dist_m: float = 25.0, cities: list[str] | None = None,
-              exclude_panos: bool = True) -> PlaceDataset:
+def load_msls(
+    root: Path,
+    split: str = "test",
+    pos_dist_m: float = 25.0,
+    cities: list[str] | None = None,
+    exclude_panos: bool = True,
+) -> PlaceDataset:
     root = Path(root)
     base = cities_dir(root)
     used_split = "val" if split == "test" else split
@@ -143,7 +169,17 @@ def load_msls(root: Path, split: str = "test", pos_dist_m: float = 25.0, cities:
         db_heading.append(db_ca)
         q_heading.append(q_ca)
     return PlaceDataset(
-        name=f"msls-{used_split}", root=root, database=database, queries=queries, positives=positives,
-        db_coords=np.concatenate(db_coords), q_coords=np.concatenate(q_coords), kind="geo", format="msls",
-        split=used_split, db_heading=np.concatenate(db_heading), q_heading=np.concatenate(q_heading),
-        meta={"source": str(base), "cities": present, "pos_dist_m": pos_dist_m, "city_shift_m": CITY_SHIFT_M})
+        name=f"msls-{used_split}",
+        root=root,
+        database=database,
+        queries=queries,
+        positives=positives,
+        db_coords=np.concatenate(db_coords),
+        q_coords=np.concatenate(q_coords),
+        kind="geo",
+        format="msls",
+        split=used_split,
+        db_heading=np.concatenate(db_heading),
+        q_heading=np.concatenate(q_heading),
+        meta={"source": str(base), "cities": present, "pos_dist_m": pos_dist_m, "city_shift_m": CITY_SHIFT_M},
+    )

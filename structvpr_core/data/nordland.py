@@ -24,8 +24,10 @@ _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 def looks_like(root: Path) -> bool:
     """Two season folders or more, at the root or under a split folder."""
+
     def seasons_in(d: Path) -> int:
         return sum((d / s).is_dir() for s in SEASONS)
+
     return seasons_in(root) >= 2 or any(seasons_in(root / s) >= 2 for s in SPLITS)
 
 
@@ -42,8 +44,14 @@ def frame_numbers(images: list[Path], folder: Path) -> np.ndarray:
     return frames.astype(np.float64)
 
 
-def load_nordland(root: Path, split: str = "test", pos_dist_m: float = 25.0, database_name: str = "summer",
-                  query_name: str = "winter", frame_tolerance: int = 10) -> PlaceDataset:
+def load_nordland(
+    root: Path,
+    split: str = "test",
+    pos_dist_m: float = 25.0,
+    database_name: str = "summer",
+    query_name: str = "winter",
+    frame_tolerance: int = 10,
+) -> PlaceDataset:
     root = Path(root)
     base = root / split if (root / split / database_name).is_dir() else root
     if frame_tolerance < 0:
@@ -63,7 +71,15 @@ def load_nordland(root: Path, split: str = "test", pos_dist_m: float = 25.0, dat
         lists[role] = [images[i] for i in order]
         frames[role] = numbers[order][:, None]
     return PlaceDataset(
-        name=f"nordland-{database_name}-{query_name}", root=root, database=lists["database"], queries=lists["queries"],
+        name=f"nordland-{database_name}-{query_name}",
+        root=root,
+        database=lists["database"],
+        queries=lists["queries"],
         positives=radius_neighbours(frames["database"], frames["queries"], frame_tolerance),
-        db_coords=frames["database"], q_coords=frames["queries"], kind="sequence", format="nordland",
-        split=split if base != root else "", meta={"source": str(base), "frame_tolerance": frame_tolerance})
+        db_coords=frames["database"],
+        q_coords=frames["queries"],
+        kind="sequence",
+        format="nordland",
+        split=split if base != root else "",
+        meta={"source": str(base), "frame_tolerance": frame_tolerance},
+    )

@@ -37,7 +37,9 @@ def find_mat(root: Path, split: str) -> Path:
     if not matching and len(unsplit) == 1:
         matching = unsplit  # e.g. tokyo247.mat: one file, no split in its name
     if not matching:
-        raise DatasetError(f"{folder}: no .mat file for split {split!r} (found: {', '.join(m.name for m in mats) or 'none'})")
+        raise DatasetError(
+            f"{folder}: no .mat file for split {split!r} (found: {', '.join(m.name for m in mats) or 'none'})"
+        )
     matching.sort(key=lambda m: (not m.name.startswith("pitts30k"), m.name))
     return matching[0]
 
@@ -95,14 +97,23 @@ def read_dbstruct(path: Path) -> dict:
             raise DatasetError(f"{path}: dbStruct.{name} is not a number") from None
 
     return {
-        "whichSet": str(s["whichSet"]), "dbImageFns": db, "qImageFns": q,
-        "utmDb": _utm(s["utmDb"], len(db), path, "utmDb"), "utmQ": _utm(s["utmQ"], len(q), path, "utmQ"),
-        "posDistThr": scalar("posDistThr", 25.0), "nonTrivPosDistSqThr": scalar("nonTrivPosDistSqThr", 100.0),
+        "whichSet": str(s["whichSet"]),
+        "dbImageFns": db,
+        "qImageFns": q,
+        "utmDb": _utm(s["utmDb"], len(db), path, "utmDb"),
+        "utmQ": _utm(s["utmQ"], len(q), path, "utmQ"),
+        "posDistThr": scalar("posDistThr", 25.0),
+        "nonTrivPosDistSqThr": scalar("nonTrivPosDistSqThr", 100.0),
     }
 
 
-def load_pitts(root: Path, split: str = "test", pos_dist_m: float = 25.0, mat: str | Path | None = None,
-               queries_dir: str = "queries_real") -> PlaceDataset:
+def load_pitts(
+    root: Path,
+    split: str = "test",
+    pos_dist_m: float = 25.0,
+    mat: str | Path | None = None,
+    queries_dir: str = "queries_real",
+) -> PlaceDataset:
     root = Path(root)
     if mat is not None:
         mat_path = Path(mat)
@@ -119,8 +130,20 @@ def load_pitts(root: Path, split: str = "test", pos_dist_m: float = 25.0, mat: s
         if not p.is_file():
             raise DatasetError(f"{mat_path}: names a missing image {p}")
     return PlaceDataset(
-        name=mat_path.stem, root=root, database=database, queries=queries,
-        positives=radius_neighbours(s["utmDb"], s["utmQ"], pos_dist_m), db_coords=s["utmDb"], q_coords=s["utmQ"],
-        kind="geo", format="pitts", split=s["whichSet"] or split,
-        meta={"source": str(mat_path), "pos_dist_m": pos_dist_m, "mat_pos_dist_m": s["posDistThr"],
-              "train_pos_dist_m": float(np.sqrt(s["nonTrivPosDistSqThr"]))})
+        name=mat_path.stem,
+        root=root,
+        database=database,
+        queries=queries,
+        positives=radius_neighbours(s["utmDb"], s["utmQ"], pos_dist_m),
+        db_coords=s["utmDb"],
+        q_coords=s["utmQ"],
+        kind="geo",
+        format="pitts",
+        split=s["whichSet"] or split,
+        meta={
+            "source": str(mat_path),
+            "pos_dist_m": pos_dist_m,
+            "mat_pos_dist_m": s["posDistThr"],
+            "train_pos_dist_m": float(np.sqrt(s["nonTrivPosDistSqThr"])),
+        },
+    )

@@ -24,8 +24,8 @@ from .dataset import SPLITS, PlaceDataset
 
 
 class Loader(NamedTuple):
-    looks_like: Callable[[Path], bool]       # cheap: directory layout only, no image is read
-    load: Callable[..., PlaceDataset]        # (root, split=, pos_dist_m=, **format options)
+    looks_like: Callable[[Path], bool]  # cheap: directory layout only, no image is read
+    load: Callable[..., PlaceDataset]  # (root, split=, pos_dist_m=, **format options)
 
 
 # In detection order (see the module docstring).
@@ -51,11 +51,13 @@ def detect_format(root: str | Path) -> str:
             return name
     raise DatasetError(
         f"{root}: cannot tell the dataset format (expected database/ + queries/, ref/ + query/, "
-        f"datasets/*.mat, train_val/<city>/ or two Nordland season folders); pass --format")
+        f"datasets/*.mat, train_val/<city>/ or two Nordland season folders); pass --format"
+    )
 
 
-def load_dataset(root: str | Path, format: str = "auto", split: str = "test", pos_dist_m: float = 25.0,
-                 **options) -> PlaceDataset:
+def load_dataset(
+    root: str | Path, format: str = "auto", split: str = "test", pos_dist_m: float = 25.0, **options
+) -> PlaceDataset:
     """Read the dataset at ``root`` in ``format`` ("auto" detects it) as a checked ``PlaceDataset``.
 
     ``split`` selects train/val/test where the format has splits; ``pos_dist_m`` is the positive

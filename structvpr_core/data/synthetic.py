@@ -32,7 +32,9 @@ import numpy as np
 from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
 from ..errors import DatasetError
 from .dataset import SPLITS
-from .labelmaps import MANIFEST as LABEL_MANIFEST, FORMAT as LABEL_FORMAT, encode_png
+from .labelmaps import FORMAT as LABEL_FORMAT
+from .labelmaps import MANIFEST as LABEL_MANIFEST
+from .labelmaps import encode_png
 from .synthetic_render import LIGHTS, SEASONS, Camera, Condition, concat, pack, render
 from .synthetic_world import ADE, add_traffic, make_world
 from .utm_names import utm_name
@@ -52,8 +54,8 @@ def synthetic_path(out_dir: str | Path) -> Path:
 
 def split_of(place: int, places: int, fractions=(0.6, 0.2, 0.2)) -> str:
     """Places in order: the first 60 % train, then 20 % val, the rest test (at least one test place)."""
-    n_train = int(round(places * fractions[0]))
-    n_val = int(round(places * fractions[1]))
+    n_train = round(places * fractions[0])
+    n_val = round(places * fractions[1])
     if places >= 3:
         n_train, n_val = max(1, n_train), max(1, n_val)
         if n_train + n_val >= places:
@@ -65,20 +67,33 @@ def split_of(place: int, places: int, fractions=(0.6, 0.2, 0.2)) -> str:
 
 def place_origin(place: int, split: str) -> tuple[float, float]:
     k = SPLITS.index(split)
-    return (ORIGIN[0] + k * SPLIT_OFFSET_M + (place % GRID_COLUMNS) * PLACE_SPACING_M,
-            ORIGIN[1] + (place // GRID_COLUMNS) * PLACE_SPACING_M)
+    return (
+        ORIGIN[0] + k * SPLIT_OFFSET_M + (place % GRID_COLUMNS) * PLACE_SPACING_M,
+        ORIGIN[1] + (place // GRID_COLUMNS) * PLACE_SPACING_M,
+    )
 
 
 def _camera(rng: np.random.Generator, world, size: tuple[int, int]) -> Camera:
     w, h = size
-    return Camera(x=float(rng.uniform(-2.0, 2.0)), z=float(rng.uniform(-2.5, 2.5)),
-                  yaw=float(np.radians(rng.uniform(-10, 10))), height=float(rng.uniform(1.5, 2.2)),
-                  f=0.85 * w, cx=w / 2, cy=h * (0.5 + world.horizon_shift + rng.uniform(-0.02, 0.02)))
+    return Camera(
+        x=float(rng.uniform(-2.0, 2.0)),
+        z=float(rng.uniform(-2.5, 2.5)),
+        yaw=float(np.radians(rng.uniform(-10, 10))),
+        height=float(rng.uniform(1.5, 2.2)),
+        f=0.85 * w,
+        cx=w / 2,
+        cy=h * (0.5 + world.horizon_shift + rng.uniform(-0.02, 0.02)),
+    )
 
 
 def database_condition(rng: np.random.Generator) -> Condition:
-    return Condition(light="day" if rng.random() < 0.7 else "overcast", season="summer", fog=0.0,
-                     noise=float(rng.uniform(1, 3)), sun_left=bool(rng.random() < 0.5))
+    return Condition(
+        light="day" if rng.random() < 0.7 else "overcast",
+        season="summer",
+        fog=0.0,
+        noise=float(rng.uniform(1, 3)),
+        sun_left=bool(rng.random() < 0.5),
+    )
 
 
 def query_condition(rng: np.random.Generator) -> Condition:
@@ -87,8 +102,14 @@ def query_condition(rng: np.random.Generator) -> Condition:
     fog = float(rng.uniform(0.4, 0.8)) if rng.random() < 0.3 else 0.0
     if light in ("day", "overcast") and season == "summer" and fog == 0.0:
         season = "autumn"  # every query differs from the database in appearance
-    return Condition(light=light, season=season, fog=fog, noise=float(rng.uniform(2, 8)),
-                     blur=bool(rng.random() < 0.3), sun_left=bool(rng.random() < 0.5))
+    return Condition(
+        light=light,
+        season=season,
+        fog=fog,
+        noise=float(rng.uniform(2, 8)),
+        blur=bool(rng.random() < 0.3),
+        sun_left=bool(rng.random() < 0.5),
+    )
 
 
 def render_place(seed: int, place: int, size: tuple[int, int], db_views: int, query_views: int):
@@ -121,12 +142,22 @@ def _readme(places: int, seed: int, size, counts: dict) -> str:
         "- Database views: day/overcast, summer, clear. Query views: other light (night, dusk), season\n"
         "  (leaf colour and density, snow), fog, noise, different cars and people, shifted viewpoint.\n"
         "- `labelmaps/` mirrors the image tree: exact label maps (PNG of ADE20K SceneParsing ids).\n\n"
-        f"Images per split: {counts}\n")
+        f"Images per split: {counts}\n"
+    )
 
 
-def generate(out_dir: str | Path, places: int, seed: int = 0, *, size: tuple[int, int] = (320, 240),
-             db_views: int = 2, query_views: int = 2, jpeg_quality: int = 92, overwrite: bool = False,
-             progress: bool = True) -> Path:
+def generate(
+    out_dir: str | Path,
+    places: int,
+    seed: int = 0,
+    *,
+    size: tuple[int, int] = (320, 240),
+    db_views: int = 2,
+    query_views: int = 2,
+    jpeg_quality: int = 92,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write a synthetic dataset; returns its directory (``synthetic_path(out_dir)``).
 
     The set is built in a temporary directory beside the target and renamed into place, so an
@@ -168,14 +199,30 @@ def generate(out_dir: str | Path, places: int, seed: int = 0, *, size: tuple[int
                 _write(tmp / split / role / f"{name}.jpg", jpg.tobytes())
                 _write(tmp / "labelmaps" / split / role / f"{name}.png", encode_png(label))
                 counts[split][role] += 1
-        atomic_write_json(tmp / "labelmaps" / LABEL_MANIFEST, {
-            "format": LABEL_FORMAT, "taxonomy": "ade20k", "source": "synthetic ground truth", "generator": GENERATOR})
+        atomic_write_json(
+            tmp / "labelmaps" / LABEL_MANIFEST,
+            {"format": LABEL_FORMAT, "taxonomy": "ade20k", "source": "synthetic ground truth", "generator": GENERATOR},
+        )
         atomic_write_text(tmp / "SYNTHETIC.md", _readme(places, seed, size, counts))
-        atomic_write_json(tmp / "manifest.json", {
-            "synthetic": True, "generator": GENERATOR, "seed": seed, "places": places, "size": list(size),
-            "db_views": db_views, "query_views": query_views, "format": "folder", "label_root": "labelmaps",
-            "taxonomy": "ade20k", "classes": ADE, "place_spacing_m": PLACE_SPACING_M, "counts": counts,
-            "seconds": round(time.perf_counter() - started, 2)})
+        atomic_write_json(
+            tmp / "manifest.json",
+            {
+                "synthetic": True,
+                "generator": GENERATOR,
+                "seed": seed,
+                "places": places,
+                "size": list(size),
+                "db_views": db_views,
+                "query_views": query_views,
+                "format": "folder",
+                "label_root": "labelmaps",
+                "taxonomy": "ade20k",
+                "classes": ADE,
+                "place_spacing_m": PLACE_SPACING_M,
+                "counts": counts,
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
         if out.exists():
             trash = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, trash)

@@ -43,31 +43,52 @@ GRASS = {"summer": (60, 140, 80), "spring": (70, 175, 95), "autumn": (70, 130, 1
 
 @dataclass
 class Camera:
-    x: float          # lateral position (metres, +X right)
-    z: float          # position along the street
-    yaw: float        # radians, positive turns right
-    height: float     # eye height above the ground
-    f: float          # focal length (pixels)
+    x: float  # lateral position (metres, +X right)
+    z: float  # position along the street
+    yaw: float  # radians, positive turns right
+    height: float  # eye height above the ground
+    f: float  # focal length (pixels)
     cx: float
-    cy: float         # horizon row
+    cy: float  # horizon row
 
 
 @dataclass
 class Condition:
     light: str = "day"
     season: str = "summer"
-    fog: float = 0.0          # 0..1 strength
-    noise: float = 2.0        # Gaussian sensor noise sigma (grey levels)
+    fog: float = 0.0  # 0..1 strength
+    noise: float = 2.0  # Gaussian sensor noise sigma (grey levels)
     blur: bool = False
-    sun_left: bool = True     # which street side the sun lights
+    sun_left: bool = True  # which street side the sun lights
 
     @property
     def name(self) -> str:
         return f"{self.light}-{self.season}" + ("-fog" if self.fog > 0 else "")
 
 
-MATERIALS = ("leaves", "grass", "pavement", "road", "window", "lamp", "car_light", "facade", "door", "sign",
-             "roof", "fence", "wall_end", "trunk", "marking", "metal", "car_body", "car_glass", "tyre", "cloth", "skin")
+MATERIALS = (
+    "leaves",
+    "grass",
+    "pavement",
+    "road",
+    "window",
+    "lamp",
+    "car_light",
+    "facade",
+    "door",
+    "sign",
+    "roof",
+    "fence",
+    "wall_end",
+    "trunk",
+    "marking",
+    "metal",
+    "car_body",
+    "car_glass",
+    "tyre",
+    "cloth",
+    "skin",
+)
 _SUNLIT = [MATERIALS.index(m) for m in ("facade", "window", "door", "sign", "roof", "fence")]
 KINDS = ("poly", "disc", "line")
 
@@ -75,19 +96,20 @@ KINDS = ("poly", "disc", "line")
 @dataclass
 class Packed:
     """Primitives flattened into arrays, so that a view transforms all vertices at once."""
-    kind: np.ndarray       # (P,) index into KINDS
-    start: np.ndarray      # (P,) first vertex
-    count: np.ndarray      # (P,) vertex count
-    verts: np.ndarray      # (V, 3) world coordinates
-    label: np.ndarray      # (P,) class id
-    material: np.ndarray   # (P,) index into MATERIALS
-    colour: np.ndarray     # (P, 3) base BGR
+
+    kind: np.ndarray  # (P,) index into KINDS
+    start: np.ndarray  # (P,) first vertex
+    count: np.ndarray  # (P,) vertex count
+    verts: np.ndarray  # (V, 3) world coordinates
+    label: np.ndarray  # (P,) class id
+    material: np.ndarray  # (P,) index into MATERIALS
+    colour: np.ndarray  # (P, 3) base BGR
     radius: np.ndarray
     u: np.ndarray
-    side: np.ndarray       # (P,) -1/+1 for walls in a plane X = const (façades), else 0
-    group: np.ndarray      # (P,) group index
-    anchors: np.ndarray    # (G, 3)
-    layers: np.ndarray     # (G,)
+    side: np.ndarray  # (P,) -1/+1 for walls in a plane X = const (façades), else 0
+    group: np.ndarray  # (P,) group index
+    anchors: np.ndarray  # (G, 3)
+    layers: np.ndarray  # (G,)
 
 
 def pack(groups: list[Group]) -> Packed:
@@ -108,21 +130,40 @@ def pack(groups: list[Group]) -> Packed:
             planar_x = p.kind == "poly" and np.ptp(p.pts[:, 0]) < 1e-6
             sides.append(int(np.sign(p.pts[0, 0])) if planar_x else 0)
             gids.append(gi)
-    return Packed(np.array(kinds), np.array(starts), np.array(counts), np.concatenate(verts).astype(np.float64),
-                  np.array(labels, np.uint8), np.array(mats), np.array(cols, np.float32).reshape(-1, 3),
-                  np.array(radii), np.array(us), np.array(sides), np.array(gids),
-                  np.array([g.anchor for g in groups], np.float64).reshape(-1, 3), np.array([g.layer for g in groups]))
+    return Packed(
+        np.array(kinds),
+        np.array(starts),
+        np.array(counts),
+        np.concatenate(verts).astype(np.float64),
+        np.array(labels, np.uint8),
+        np.array(mats),
+        np.array(cols, np.float32).reshape(-1, 3),
+        np.array(radii),
+        np.array(us),
+        np.array(sides),
+        np.array(gids),
+        np.array([g.anchor for g in groups], np.float64).reshape(-1, 3),
+        np.array([g.layer for g in groups]),
+    )
 
 
 def concat(a: Packed, b: Packed) -> Packed:
     """``a`` then ``b`` as one set (b's vertex and group indices shifted)."""
-    return Packed(np.concatenate([a.kind, b.kind]), np.concatenate([a.start, b.start + len(a.verts)]),
-                  np.concatenate([a.count, b.count]), np.concatenate([a.verts, b.verts]),
-                  np.concatenate([a.label, b.label]), np.concatenate([a.material, b.material]),
-                  np.concatenate([a.colour, b.colour]), np.concatenate([a.radius, b.radius]),
-                  np.concatenate([a.u, b.u]), np.concatenate([a.side, b.side]),
-                  np.concatenate([a.group, b.group + len(a.anchors)]), np.concatenate([a.anchors, b.anchors]),
-                  np.concatenate([a.layers, b.layers]))
+    return Packed(
+        np.concatenate([a.kind, b.kind]),
+        np.concatenate([a.start, b.start + len(a.verts)]),
+        np.concatenate([a.count, b.count]),
+        np.concatenate([a.verts, b.verts]),
+        np.concatenate([a.label, b.label]),
+        np.concatenate([a.material, b.material]),
+        np.concatenate([a.colour, b.colour]),
+        np.concatenate([a.radius, b.radius]),
+        np.concatenate([a.u, b.u]),
+        np.concatenate([a.side, b.side]),
+        np.concatenate([a.group, b.group + len(a.anchors)]),
+        np.concatenate([a.anchors, b.anchors]),
+        np.concatenate([a.layers, b.layers]),
+    )
 
 
 def _to_cam(pts: np.ndarray, cam: Camera) -> np.ndarray:
@@ -177,8 +218,11 @@ def colours(pk: Packed, cond: Condition) -> tuple[np.ndarray, np.ndarray]:
     grey = col.mean(axis=1, keepdims=True)
     col = np.clip((col * (1 - desat) + grey * desat) * np.array(tint, np.float32) * gain, 0, 255)
     if cond.light == "night":
-        glow = (((m == MATERIALS.index("window")) & (pk.u < 0.45)) | (m == MATERIALS.index("lamp"))
-                | (m == MATERIALS.index("car_light")))
+        glow = (
+            ((m == MATERIALS.index("window")) & (pk.u < 0.45))
+            | (m == MATERIALS.index("lamp"))
+            | (m == MATERIALS.index("car_light"))
+        )
         col[glow] = (np.array((90, 210, 255), np.float32)[None] * (0.8 + 0.4 * pk.u[:, None]))[glow]
     return col, present
 
@@ -199,8 +243,9 @@ def _paint_order(pk: Packed, cam: Camera) -> np.ndarray:
     return np.lexsort((np.arange(len(pk.group)), rank[pk.group]))
 
 
-def render(pk: Packed, cam: Camera, cond: Condition, size: tuple[int, int],
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    pk: Packed, cam: Camera, cond: Condition, size: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(BGR uint8 image, uint8 label map of ADE20K ids) of one view of the packed primitives."""
     import cv2
 
@@ -229,7 +274,7 @@ def render(pk: Packed, cam: Camera, cond: Condition, size: tuple[int, int],
         label = int(pk.label[i])
         if kind == 0:
             if clipped[i]:
-                part = _clip_near(cam_v[a:a + n])
+                part = _clip_near(cam_v[a : a + n])
                 if len(part) < 3:
                     continue
                 pts = _project(part, cam)
@@ -237,16 +282,16 @@ def render(pk: Packed, cam: Camera, cond: Condition, size: tuple[int, int],
                     continue
                 poly = np.clip(np.round(pts), -(1 << 20), 1 << 20).astype(np.int32)
             else:
-                poly = iuv[a:a + n]
+                poly = iuv[a : a + n]
             cv2.fillPoly(img, [poly], colour)
             cv2.fillPoly(lab, [poly], label)
         elif kind == 1:
-            r = max(1, int(round(cam.f * pk.radius[i] / z[a])))
+            r = max(1, round(cam.f * pk.radius[i] / z[a]))
             centre = (int(iuv[a, 0]), int(iuv[a, 1]))
             cv2.circle(img, centre, r, colour, -1)
             cv2.circle(lab, centre, r, label, -1)
         else:
-            t = max(1, int(round(cam.f * pk.radius[i] / (0.5 * (z[a] + z[a + 1])))))
+            t = max(1, round(cam.f * pk.radius[i] / (0.5 * (z[a] + z[a + 1]))))
             p0, p1 = (int(iuv[a, 0]), int(iuv[a, 1])), (int(iuv[a + 1, 0]), int(iuv[a + 1, 1]))
             cv2.line(img, p0, p1, colour, t)
             cv2.line(lab, p0, p1, label, t)

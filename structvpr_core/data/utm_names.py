@@ -17,9 +17,9 @@ from ..errors import DatasetError
 
 
 class NameCoordinates(NamedTuple):
-    east: float                   # UTM metres, as written (may be NaN or infinite: see ``parse_utm``)
+    east: float  # UTM metres, as written (may be NaN or infinite: see ``parse_utm``)
     north: float
-    lat_lon: tuple[float, float] | None   # (lat, lon) in degrees when fields 5 and 6 hold a valid pair
+    lat_lon: tuple[float, float] | None  # (lat, lon) in degrees when fields 5 and 6 hold a valid pair
 
 
 def parse_name(name: str | Path) -> NameCoordinates | None:

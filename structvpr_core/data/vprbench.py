@@ -86,12 +86,23 @@ def load_vprbench(root: Path, split: str = "test", pos_dist_m: float = 25.0) -> 
     refs, queries = list_frames(root / "ref"), list_frames(root / "query")
     gt = root / GT_NAME
     if not gt.is_file():
-        hint = " (ground_truth_new.npy is a pickle and is not loaded: convert it to CSV)" \
-            if (root / "ground_truth_new.npy").exists() else ""
+        hint = (
+            " (ground_truth_new.npy is a pickle and is not loaded: convert it to CSV)"
+            if (root / "ground_truth_new.npy").exists()
+            else ""
+        )
         raise DatasetError(f"{gt}: missing ground truth{hint}")
     positives = read_ground_truth(gt, len(queries), len(refs))
     return PlaceDataset(
-        name=root.resolve().name, root=root, database=refs, queries=queries, positives=positives,
+        name=root.resolve().name,
+        root=root,
+        database=refs,
+        queries=queries,
+        positives=positives,
         db_coords=np.arange(len(refs), dtype=np.float64)[:, None],
         q_coords=np.arange(len(queries), dtype=np.float64)[:, None],
-        kind="sequence", format="vpr-bench", split="", meta={"source": str(gt)})
+        kind="sequence",
+        format="vpr-bench",
+        split="",
+        meta={"source": str(gt)},
+    )

@@ -11,5 +11,17 @@ from .match_images import save_match_images
 from .pipeline import evaluate, format_result
 from .recall import DEFAULT_NS, normalise, precision_recall, recall_at_n, recall_from_predictions, search
 
-__all__ = ["CACHE_VERSION", "DEFAULT_NS", "cache_key", "dataset_descriptors", "evaluate", "format_result",
-           "normalise", "precision_recall", "recall_at_n", "recall_from_predictions", "save_match_images", "search"]
+__all__ = [
+    "CACHE_VERSION",
+    "DEFAULT_NS",
+    "cache_key",
+    "dataset_descriptors",
+    "evaluate",
+    "format_result",
+    "normalise",
+    "precision_recall",
+    "recall_at_n",
+    "recall_from_predictions",
+    "save_match_images",
+    "search",
+]

@@ -44,8 +44,9 @@ def _save_npz(path: Path, **arrays) -> None:
         np.savez(f, **arrays)
 
 
-def dataset_descriptors(dataset, extractor, cache_dir: str | Path | None = None, use_cache: bool = True,
-                        progress: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
+def dataset_descriptors(
+    dataset, extractor, cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """(database descriptors, query descriptors, whether they came from the cache)."""
     path = None
     if use_cache:
@@ -55,7 +56,10 @@ def dataset_descriptors(dataset, extractor, cache_dir: str | Path | None = None,
             try:
                 with np.load(path, allow_pickle=False) as data:
                     db, q = data["database"], data["queries"]
-                if db.shape == (dataset.num_database, extractor.dim) and q.shape == (dataset.num_queries, extractor.dim):
+                if db.shape == (dataset.num_database, extractor.dim) and q.shape == (
+                    dataset.num_queries,
+                    extractor.dim,
+                ):
                     log.debug("descriptors from the cache: %s", path)
                     return db, q, True
                 log.debug("%s: cached descriptors have another shape; recomputing", path)

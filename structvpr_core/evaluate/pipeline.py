@@ -23,9 +23,17 @@ from .recall import DEFAULT_NS, precision_recall, recall_from_predictions, searc
 log = get_logger(__name__)
 
 
-def evaluate(dataset, extractor, ns: Sequence[int] = DEFAULT_NS, *, cache_dir: str | Path | None = None,
-             use_cache: bool = True, progress: bool = True, save_matches: str | Path | None = None,
-             matches_k: int = 5) -> dict:
+def evaluate(
+    dataset,
+    extractor,
+    ns: Sequence[int] = DEFAULT_NS,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    save_matches: str | Path | None = None,
+    matches_k: int = 5,
+) -> dict:
     """Embed ``dataset`` with ``extractor`` and return the result JSON of ``structvpr eval``."""
     started = time.perf_counter()
     ns = sorted({int(n) for n in ns})
@@ -49,15 +57,23 @@ def evaluate(dataset, extractor, ns: Sequence[int] = DEFAULT_NS, *, cache_dir: s
         save_match_images(dataset, predictions[:, :matches_k], scores[:, :matches_k], save_matches, progress=progress)
 
     return {
-        "dataset": str(dataset.root), "name": dataset.name, "format": dataset.format, "split": dataset.split,
-        "kind": dataset.kind, "synthetic": bool(dataset.synthetic),
+        "dataset": str(dataset.root),
+        "name": dataset.name,
+        "format": dataset.format,
+        "split": dataset.split,
+        "kind": dataset.kind,
+        "synthetic": bool(dataset.synthetic),
         "checkpoint": None if getattr(extractor, "checkpoint", None) is None else str(extractor.checkpoint),
-        "fingerprint": dict(extractor.fingerprint), "image_size": list(extractor.image_size),
-        "num_queries": dataset.num_queries, "num_queries_with_positives": with_pos,
-        "num_database": dataset.num_database, "descriptor_dim": int(db.shape[1]),
+        "fingerprint": dict(extractor.fingerprint),
+        "image_size": list(extractor.image_size),
+        "num_queries": dataset.num_queries,
+        "num_queries_with_positives": with_pos,
+        "num_database": dataset.num_database,
+        "descriptor_dim": int(db.shape[1]),
         "mean_positives_per_query": float(np.mean([len(p) for p in dataset.positives])),
         "recall": {str(n): r for n, r in recall.items()},
-        "pr": pr, "descriptors_cached": cached,
+        "pr": pr,
+        "descriptors_cached": cached,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -65,17 +81,23 @@ def evaluate(dataset, extractor, ns: Sequence[int] = DEFAULT_NS, *, cache_dir: s
 def format_result(result: dict) -> str:
     """The human-readable table ``structvpr eval`` prints."""
     tag = "  [SYNTHETIC data]" if result.get("synthetic") else ""
-    lines = [f"{result['name']} ({result['format']}{', ' + result['split'] if result['split'] else ''}){tag}",
-             f"  {result['num_queries']} queries ({result['num_queries_with_positives']} with positives), "
-             f"{result['num_database']} database images, {result['descriptor_dim']}-d descriptors, "
-             f"input {result['image_size'][0]}x{result['image_size'][1]}",
-             "  " + "  ".join(f"R@{n} {100 * r:5.1f}%" for n, r in result["recall"].items())]
+    lines = [
+        f"{result['name']} ({result['format']}{', ' + result['split'] if result['split'] else ''}){tag}",
+        f"  {result['num_queries']} queries ({result['num_queries_with_positives']} with positives), "
+        f"{result['num_database']} database images, {result['descriptor_dim']}-d descriptors, "
+        f"input {result['image_size'][0]}x{result['image_size'][1]}",
+        "  " + "  ".join(f"R@{n} {100 * r:5.1f}%" for n, r in result["recall"].items()),
+    ]
     if result.get("pr"):
-        lines.append(f"  PR AUC {result['pr']['auc']:.3f}  recall@100%precision "
-                     f"{100 * result['pr']['recall_at_100_precision']:.1f}%")
+        lines.append(
+            f"  PR AUC {result['pr']['auc']:.3f}  recall@100%precision "
+            f"{100 * result['pr']['recall_at_100_precision']:.1f}%"
+        )
     model = result["checkpoint"] or "ImageNet-initialised RGB branch (untrained)"
-    lines.append(f"  model: {model}; {result['seconds']:.1f} s"
-                 f"{' (descriptors from cache)' if result.get('descriptors_cached') else ''}")
+    lines.append(
+        f"  model: {model}; {result['seconds']:.1f} s"
+        f"{' (descriptors from cache)' if result.get('descriptors_cached') else ''}"
+    )
     if result.get("synthetic"):
         lines.append("  note: synthetic data; these numbers say nothing about real imagery")
     return "\n".join(lines)

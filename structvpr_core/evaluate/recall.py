@@ -50,8 +50,9 @@ def search(db_desc: np.ndarray, q_desc: np.ndarray, k: int) -> tuple[np.ndarray,
     return scores, indices
 
 
-def recall_from_predictions(predictions: np.ndarray, positives: Sequence[np.ndarray],
-                            ns: Sequence[int] = DEFAULT_NS) -> dict[int, float]:
+def recall_from_predictions(
+    predictions: np.ndarray, positives: Sequence[np.ndarray], ns: Sequence[int] = DEFAULT_NS
+) -> dict[int, float]:
     """Recall@N from ranked predictions (M, k); queries without positives are left out."""
     evaluated = [i for i, p in enumerate(positives) if len(p)]
     if not evaluated:
@@ -64,8 +65,9 @@ def recall_from_predictions(predictions: np.ndarray, positives: Sequence[np.ndar
     return {int(n): float(np.mean(first_hit < n)) for n in ns}
 
 
-def recall_at_n(db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[np.ndarray],
-                ns: Sequence[int] = DEFAULT_NS) -> dict[int, float]:
+def recall_at_n(
+    db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[np.ndarray], ns: Sequence[int] = DEFAULT_NS
+) -> dict[int, float]:
     """Recall@N for each N in ``ns`` (N larger than the database means the whole database)."""
     if any(int(n) < 1 for n in ns):
         raise ValueError(f"recall N must be >= 1, got {list(ns)}")
@@ -94,5 +96,10 @@ def precision_recall(best_scores: np.ndarray, best_correct: np.ndarray, num_with
     first_bad = np.argmin(perfect) if not perfect.all() else len(perfect)
     r100 = float(recall[:first_bad].max()) if first_bad else 0.0
     auc = float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2))
-    return {"auc": auc, "recall_at_100_precision": r100, "precision": precision.tolist(),
-            "recall": recall.tolist(), "thresholds": [None if not np.isfinite(t) else float(t) for t in thresholds]}
+    return {
+        "auc": auc,
+        "recall_at_100_precision": r100,
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "thresholds": [None if not np.isfinite(t) else float(t) for t in thresholds],
+    }

@@ -19,5 +19,19 @@ from .index import INDEX_TYPES, IVF_TYPES, MIN_TRAIN
 from .keyframe import Keyframe
 from .storage import DB_FILE, FORMAT, FORMAT_VERSION, INDEX_FILE, MANIFEST, NEW_SUFFIX, OLD_SUFFIX
 
-__all__ = ["DB_FILE", "FORMAT", "FORMAT_VERSION", "INDEX_FILE", "INDEX_TYPES", "IVF_TYPES", "MANIFEST", "MIN_TRAIN",
-           "NEW_SUFFIX", "OLD_SUFFIX", "Keyframe", "MapDatabase", "MapError", "Pose"]
+__all__ = [
+    "DB_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INDEX_FILE",
+    "INDEX_TYPES",
+    "IVF_TYPES",
+    "MANIFEST",
+    "MIN_TRAIN",
+    "NEW_SUFFIX",
+    "OLD_SUFFIX",
+    "Keyframe",
+    "MapDatabase",
+    "MapError",
+    "Pose",
+]

@@ -12,8 +12,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +34,20 @@ def _now() -> str:
 class MapDatabase:
     """A place map: descriptors (faiss) + keyframes (SQLite). Thread-safe (one internal lock)."""
 
-    def __init__(self, fingerprint: dict, dim: int, index: str = "flat", index_params: dict | None = None,
-                 *, use_gpu: bool = True, meta: dict | None = None):
+    def __init__(
+        self,
+        fingerprint: dict,
+        dim: int,
+        index: str = "flat",
+        index_params: dict | None = None,
+        *,
+        use_gpu: bool = True,
+        meta: dict | None = None,
+    ):
         """Prefer ``create`` / ``load``."""
-        self._index = DescriptorIndex(index, dim, index_params, use_gpu=use_gpu)   # validates all three
+        self._index = DescriptorIndex(index, dim, index_params, use_gpu=use_gpu)  # validates all three
         self._fingerprint = dict(fingerprint)
-        self.meta = dict(meta or {})   # free-form JSON (checkpoint used, local feature kind, ...)
+        self.meta = dict(meta or {})  # free-form JSON (checkpoint used, local feature kind, ...)
         self._lock = threading.RLock()
         self._path: Path | None = None
         self._created = _now()
@@ -46,8 +55,16 @@ class MapDatabase:
         self._stamps = SessionStamps()
 
     @classmethod
-    def create(cls, fingerprint: dict, dim: int, index: str = "flat", index_params: dict | None = None,
-               *, use_gpu: bool = True, meta: dict | None = None) -> "MapDatabase":
+    def create(
+        cls,
+        fingerprint: dict,
+        dim: int,
+        index: str = "flat",
+        index_params: dict | None = None,
+        *,
+        use_gpu: bool = True,
+        meta: dict | None = None,
+    ) -> MapDatabase:
         """An empty in-memory map for descriptors of ``dim`` made by the model ``fingerprint``.
 
         ``index``: flat, ivfflat, ivfpq or hnsw (see ``mapdb.index``), ``index_params`` overriding
@@ -104,8 +121,9 @@ class MapDatabase:
 
     # -- adding and training -------------------------------------------------------------------
 
-    def add(self, descriptors: np.ndarray, keyframes: Sequence[Keyframe | dict],
-            local_features: Sequence[Any] | None = None) -> list[int]:
+    def add(
+        self, descriptors: np.ndarray, keyframes: Sequence[Keyframe | dict], local_features: Sequence[Any] | None = None
+    ) -> list[int]:
         """Append keyframes with their descriptors; returns their new ids (consecutive, from 1).
 
         ``local_features``: per keyframe a ``verify.LocalFeatures``, raw bytes, or None.
@@ -120,7 +138,7 @@ class MapDatabase:
             # SQLite first: if it fails, the index is untouched and the map stays consistent.
             ids = self._store.insert(kfs, local_features)
             self._stamps.extend([k.stamp for k in kfs], [k.session for k in kfs])
-            self._index.add(x)   # trains an IVF index on reaching auto_train_at
+            self._index.add(x)  # trains an IVF index on reaching auto_train_at
         return ids
 
     def train(self, sample: np.ndarray | None = None) -> None:
@@ -130,9 +148,15 @@ class MapDatabase:
 
     # -- search --------------------------------------------------------------------------------
 
-    def search(self, descriptors: np.ndarray, k: int, min_score: float = -math.inf,
-               exclude: Callable[[Keyframe], bool] | None = None, *,
-               exclude_ids: Iterable[int] | None = None) -> list[list[tuple[int, float]]]:
+    def search(
+        self,
+        descriptors: np.ndarray,
+        k: int,
+        min_score: float = -math.inf,
+        exclude: Callable[[Keyframe], bool] | None = None,
+        *,
+        exclude_ids: Iterable[int] | None = None,
+    ) -> list[list[tuple[int, float]]]:
         """Top-``k`` ``(id, score)`` per query (inner product, best first), scores >= ``min_score``.
 
         ``exclude_ids`` are filtered inside faiss (an IDSelector: cheap, e.g. temporal
@@ -172,10 +196,18 @@ class MapDatabase:
 
     def manifest(self) -> dict:
         return storage.build_manifest(
-            fingerprint=self._fingerprint, dim=self._index.dim, index_type=self._index.kind,
-            trained=self._index.trained, params=self._index.params, keyframes=self._store.count,
-            with_local_features=self._store.num_with_features, sessions=self._stamps.sessions,
-            meta=self.meta, created=self._created, saved=_now())
+            fingerprint=self._fingerprint,
+            dim=self._index.dim,
+            index_type=self._index.kind,
+            trained=self._index.trained,
+            params=self._index.params,
+            keyframes=self._store.count,
+            with_local_features=self._store.num_with_features,
+            sessions=self._stamps.sessions,
+            meta=self.meta,
+            created=self._created,
+            saved=_now(),
+        )
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the map to ``path`` (default: where it was loaded from / last saved) atomically.
@@ -188,7 +220,7 @@ class MapDatabase:
         target = target.absolute()
         with self._lock:
             storage.save_map_dir(target, self._write_files, self.manifest())
-            self._store.rebase(target / DB_FILE)   # the saved file now holds every keyframe
+            self._store.rebase(target / DB_FILE)  # the saved file now holds every keyframe
             self._path = target
         return target
 
@@ -201,8 +233,9 @@ class MapDatabase:
         self._store.write(dest)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expected_fingerprint: dict | None = None,
-             *, use_gpu: bool = True) -> "MapDatabase":
+    def load(
+        cls, path: str | os.PathLike, expected_fingerprint: dict | None = None, *, use_gpu: bool = True
+    ) -> MapDatabase:
         """Open a saved map. MapError (one line, naming the file) on anything wrong with it.
 
         Checks, cheapest first: manifest (format, version, keys), the model fingerprint against
@@ -213,8 +246,14 @@ class MapDatabase:
         manifest = storage.read_manifest(path)
         idx_info = manifest["index"]
         meta = manifest.get("meta")
-        self = cls(manifest["fingerprint"], manifest["descriptor_dim"], idx_info["type"], idx_info.get("params"),
-                   use_gpu=use_gpu, meta=meta if isinstance(meta, dict) else None)
+        self = cls(
+            manifest["fingerprint"],
+            manifest["descriptor_dim"],
+            idx_info["type"],
+            idx_info.get("params"),
+            use_gpu=use_gpu,
+            meta=meta if isinstance(meta, dict) else None,
+        )
         self._path = path
         self._created = manifest.get("created", self._created)
         if expected_fingerprint is not None:

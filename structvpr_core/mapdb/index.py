@@ -13,8 +13,8 @@ this machine has no GPU). Position p holds keyframe id p + 1, so no id map is ne
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -25,12 +25,13 @@ from .search import Hits, exclusion_params, search_batched, search_filtered
 log = get_logger(__name__)
 
 INDEX_TYPES = ("flat", "ivfflat", "ivfpq", "hnsw")
-IVF_TYPES = ("ivfflat", "ivfpq")         # need training; search parameter nprobe
-MIN_TRAIN = 256                         # vectors needed to train an IVF index
+IVF_TYPES = ("ivfflat", "ivfpq")  # need training; search parameter nprobe
+MIN_TRAIN = 256  # vectors needed to train an IVF index
 
 
 def _faiss():
     import faiss  # lazy: importing the map package must stay cheap
+
     return faiss
 
 
@@ -38,8 +39,14 @@ def default_params(kind: str) -> dict:
     """The parameters an index of type ``kind`` takes, with their defaults (None: chosen when trained)."""
     if kind == "ivfpq":
         # nlist/pq_m None = chosen at training time from the data (see _ivfpq_shape).
-        return {"nlist": None, "pq_m": None, "pq_bits": 8, "nprobe": None, "auto_train_at": 50000,
-                "max_train_points": 100000}
+        return {
+            "nlist": None,
+            "pq_m": None,
+            "pq_bits": 8,
+            "nprobe": None,
+            "auto_train_at": 50000,
+            "max_train_points": 100000,
+        }
     if kind == "ivfflat":
         # nlist None = 4·sqrt(N) at training time; nprobe 16 of 4000 lists: 0.998 top-1
         # agreement, p50 1.65 ms on 10^6 synthetic 448-d descriptors (nprobe 8: 0.996, 0.88 ms).
@@ -94,8 +101,9 @@ class DescriptorIndex:
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise MapError(f"descriptors have shape {tuple(np.shape(descriptors))}, the map holds "
-                           f"{self.dim}-d descriptors")
+            raise MapError(
+                f"descriptors have shape {tuple(np.shape(descriptors))}, the map holds {self.dim}-d descriptors"
+            )
         if not np.all(np.isfinite(x)):
             raise MapError("descriptors contain NaN or infinity")
         return np.ascontiguousarray(x)
@@ -122,12 +130,12 @@ class DescriptorIndex:
                 raise MapError(f"a {self.kind} index has no search parameter {name!r}")
         if "nprobe" in given:
             self.params["nprobe"] = int(given["nprobe"])
-            if isinstance(self._index, _faiss().IndexIVF):   # untrained: used by train()
+            if isinstance(self._index, _faiss().IndexIVF):  # untrained: used by train()
                 self._index.nprobe = int(given["nprobe"])
         if "ef_search" in given:
             self.params["ef_search"] = int(given["ef_search"])
             self._index.hnsw.efSearch = int(given["ef_search"])
-        self._gpu_index = None   # a GPU copy is remade with the new setting
+        self._gpu_index = None  # a GPU copy is remade with the new setting
 
     # -- training (ivfflat, ivfpq) -------------------------------------------------------------
 
@@ -153,15 +161,16 @@ class DescriptorIndex:
         current = self._index.reconstruct_n(0, self._index.ntotal) if self._index.ntotal else None
         data = self.check(sample) if sample is not None else current
         if data is None or len(data) < MIN_TRAIN:
-            raise MapError(f"an {self.kind} index needs at least {MIN_TRAIN} vectors to train, "
-                           f"got {0 if data is None else len(data)} (use --index flat for small maps)")
+            raise MapError(
+                f"an {self.kind} index needs at least {MIN_TRAIN} vectors to train, "
+                f"got {0 if data is None else len(data)} (use --index flat for small maps)"
+            )
         quant = faiss.IndexFlatIP(self.dim)
         if self.kind == "ivfpq":
             nlist, m, nprobe = self._ivfpq_shape(len(data))
             if self.dim % m:
                 raise MapError(f"pq_m={m} must divide the descriptor dim {self.dim}")
-            idx = faiss.IndexIVFPQ(quant, self.dim, nlist, m, int(self.params["pq_bits"]),
-                                   faiss.METRIC_INNER_PRODUCT)
+            idx = faiss.IndexIVFPQ(quant, self.dim, nlist, m, int(self.params["pq_bits"]), faiss.METRIC_INNER_PRODUCT)
             learned = {"nlist": nlist, "pq_m": m, "nprobe": nprobe}
         else:
             nlist = min(self._nlist(len(data)), len(data))  # k-means needs >= nlist points
@@ -170,8 +179,7 @@ class DescriptorIndex:
             learned = {"nlist": nlist, "nprobe": nprobe}
         # k-means needs ~39..256 points per centroid; more only costs time (training on
         # 10^6 points with nlist 4000 would take most of an hour on one core).
-        cap = min(256 * max(nlist, 256),
-                  max(40 * nlist, int(self.params.get("max_train_points") or len(data))))
+        cap = min(256 * max(nlist, 256), max(40 * nlist, int(self.params.get("max_train_points") or len(data))))
         if len(data) > cap:
             data = data[np.random.default_rng(0).choice(len(data), cap, replace=False)]
         idx.train(data)
@@ -188,7 +196,7 @@ class DescriptorIndex:
 
     def _searcher(self):
         """The index to search: a GPU copy when faiss reports GPUs (untested here), else the CPU one."""
-        if not self._use_gpu or self.kind == "hnsw":   # faiss has no GPU HNSW
+        if not self._use_gpu or self.kind == "hnsw":  # faiss has no GPU HNSW
             return self._index
         faiss = _faiss()
         if self._gpu_index is None and faiss.get_num_gpus() > 0:  # pragma: no cover - no GPU in CI
@@ -200,8 +208,14 @@ class DescriptorIndex:
                 return self._index
         return self._index if self._gpu_index is None else self._gpu_index
 
-    def search(self, q: np.ndarray, k: int, min_score: float, exclude_ids: Iterable[int] | None = None,
-               excluded: Callable[[int], bool] | None = None) -> list[Hits]:
+    def search(
+        self,
+        q: np.ndarray,
+        k: int,
+        min_score: float,
+        exclude_ids: Iterable[int] | None = None,
+        excluded: Callable[[int], bool] | None = None,
+    ) -> list[Hits]:
         """Top-``k`` ``(id, score)`` per row of the checked queries ``q``, scores >= ``min_score``.
 
         ``exclude_ids`` are skipped inside faiss on the CPU; ``excluded(id) -> bool`` filters
@@ -221,7 +235,7 @@ class DescriptorIndex:
             hits = search_batched(index, q, k, min_score, params)
         else:
             hits = search_filtered(index, q, k, min_score, excluded, params)
-        del keep   # the selectors faiss pointed to were needed until here
+        del keep  # the selectors faiss pointed to were needed until here
         return hits
 
     # -- files ---------------------------------------------------------------------------------
@@ -240,10 +254,15 @@ class DescriptorIndex:
         if index.d != self.dim:
             raise MapError(f"{f}: index holds {index.d}-d vectors, manifest says {self.dim}")
         kind = self.kind
-        ok = (isinstance(index, faiss.IndexHNSW) if kind == "hnsw"
-              else isinstance(index, (faiss.IndexIVFPQ, faiss.IndexFlatIP)) if kind == "ivfpq"
-              else isinstance(index, (faiss.IndexIVFFlat, faiss.IndexFlatIP)) if kind == "ivfflat"
-              else isinstance(index, faiss.IndexFlatIP))
+        ok = (
+            isinstance(index, faiss.IndexHNSW)
+            if kind == "hnsw"
+            else isinstance(index, (faiss.IndexIVFPQ, faiss.IndexFlatIP))
+            if kind == "ivfpq"
+            else isinstance(index, (faiss.IndexIVFFlat, faiss.IndexFlatIP))
+            if kind == "ivfflat"
+            else isinstance(index, faiss.IndexFlatIP)
+        )
         if not ok or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise MapError(f"{f}: index is a {type(index).__name__}, manifest says {kind}")
         if isinstance(index, faiss.IndexIVF) and self.params.get("nprobe"):

@@ -19,8 +19,14 @@ class Keyframe:
     source: str = ""
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "stamp": self.stamp, "pose": self.pose.to_dict() if self.pose else None,
-                "gps": list(self.gps) if self.gps else None, "session": self.session, "source": self.source}
+        return {
+            "id": self.id,
+            "stamp": self.stamp,
+            "pose": self.pose.to_dict() if self.pose else None,
+            "gps": list(self.gps) if self.gps else None,
+            "session": self.session,
+            "source": self.source,
+        }
 
 
 def as_keyframe(k: Keyframe | dict) -> Keyframe:
@@ -40,6 +46,11 @@ def as_keyframe(k: Keyframe | dict) -> Keyframe:
         pose = Pose.from_dict(pose)
     gps = k.get("gps")
     stamp = k.get("stamp")
-    return Keyframe(0, None if stamp is None else float(stamp), pose,
-                    None if gps is None else (float(gps[0]), float(gps[1])),
-                    str(k.get("session", "default")), str(k.get("source", "")))
+    return Keyframe(
+        0,
+        None if stamp is None else float(stamp),
+        pose,
+        None if gps is None else (float(gps[0]), float(gps[1])),
+        str(k.get("session", "default")),
+        str(k.get("source", "")),
+    )

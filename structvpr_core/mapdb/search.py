@@ -9,7 +9,7 @@ A general predicate can only be applied to results, so ``search_filtered`` fetch
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,6 +18,7 @@ Hits = list[tuple[int, float]]
 
 def _faiss():
     import faiss  # lazy: importing the map package must stay cheap
+
     return faiss
 
 
@@ -46,29 +47,34 @@ def _faiss_search(index, q: np.ndarray, k: int, params):
 
 def _hits(scores, labels, min_score: float) -> Hits:
     # label -1: fewer results than asked (small map, or ids excluded by a selector)
-    return [(int(i) + 1, float(d)) for d, i in zip(scores, labels) if i >= 0 and d >= min_score]
+    return [(int(i) + 1, float(d)) for d, i in zip(scores, labels, strict=True) if i >= 0 and d >= min_score]
 
 
 def search_batched(index, q: np.ndarray, k: int, min_score: float, params=None) -> list[Hits]:
     """Top-``k`` hits per query row in one faiss call (the common case)."""
     scores, labels = _faiss_search(index, q, min(index.ntotal, k), params)
-    return [_hits(s, lab, min_score) for s, lab in zip(scores, labels)]
+    return [_hits(s, lab, min_score) for s, lab in zip(scores, labels, strict=True)]
 
 
-def search_filtered(index, q: np.ndarray, k: int, min_score: float, excluded: Callable[[int], bool],
-                    params=None) -> list[Hits]:
+def search_filtered(
+    index, q: np.ndarray, k: int, min_score: float, excluded: Callable[[int], bool], params=None
+) -> list[Hits]:
     """Top-``k`` hits per query row, skipping ids where ``excluded(id)`` is true (fetching more as needed)."""
     n = index.ntotal
     out = []
     for row in q:
         fetch = min(n, 2 * k + 16)
         while True:
-            (scores,), (labels,) = _faiss_search(index, row[None], fetch, params)   # one query row
+            (scores,), (labels,) = _faiss_search(index, row[None], fetch, params)  # one query row
             hits = [h for h in _hits(scores, labels, min_score) if not excluded(h[0])]
             # Stop when enough passed, the map is exhausted (also: the index returned
             # fewer than asked, -1 labels, under an IDSelector) or scores fell below min_score.
-            if (len(hits) >= k or fetch >= n or (len(labels) and labels[-1] < 0)
-                    or (len(scores) and scores[-1] < min_score)):
+            if (
+                len(hits) >= k
+                or fetch >= n
+                or (len(labels) and labels[-1] < 0)
+                or (len(scores) and scores[-1] < min_score)
+            ):
                 break
             fetch = min(n, fetch * 4)
         out.append(hits[:k])

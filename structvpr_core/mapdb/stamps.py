@@ -7,7 +7,7 @@ these arrays instead of a query against the keyframe store.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class GrowArray:
             grown = np.zeros(max(need, 2 * len(self._a)), dtype=self._a.dtype)
             grown[: self.n] = self._a[: self.n]
             self._a = grown
-        self._a[self.n: need] = values
+        self._a[self.n : need] = values
         self.n = need
 
     @property
@@ -39,7 +39,7 @@ class SessionStamps:
 
     def __init__(self):
         self._stamps = GrowArray(np.float64)
-        self._sessions = GrowArray(np.int32)    # small codes, see _codes
+        self._sessions = GrowArray(np.int32)  # small codes, see _codes
         self._codes: dict[str, int] = {}
 
     def extend(self, stamps: Iterable[float | None], sessions: Iterable[str]) -> None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..atomic import fsync_dir, fsync_file
 from ..errors import MapError
@@ -39,13 +39,24 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 DB_FILE = "keyframes.sqlite"
-NEW_SUFFIX = ".structvpr-new"   # sibling directories used by the atomic swap in save_map_dir()
+NEW_SUFFIX = ".structvpr-new"  # sibling directories used by the atomic swap in save_map_dir()
 OLD_SUFFIX = ".structvpr-old"
 
 
-def build_manifest(*, fingerprint: dict, dim: int, index_type: str, trained: bool, params: dict,
-                   keyframes: int, with_local_features: int, sessions: list[str], meta: dict,
-                   created: str, saved: str) -> dict:
+def build_manifest(
+    *,
+    fingerprint: dict,
+    dim: int,
+    index_type: str,
+    trained: bool,
+    params: dict,
+    keyframes: int,
+    with_local_features: int,
+    sessions: list[str],
+    meta: dict,
+    created: str,
+    saved: str,
+) -> dict:
     """The manifest's JSON; ``save_map_dir`` adds the sizes of the files it wrote under ``files``."""
     return {
         "format": FORMAT,
@@ -72,7 +83,7 @@ def save_map_dir(target: Path, write_files: Callable[[Path], None], manifest: di
     target.parent.mkdir(parents=True, exist_ok=True)
     new, old = _sibling(target, NEW_SUFFIX), _sibling(target, OLD_SUFFIX)
     if new.exists():
-        shutil.rmtree(new)    # a stale half-written directory from an earlier crash
+        shutil.rmtree(new)  # a stale half-written directory from an earlier crash
     new.mkdir()
     try:
         write_files(new)
@@ -138,8 +149,12 @@ def read_manifest(path: Path) -> dict:
     if version != FORMAT_VERSION:
         raise MapError(f"{mf}: map format version {version!r}, this structvpr reads version {FORMAT_VERSION}")
     try:
-        ok = (isinstance(manifest["fingerprint"], dict) and int(manifest["descriptor_dim"]) > 0
-              and manifest["index"]["type"] in INDEX_TYPES and int(manifest["counts"]["keyframes"]) >= 0)
+        ok = (
+            isinstance(manifest["fingerprint"], dict)
+            and int(manifest["descriptor_dim"]) > 0
+            and manifest["index"]["type"] in INDEX_TYPES
+            and int(manifest["counts"]["keyframes"]) >= 0
+        )
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:

@@ -9,9 +9,10 @@ new file. Ids start at 1 and are consecutive, so the loaded file holds ids ``1..
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from ..errors import MapError
 from ..geometry import Pose
@@ -43,9 +44,16 @@ def _row(kid: int, k: Keyframe, feat: Any) -> tuple:
     p = k.pose
     if feat is not None and not isinstance(feat, (bytes, bytearray, memoryview)):
         feat = feat.to_bytes()
-    return (kid, k.stamp, *(p.position if p else (None,) * 3), *(p.orientation if p else (None,) * 4),
-            *(k.gps if k.gps else (None, None)), k.session, k.source,
-            None if feat is None else sqlite3.Binary(feat))
+    return (
+        kid,
+        k.stamp,
+        *(p.position if p else (None,) * 3),
+        *(p.orientation if p else (None,) * 4),
+        *(k.gps if k.gps else (None, None)),
+        k.session,
+        k.source,
+        None if feat is None else sqlite3.Binary(feat),
+    )
 
 
 def open_readonly(f: Path) -> sqlite3.Connection:
@@ -70,7 +78,7 @@ class KeyframeStore:
         self._base: sqlite3.Connection | None = None
         self._base_file: Path | None = None
         self._base_count = 0
-        self._new = sqlite3.connect("", check_same_thread=False)   # "": private temporary file
+        self._new = sqlite3.connect("", check_same_thread=False)  # "": private temporary file
         self._new.executescript(SCHEMA)
         self.count = 0
         self.num_with_features = 0
@@ -88,8 +96,10 @@ class KeyframeStore:
         """
         first = self.count + 1
         ids = list(range(first, first + len(keyframes)))
-        rows = [_row(kid, k, None if local_features is None else local_features[i])
-                for i, (kid, k) in enumerate(zip(ids, keyframes))]
+        rows = [
+            _row(kid, k, None if local_features is None else local_features[i])
+            for i, (kid, k) in enumerate(zip(ids, keyframes, strict=True))
+        ]
         with self._new:
             self._new.executemany(_INSERT, rows)
         self.count += len(rows)
@@ -131,7 +141,8 @@ class KeyframeStore:
         self._base = open_readonly(f)
         try:
             n_rows, max_id, n_feat = self._base.execute(
-                "SELECT COUNT(*), COALESCE(MAX(id), 0), COUNT(features) FROM keyframes").fetchone()
+                "SELECT COUNT(*), COALESCE(MAX(id), 0), COUNT(features) FROM keyframes"
+            ).fetchone()
             if n_rows != count or max_id != count:
                 raise MapError(f"{f}: holds {n_rows} keyframes (max id {max_id}), manifest says {count}")
             stamps = self._base.execute("SELECT stamp, session FROM keyframes ORDER BY id").fetchall()
@@ -173,8 +184,11 @@ class KeyframeStore:
 
     def keyframes(self) -> Iterator[Keyframe]:
         """Every keyframe in id order; the rows are read now, the Keyframes made as iterated."""
-        parts = [conn.execute(f"SELECT {COLUMNS} FROM keyframes ORDER BY id").fetchall()
-                 for conn in (self._base, self._new) if conn is not None]
+        parts = [
+            conn.execute(f"SELECT {COLUMNS} FROM keyframes ORDER BY id").fetchall()
+            for conn in (self._base, self._new)
+            if conn is not None
+        ]
         return (_row_to_keyframe(row) for row in chain.from_iterable(parts))
 
     def close(self) -> None:

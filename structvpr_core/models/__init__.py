@@ -30,5 +30,14 @@ def build_seg_branch(in_channels: int = 6) -> SegBranch:
     return SegBranch(in_channels=in_channels)
 
 
-__all__ = ["ARCHITECTURES", "DIMS", "RGB_ARCHITECTURE", "SEG_ARCHITECTURE", "MultiLevelConcat", "RGBBranch",
-           "SegBranch", "build_rgb_branch", "build_seg_branch"]
+__all__ = [
+    "ARCHITECTURES",
+    "DIMS",
+    "RGB_ARCHITECTURE",
+    "SEG_ARCHITECTURE",
+    "MultiLevelConcat",
+    "RGBBranch",
+    "SegBranch",
+    "build_rgb_branch",
+    "build_seg_branch",
+]

@@ -37,9 +37,11 @@ class RGBBranch(StagedBackbone):
         super().__init__()
         if pretrained:
             from ..weights import load_imagenet_mobilenet_v2
+
             backbone = load_imagenet_mobilenet_v2()
         else:
             from torchvision.models import mobilenet_v2
+
             backbone = mobilenet_v2(weights=None)
         self.blocks = nn.ModuleList(nn.Sequential(*backbone.features[a:b]) for a, b in STAGE_SLICES)
         self.head = MultiLevelConcat()

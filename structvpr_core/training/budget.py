@@ -11,7 +11,7 @@ class StopRequested(Exception):
 
 @dataclass
 class StepBudget:
-    remaining: int | None = None      # None: no limit
+    remaining: int | None = None  # None: no limit
 
     def spend(self) -> None:
         if self.remaining is not None:

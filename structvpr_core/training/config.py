@@ -20,9 +20,10 @@ STAGES = ("stage1_seg", "stage1_rgb", "partition", "stage2")
 @dataclass
 class SyntheticConfig:
     """Generate a synthetic set at ``data.root`` when it is absent (the path must say 'synthetic')."""
+
     places: int = 40
     seed: int = 0
-    size: list[int] = field(default_factory=lambda: [320, 240])   # W, H of the generated images
+    size: list[int] = field(default_factory=lambda: [320, 240])  # W, H of the generated images
     db_views: int = 2
     query_views: int = 2
 
@@ -35,11 +36,11 @@ class SyntheticConfig:
 class DataConfig:
     root: Path = Path("data")
     format: str = "auto"
-    labels: Path | None = None        # label-map root mirroring ``root``; None: <root>/labelmaps
+    labels: Path | None = None  # label-map root mirroring ``root``; None: <root>/labelmaps
     train_split: str = "train"
     val_split: str = "val"
-    image_size: list[int] = field(default_factory=lambda: [640, 480])   # W, H
-    workers: int = 0                  # DataLoader worker processes per rank
+    image_size: list[int] = field(default_factory=lambda: [640, 480])  # W, H
+    workers: int = 0  # DataLoader worker processes per rank
     synthetic: SyntheticConfig | None = None
 
     def validate(self) -> None:
@@ -62,10 +63,10 @@ class MiningConfig:
     # "auto": radius when the dataset has coordinates, else ground truth.
     positives: str = "auto"
     positive_m: float = 10.0
-    negative_m: float = 25.0          # negatives lie beyond this (metres, or frames for sequences)
-    negatives_per_query: int = 1      # K hard negatives per (q, p): K triplets sharing q and p
-    cache_queries: int = 1000         # queries per cache refresh: mining runs again after this many
-    negative_pool: int = 1000         # random database images searched for hard negatives per refresh
+    negative_m: float = 25.0  # negatives lie beyond this (metres, or frames for sequences)
+    negatives_per_query: int = 1  # K hard negatives per (q, p): K triplets sharing q and p
+    cache_queries: int = 1000  # queries per cache refresh: mining runs again after this many
+    negative_pool: int = 1000  # random database images searched for hard negatives per refresh
     embed_batch_size: int = 16
     # Positives must also face the query's way: wrapped compass-angle difference <= this (degrees),
     # applied when the dataset has headings (MSLS); pairs with an unknown heading are kept. None: no filter.
@@ -86,17 +87,17 @@ class MiningConfig:
 @dataclass
 class StageConfig:
     epochs: int = 10
-    batch_size: int = 4               # triplets per optimiser step, summed over all DDP ranks
-    queries_per_epoch: int = 0        # 0: every training query with a positive, each epoch
+    batch_size: int = 4  # triplets per optimiser step, summed over all DDP ranks
+    queries_per_epoch: int = 0  # 0: every training query with a positive, each epoch
     optimizer: str = "adam"
     lr: float = 1e-5
     weight_decay: float = 0.0
-    momentum: float = 0.9             # SGD only
+    momentum: float = 0.9  # SGD only
     margin: float = 0.1
-    freeze_bn: bool = False           # BatchNorm in eval mode (running statistics fixed)
-    amp: bool = True                  # mixed precision; only ever used on CUDA
-    validate_every: int = 1           # epochs between validations (the last epoch always validates)
-    val_queries: int = 0              # 0: all validation queries
+    freeze_bn: bool = False  # BatchNorm in eval mode (running statistics fixed)
+    amp: bool = True  # mixed precision; only ever used on CUDA
+    validate_every: int = 1  # epochs between validations (the last epoch always validates)
+    val_queries: int = 0  # 0: all validation queries
     projector_lr: float | None = None  # learning rate of the distillation's modules, e.g. T (None: lr)
 
     def validate(self) -> None:
@@ -125,7 +126,7 @@ class TrainConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
     recall_ns: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
-    tensorboard: bool = False         # also write TensorBoard event files (needs the tensorboard package)
+    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard package)
     progress: bool = True
 
     def validate(self) -> None:

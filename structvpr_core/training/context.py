@@ -23,8 +23,8 @@ class RunContext:
     env: DistEnv
     tag: str | None = None
     budget: StepBudget = field(default_factory=StepBudget)
-    train: object = None                  # PlaceDataset, training split (set by run.load_data)
-    val: object = None                    # PlaceDataset, validation split, or None
+    train: object = None  # PlaceDataset, training split (set by run.load_data)
+    val: object = None  # PlaceDataset, validation split, or None
     pairs: TrainingPairs | None = None
     _labels: dict = field(default_factory=dict)
 

@@ -36,7 +36,7 @@ from .embed import embed
 from .losses_kd import distillation_loss
 
 TEACHER_CACHE = "teacher_cache"
-Phi = Callable[[np.ndarray, np.ndarray], np.ndarray]     # φ(query indices, positive indices) -> (N,) float32
+Phi = Callable[[np.ndarray, np.ndarray], np.ndarray]  # φ(query indices, positive indices) -> (N,) float32
 
 
 class StructVPRDistillation(Distillation):
@@ -94,9 +94,15 @@ def teacher_descriptors(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
     if not ckpt.is_file():
         raise ConfigError(f"{ckpt}: stage II needs the stage-I seg teacher; run the stage1_seg stage first")
     cache = ctx.out / TEACHER_CACHE
-    meta = {"teacher_sha256": file_sha256(ckpt), "image_size": list(cfg.data.image_size), "slme": to_dict(cfg.slme),
-            "root": str(cfg.data.root), "split": cfg.data.train_split,
-            "num_database": train.num_database, "num_queries": train.num_queries}
+    meta = {
+        "teacher_sha256": file_sha256(ckpt),
+        "image_size": list(cfg.data.image_size),
+        "slme": to_dict(cfg.slme),
+        "root": str(cfg.data.root),
+        "split": cfg.data.train_split,
+        "num_database": train.num_database,
+        "num_queries": train.num_queries,
+    }
     try:
         if json.loads((cache / "meta.json").read_text(encoding="utf-8")) == meta:
             return np.load(cache / "database.npy", mmap_mode="r"), np.load(cache / "queries.npy", mmap_mode="r")
@@ -108,7 +114,7 @@ def teacher_descriptors(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
     db = embed(teacher, train.database, loader, env, desc="teacher db", **kw)
     qs = embed(teacher, train.queries, loader, env, desc="teacher queries", **kw)
     if env.is_main:
-        (cache / "meta.json").unlink(missing_ok=True)     # meta last: its presence means the arrays are complete
+        (cache / "meta.json").unlink(missing_ok=True)  # meta last: its presence means the arrays are complete
         _save_npy(cache / "database.npy", db)
         _save_npy(cache / "queries.npy", qs)
         atomic_write_json(cache / "meta.json", meta)
@@ -118,8 +124,9 @@ def teacher_descriptors(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
 
 def _save_npy(path, array: np.ndarray) -> None:
     def write(tmp):
-        with open(tmp, "wb") as f:           # a file object: np.save would append .npy to a name
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
             np.save(f, array)
+
     atomic_write(path, write)
 
 
@@ -135,14 +142,19 @@ def phi_function(ctx: RunContext) -> Phi:
         raise ConfigError(f"{part_dir}: method {method!r} needs the partition; run the partition stage first")
     summary = json.loads((part_dir / "partition.json").read_text(encoding="utf-8"))
     if summary.get("config") != to_dict(ctx.cfg.partition):
-        raise ConfigError(f"{part_dir}: the partition was made with {summary.get('config')}, the config now says "
-                          f"{to_dict(ctx.cfg.partition)}; run the partition stage again (or use --tag)")
+        raise ConfigError(
+            f"{part_dir}: the partition was made with {summary.get('config')}, the config now says "
+            f"{to_dict(ctx.cfg.partition)}; run the partition stage again (or use --tag)"
+        )
     lookup = read_partition(part_dir).lookup()
 
     def phi(q: np.ndarray, p: np.ndarray) -> np.ndarray:
         try:
-            return np.array([lookup[(int(a), int(b))] for a, b in zip(q, p)], dtype=np.float32)
+            return np.array([lookup[(int(a), int(b))] for a, b in zip(q, p, strict=True)], dtype=np.float32)
         except KeyError as e:
-            raise DatasetError(f"{part_dir / 'pairs.csv'}: no φ for training pair {e.args[0]}; the partition was "
-                               "made on other data, run the partition stage again") from None
+            raise DatasetError(
+                f"{part_dir / 'pairs.csv'}: no φ for training pair {e.args[0]}; the partition was "
+                "made on other data, run the partition stage again"
+            ) from None
+
     return phi

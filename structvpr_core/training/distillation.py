@@ -102,8 +102,9 @@ MODULE_PREFIX = "distill_"
 @dataclass
 class TrainBatch:
     """One training batch as a distillation's ``loss`` sees it."""
-    images: torch.Tensor          # (B, T, C, H, W) the tuples' tensors (from ``tuple_loader``), on the device
-    rows: np.ndarray              # (B, T) int64: [query index, positive db index, negative db indices…]
+
+    images: torch.Tensor  # (B, T, C, H, W) the tuples' tensors (from ``tuple_loader``), on the device
+    rows: np.ndarray  # (B, T) int64: [query index, positive db index, negative db indices…]
 
 
 class Distillation:
@@ -145,7 +146,7 @@ class NoDistillation(Distillation):
 
 def available_distillations() -> list[str]:
     """Names ``build_distillation`` accepts: "none" and one per ``distill_<name>.py`` of this package."""
-    found = sorted(p.stem[len(MODULE_PREFIX):] for p in Path(__file__).parent.glob(f"{MODULE_PREFIX}*.py"))
+    found = sorted(p.stem[len(MODULE_PREFIX) :] for p in Path(__file__).parent.glob(f"{MODULE_PREFIX}*.py"))
     return [NoDistillation.name, *found]
 
 
@@ -163,8 +164,11 @@ def distillation_class(name: str) -> type[Distillation]:
         if e.name != module_name:
             raise
         raise unknown from None
-    found = [c for c in vars(module).values()
-             if isinstance(c, type) and issubclass(c, Distillation) and c.__module__ == module_name and c.name == name]
+    found = [
+        c
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, Distillation) and c.__module__ == module_name and c.name == name
+    ]
     if len(found) != 1:
         raise TypeError(f"{module_name}: expected one Distillation subclass named {name!r}, found {len(found)}")
     return found[0]

@@ -75,10 +75,10 @@ def gather_rows(env: DistEnv, local: np.ndarray, counts: list[int]) -> np.ndarra
     width = local.shape[1]
     longest = max(counts)
     padded = torch.zeros((longest, width), dtype=torch.float32, device=env.device)
-    padded[:len(local)] = torch.from_numpy(local).to(env.device)
+    padded[: len(local)] = torch.from_numpy(local).to(env.device)
     parts = [torch.empty_like(padded) for _ in range(env.world)]
     dist.all_gather(parts, padded)
-    return np.concatenate([p[:n].cpu().numpy() for p, n in zip(parts, counts)])
+    return np.concatenate([p[:n].cpu().numpy() for p, n in zip(parts, counts, strict=True)])
 
 
 def all_mean(env: DistEnv, values: torch.Tensor) -> torch.Tensor:

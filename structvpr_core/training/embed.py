@@ -12,8 +12,17 @@ from .distributed import DistEnv, broadcast_buffers, gather_rows
 from .inputs import InputLoader, PathDataset
 
 
-def embed(branch: torch.nn.Module, paths: list[Path], loader: InputLoader, env: DistEnv, *, batch_size: int = 16,
-          workers: int = 0, progress: bool = False, desc: str = "embed") -> np.ndarray:
+def embed(
+    branch: torch.nn.Module,
+    paths: list[Path],
+    loader: InputLoader,
+    env: DistEnv,
+    *,
+    batch_size: int = 16,
+    workers: int = 0,
+    progress: bool = False,
+    desc: str = "embed",
+) -> np.ndarray:
     """(N, dim) float32 descriptors of ``paths``, identical on every rank.
 
     Each rank embeds a contiguous share of the paths; the shares are gathered in rank order.
@@ -25,12 +34,15 @@ def embed(branch: torch.nn.Module, paths: list[Path], loader: InputLoader, env: 
     shares = np.array_split(np.arange(len(paths)), env.world)
     mine = shares[env.rank]
     out = np.zeros((len(mine), branch.dim), dtype=np.float32)
-    dl = DataLoader(PathDataset([paths[i] for i in mine], loader), batch_size=batch_size, shuffle=False,
-                    num_workers=workers)
+    dl = DataLoader(
+        PathDataset([paths[i] for i in mine], loader), batch_size=batch_size, shuffle=False, num_workers=workers
+    )
     amp = env.device.type == "cuda"
     branch.eval()
-    with torch.inference_mode(), tqdm(total=len(mine), desc=desc, unit="img", leave=False,
-                                      disable=not (progress and env.is_main)) as bar:
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(mine), desc=desc, unit="img", leave=False, disable=not (progress and env.is_main)) as bar,
+    ):
         for x, idx in dl:
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
                 d = branch(x.to(env.device, non_blocking=True))

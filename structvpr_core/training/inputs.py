@@ -67,8 +67,9 @@ class TupleDataset(Dataset):
     Item: (tensor (2+K, C, H, W) in the order q, p, n…, the tuple row (2+K,) int64).
     """
 
-    def __init__(self, tuples: np.ndarray, queries: list[Path], database: list[Path],
-                 loader: Callable[[Path], torch.Tensor]):
+    def __init__(
+        self, tuples: np.ndarray, queries: list[Path], database: list[Path], loader: Callable[[Path], torch.Tensor]
+    ):
         self.tuples = np.asarray(tuples, dtype=np.int64)
         self.queries = queries
         self.database = database

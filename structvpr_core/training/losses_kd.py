@@ -30,8 +30,9 @@ from ..losses import triplet_loss
 def distillation_loss(projected: torch.Tensor, teacher: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """mean_b φ_b · Σ_I ‖teacher_bI − projected_bI‖², for (B, I, D) tensors and φ of shape (B,)."""
     if projected.shape != teacher.shape or projected.dim() != 3:
-        raise ValueError(f"expected two (B, I, D) tensors of one shape, got {tuple(projected.shape)} "
-                         f"and {tuple(teacher.shape)}")
+        raise ValueError(
+            f"expected two (B, I, D) tensors of one shape, got {tuple(projected.shape)} and {tuple(teacher.shape)}"
+        )
     per_tuple = (teacher - projected).pow(2).sum(dim=(1, 2))
     return (phi.to(per_tuple.dtype) * per_tuple).mean()
 
@@ -43,9 +44,13 @@ def tuple_triplet_loss(student: torch.Tensor, margin: float = 0.1) -> torch.Tens
     return triplet_loss(student[:, 0], student[:, 1], student[:, 2:], margin=margin)
 
 
-def tuple_loss(student: torch.Tensor, margin: float = 0.1, projected: torch.Tensor | None = None,
-               teacher: torch.Tensor | None = None, phi: torch.Tensor | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def tuple_loss(
+    student: torch.Tensor,
+    margin: float = 0.1,
+    projected: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
+    phi: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, triplet term, distillation term) of a batch of tuples.
 
     ``student``: (B, 2+K, D) descriptors; ``projected``: T(student), (B, 2+K, D_teacher);

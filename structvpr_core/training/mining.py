@@ -30,15 +30,22 @@ from .config import MiningConfig
 
 @dataclass
 class TrainingPairs:
-    positives: list[np.ndarray]   # per query: candidate positive database indices (sorted)
-    near: list[np.ndarray]        # per query: database indices that must not be negatives (sorted)
-    usable: np.ndarray            # queries with at least one positive
+    positives: list[np.ndarray]  # per query: candidate positive database indices (sorted)
+    near: list[np.ndarray]  # per query: database indices that must not be negatives (sorted)
+    usable: np.ndarray  # queries with at least one positive
 
     def pair_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (query, positive) pair: the pairs of the group partition."""
-        q = np.concatenate([np.full(len(self.positives[i]), i, dtype=np.int64) for i in self.usable]) \
-            if len(self.usable) else np.zeros(0, dtype=np.int64)
-        p = np.concatenate([self.positives[i] for i in self.usable]) if len(self.usable) else np.zeros(0, dtype=np.int64)
+        q = (
+            np.concatenate([np.full(len(self.positives[i]), i, dtype=np.int64) for i in self.usable])
+            if len(self.usable)
+            else np.zeros(0, dtype=np.int64)
+        )
+        p = (
+            np.concatenate([self.positives[i] for i in self.usable])
+            if len(self.usable)
+            else np.zeros(0, dtype=np.int64)
+        )
         return q, p.astype(np.int64)
 
 
@@ -66,8 +73,10 @@ def facing_filter(dataset, positives: list[np.ndarray], max_angle: float | None)
         return positives
     db_h, q_h = np.asarray(db_h, dtype=np.float64), np.asarray(q_h, dtype=np.float64)
     if len(db_h) != dataset.num_database or len(q_h) != dataset.num_queries:
-        raise DatasetError(f"{dataset.root}: {len(db_h)} database / {len(q_h)} query headings for "
-                           f"{dataset.num_database} database / {dataset.num_queries} query images")
+        raise DatasetError(
+            f"{dataset.root}: {len(db_h)} database / {len(q_h)} query headings for "
+            f"{dataset.num_database} database / {dataset.num_queries} query images"
+        )
     kept = []
     for q, pos in enumerate(positives):
         angle = view_angle_deg(q_h[q], db_h[pos])
@@ -88,27 +97,31 @@ def build_pairs(dataset, cfg: MiningConfig) -> TrainingPairs:
     positives = facing_filter(dataset, close, cfg.max_view_angle_deg)
     # Close images facing elsewhere stay out of the negatives: they may still show the place.
     if has_coords:
-        near = [np.union1d(n, c) for n, c in zip(dataset.within(cfg.negative_m), close)]
+        near = [np.union1d(n, c) for n, c in zip(dataset.within(cfg.negative_m), close, strict=True)]
     else:
         near = close
     usable = np.array([i for i, p in enumerate(positives) if len(p)], dtype=np.int64)
     if usable.size == 0:
         facing = f" facing within {cfg.max_view_angle_deg} degrees" if positives is not close else ""
-        raise DatasetError(f"{dataset.root}: no training query has a positive within {cfg.positive_m}{facing} "
-                           f"(split {dataset.split or '-'})")
+        raise DatasetError(
+            f"{dataset.root}: no training query has a positive within {cfg.positive_m}{facing} "
+            f"(split {dataset.split or '-'})"
+        )
     return TrainingPairs(positives, near, usable)
 
 
-def sample_pool(rng: np.random.Generator, num_database: int, chunk: np.ndarray, pairs: TrainingPairs,
-                negative_pool: int) -> np.ndarray:
+def sample_pool(
+    rng: np.random.Generator, num_database: int, chunk: np.ndarray, pairs: TrainingPairs, negative_pool: int
+) -> np.ndarray:
     """Database indices to embed for one cache refresh: the chunk's positives plus random images."""
     pos = np.concatenate([pairs.positives[q] for q in chunk]) if len(chunk) else np.zeros(0, dtype=np.int64)
     random = rng.choice(num_database, size=min(negative_pool, num_database), replace=False)
     return np.union1d(pos, random).astype(np.int64)
 
 
-def select_tuples(q_desc: np.ndarray, pool_desc: np.ndarray, pool: np.ndarray, chunk: np.ndarray,
-                  pairs: TrainingPairs, k: int) -> np.ndarray:
+def select_tuples(
+    q_desc: np.ndarray, pool_desc: np.ndarray, pool: np.ndarray, chunk: np.ndarray, pairs: TrainingPairs, k: int
+) -> np.ndarray:
     """Tuples [q, best positive, K hardest negatives] (rows of a (T, 2+K) int64 array).
 
     ``q_desc[i]`` is the descriptor of query ``chunk[i]``; ``pool_desc[j]`` of database image
@@ -124,10 +137,10 @@ def select_tuples(q_desc: np.ndarray, pool_desc: np.ndarray, pool: np.ndarray, c
     for i, q in enumerate(chunk):
         pos = pairs.positives[q]
         pos_rows = np.searchsorted(pool, pos)
-        best = int(pos[np.argmax(pool_desc[pos_rows] @ q_desc[i])])   # the positive the model likes best
+        best = int(pos[np.argmax(pool_desc[pos_rows] @ q_desc[i])])  # the positive the model likes best
         near_in_pool = np.isin(pool, pairs.near[q]).sum()
         depth = min(len(pool), k + int(near_in_pool))
-        _, found = index.search(q_desc[i:i + 1], depth)
+        _, found = index.search(q_desc[i : i + 1], depth)
         candidates = pool[found[0][found[0] >= 0]]
         negatives = candidates[~np.isin(candidates, pairs.near[q])][:k]
         if len(negatives) < k:

@@ -32,8 +32,16 @@ def run_partition(ctx) -> dict:
     summary = None
     if env.is_main:
         summary = write_partition(part, cfg.partition, out)
-        records.write_done(out, {"stage": "partition", "pairs": len(part), "method": cfg.partition.method,
-                                 "groups": summary["groups"], "kd_ratio": summary["kd_ratio"],
-                                 "seconds": round(time.perf_counter() - started, 2)})
+        records.write_done(
+            out,
+            {
+                "stage": "partition",
+                "pairs": len(part),
+                "method": cfg.partition.method,
+                "groups": summary["groups"],
+                "kd_ratio": summary["kd_ratio"],
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
     barrier(env)
     return records.read_done(out) or {}

@@ -150,9 +150,10 @@ def load_state(path: Path) -> dict:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- truncated or foreign file: name it, no traceback
-        raise CheckpointError(f"{path}: unreadable resume state ({type(e).__name__}); "
-                              "delete it to restart the stage") from None
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: unreadable resume state ({type(e).__name__}); delete it to restart the stage"
+        ) from None
 
 
 def read_done(stage_dir: Path) -> dict | None:

@@ -43,8 +43,15 @@ def ensure_synthetic(cfg: TrainConfig, env: DistEnv) -> None:
         from ..data.synthetic import generate
 
         log.info("generating a synthetic set of %d places at %s", syn.places, root)
-        made = generate(root, syn.places, syn.seed, size=tuple(syn.size), db_views=syn.db_views,
-                        query_views=syn.query_views, progress=cfg.progress)
+        made = generate(
+            root,
+            syn.places,
+            syn.seed,
+            size=tuple(syn.size),
+            db_views=syn.db_views,
+            query_views=syn.query_views,
+            progress=cfg.progress,
+        )
         if made != root:
             raise ConfigError(f"data.root: the generator wrote {made}, expected {root}")
     barrier(env)
@@ -76,8 +83,16 @@ def _check_config(ctx: RunContext, resume: bool) -> None:
         atomic_write_json(path, current)
 
 
-def run_training(cfg: TrainConfig, out: str | Path, env: DistEnv, *, stages: list[str] | None = None,
-                 resume: bool = False, tag: str | None = None, max_steps: int | None = None) -> dict:
+def run_training(
+    cfg: TrainConfig,
+    out: str | Path,
+    env: DistEnv,
+    *,
+    stages: list[str] | None = None,
+    resume: bool = False,
+    tag: str | None = None,
+    max_steps: int | None = None,
+) -> dict:
     """Run the selected stages (all by default) in order; return {stage: its done.json content}."""
     from .partition_stage import run_partition
     from .stage1 import train_stage1

@@ -46,23 +46,25 @@ LOSS_NAMES = ("loss", "loss_vpr", "loss_kd")
 @dataclass
 class StageSetup:
     """Everything one training stage needs besides the global config."""
+
     name: str
-    index: int                      # separates the random streams of the stages
+    index: int  # separates the random streams of the stages
     out_dir: Path
     stage_cfg: StageConfig
-    branch: nn.Module               # the model trained, mined with and validated
-    loader: InputLoader             # its input (rgb or seg)
-    train: object                   # PlaceDataset, training split
+    branch: nn.Module  # the model trained, mined with and validated
+    loader: InputLoader  # its input (rgb or seg)
+    train: object  # PlaceDataset, training split
     pairs: TrainingPairs
-    val: object | None              # PlaceDataset, validation split (None: no validation)
+    val: object | None  # PlaceDataset, validation split (None: no validation)
     val_loader: InputLoader | None = None
-    distillation: Distillation = field(default_factory=NoDistillation)   # prepared (``prepare`` done)
+    distillation: Distillation = field(default_factory=NoDistillation)  # prepared (``prepare`` done)
     checkpoint_config: dict = field(default_factory=dict)
 
 
 @dataclass
 class Progress:
     """Where a stage stands: the last finished epoch, the global step, the best validation so far."""
+
     epoch: int = 0
     step: int = 0
     best: dict = field(default_factory=lambda: {"epoch": 0, "recalls": None})
@@ -102,8 +104,14 @@ def run_stage(setup: StageSetup, cfg: TrainConfig, env: DistEnv, budget: StepBud
             recalls = validate(setup, cfg, env)
         broadcast_buffers(env, loop.net)
         mean = (sums / max(n_steps, 1)).tolist()
-        row = {"epoch": epoch, "steps": n_steps, "tuples": n_tuples, **dict(zip(LOSS_NAMES, mean)),
-               "lr": loop.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        row = {
+            "epoch": epoch,
+            "steps": n_steps,
+            "tuples": n_tuples,
+            **dict(zip(LOSS_NAMES, mean, strict=True)),
+            "lr": loop.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
         loop.end_epoch(epoch, row, recalls)
     loop.log.close()
     return loop.finish()
@@ -122,7 +130,7 @@ class StageLoop:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.log = records.StageLog(setup.out_dir, setup.name, cfg.recall_ns, enabled=env.is_main)
         self.progress = Progress()
-        self.model: nn.Module = self.net        # what trains: ``net``, or its DDP wrapper (after ``resume``)
+        self.model: nn.Module = self.net  # what trains: ``net``, or its DDP wrapper (after ``resume``)
 
     def resume(self) -> None:
         """Load ``state.pt`` when present (else start the stage directory), trim the logs, wrap for DDP."""
@@ -133,8 +141,10 @@ class StageLoop:
             saved = _module_states(state)
             for name, module in self.net.extras.items():
                 if name not in saved:
-                    raise CheckpointError(f"{out / records.STATE}: no weights for the distillation's {name!r}; "
-                                          "it was written by another distillation: delete it to restart the stage")
+                    raise CheckpointError(
+                        f"{out / records.STATE}: no weights for the distillation's {name!r}; "
+                        "it was written by another distillation: delete it to restart the stage"
+                    )
                 module.load_state_dict(saved[name])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
@@ -146,7 +156,8 @@ class StageLoop:
         if env.distributed:
             device = env.device
             self.model = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[device.index] if device.type == "cuda" else None)
+                self.net, device_ids=[device.index] if device.type == "cuda" else None
+            )
 
     def train_epoch(self, epoch: int) -> tuple[torch.Tensor, int, int]:
         """Mine and train on every chunk of the epoch's queries; (summed step losses, steps, tuples)."""
@@ -156,11 +167,15 @@ class StageLoop:
         rng = np.random.default_rng([cfg.seed, setup.index, epoch])
         queries = epoch_queries(rng, setup.pairs, setup.stage_cfg.queries_per_epoch)
         sums, n_steps, n_tuples = torch.zeros(len(LOSS_NAMES), dtype=torch.float64), 0, 0
-        bar = tqdm(total=len(queries), desc=f"{setup.name} epoch {epoch}/{setup.stage_cfg.epochs}", unit="q",
-                   disable=not (cfg.progress and env.is_main))
+        bar = tqdm(
+            total=len(queries),
+            desc=f"{setup.name} epoch {epoch}/{setup.stage_cfg.epochs}",
+            unit="q",
+            disable=not (cfg.progress and env.is_main),
+        )
         chunk_size = cfg.mining.cache_queries
         for ci, start in enumerate(range(0, len(queries), chunk_size)):
-            chunk = queries[start:start + chunk_size]
+            chunk = queries[start : start + chunk_size]
             tuples = self.mine(rng, chunk)
             if len(tuples):
                 _set_train_mode(self.net, setup.stage_cfg.freeze_bn)
@@ -183,10 +198,12 @@ class StageLoop:
         setup, cfg, train = self.setup, self.cfg, self.setup.train
         pool = sample_pool(rng, train.num_database, chunk, setup.pairs, cfg.mining.negative_pool)
         kw = {"batch_size": cfg.mining.embed_batch_size, "workers": cfg.data.workers, "progress": cfg.progress}
-        q_desc = embed(setup.branch, [train.queries[i] for i in chunk], setup.loader, self.env, desc="mine queries",
-                       **kw)
-        pool_desc = embed(setup.branch, [train.database[i] for i in pool], setup.loader, self.env, desc="mine pool",
-                          **kw)
+        q_desc = embed(
+            setup.branch, [train.queries[i] for i in chunk], setup.loader, self.env, desc="mine queries", **kw
+        )
+        pool_desc = embed(
+            setup.branch, [train.database[i] for i in pool], setup.loader, self.env, desc="mine pool", **kw
+        )
         return select_tuples(q_desc, pool_desc, pool, chunk, setup.pairs, cfg.mining.negatives_per_query)
 
     def batches(self, tuples: np.ndarray, epoch: int, chunk_index: int) -> DataLoader:
@@ -195,15 +212,21 @@ class StageLoop:
         images = setup.distillation.tuple_loader(setup.loader, epoch)
         data = TupleDataset(tuples, setup.train.queries, setup.train.database, images)
         sampler = DistributedSampler(data, num_replicas=env.world, rank=env.rank, shuffle=True, seed=self.cfg.seed)
-        sampler.set_epoch(epoch * 100_000 + chunk_index)   # a new order for every chunk of every epoch
-        return DataLoader(data, batch_size=self.per_rank, sampler=sampler, num_workers=self.cfg.data.workers,
-                          pin_memory=env.device.type == "cuda")
+        sampler.set_epoch(epoch * 100_000 + chunk_index)  # a new order for every chunk of every epoch
+        return DataLoader(
+            data,
+            batch_size=self.per_rank,
+            sampler=sampler,
+            num_workers=self.cfg.data.workers,
+            pin_memory=env.device.type == "cuda",
+        )
 
     def train_step(self, x: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
         """One optimiser step on a (B, T, C, H, W) batch of tuples; the losses averaged over the ranks, by name."""
         batch = TrainBatch(images=x.to(self.env.device, non_blocking=True), rows=rows)
-        loss, vpr, kd, parts = tuple_losses(self.model, self.setup.distillation, batch, self.setup.stage_cfg.margin,
-                                            amp=self.use_amp)
+        loss, vpr, kd, parts = tuple_losses(
+            self.model, self.setup.distillation, batch, self.setup.stage_cfg.margin, amp=self.use_amp
+        )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -211,12 +234,13 @@ class StageLoop:
         self.progress.step += 1
         names = [*LOSS_NAMES, *(f"loss_kd_{k}" for k in parts)]
         values = torch.stack([loss.detach(), vpr.detach(), kd.detach(), *(v.detach() for v in parts.values())])
-        return dict(zip(names, all_mean(self.env, values.double()).cpu().tolist()))
+        return dict(zip(names, all_mean(self.env, values.double()).cpu().tolist(), strict=True))
 
     def end_epoch(self, epoch: int, row: dict, recalls: dict[int, float] | None) -> None:
         """Log the epoch, update the best result, save the checkpoints and the resume state (rank 0)."""
-        improved = recalls is not None and (self.progress.best["recalls"] is None
-                                            or recalls[1] > self.progress.best["recalls"][1])
+        improved = recalls is not None and (
+            self.progress.best["recalls"] is None or recalls[1] > self.progress.best["recalls"][1]
+        )
         if improved or self.setup.val is None:
             self.progress.best = {"epoch": epoch, "recalls": recalls}
         self.progress.epoch = epoch
@@ -229,32 +253,56 @@ class StageLoop:
         """``best.pt`` (when this epoch is the best), ``last.pt``, then ``state.pt`` (written last)."""
         setup, out, p = self.setup, self.setup.out_dir, self.progress
         meta = {"stage": setup.name, "epoch": epoch, "recalls": recalls}
-        ckpt_kw = {"architecture": setup.branch.architecture, "descriptor_dim": setup.branch.dim,
-                   "config": setup.checkpoint_config, "extra": meta}
+        ckpt_kw = {
+            "architecture": setup.branch.architecture,
+            "descriptor_dim": setup.branch.dim,
+            "config": setup.checkpoint_config,
+            "extra": meta,
+        }
         if p.best["epoch"] == epoch:
             save_checkpoint(out / records.BEST, setup.branch, **ckpt_kw)
         save_checkpoint(out / records.LAST, setup.branch, **ckpt_kw)
-        records.save_state(out / records.STATE, {
-            "epoch": p.epoch, "step": p.step, "best": p.best,
-            "branch": setup.branch.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "modules": {name: m.state_dict() for name, m in self.net.extras.items()},
-            "config": to_dict(self.cfg)})
+        records.save_state(
+            out / records.STATE,
+            {
+                "epoch": p.epoch,
+                "step": p.step,
+                "best": p.best,
+                "branch": setup.branch.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "modules": {name: m.state_dict() for name, m in self.net.extras.items()},
+                "config": to_dict(self.cfg),
+            },
+        )
 
     def finish(self) -> dict:
         """Write ``done.json`` (rank 0) and return its content."""
         setup, p, env = self.setup, self.progress, self.env
-        done = {"stage": setup.name, "epochs": setup.stage_cfg.epochs, "steps": p.step, "best_epoch": p.best["epoch"],
-                "best_recalls": p.best["recalls"], "seconds": round(self.log.seconds(), 2), "checkpoint": records.BEST,
-                "world_size": env.world}
+        done = {
+            "stage": setup.name,
+            "epochs": setup.stage_cfg.epochs,
+            "steps": p.step,
+            "best_epoch": p.best["epoch"],
+            "best_recalls": p.best["recalls"],
+            "seconds": round(self.log.seconds(), 2),
+            "checkpoint": records.BEST,
+            "world_size": env.world,
+        }
         if env.is_main:
             records.write_done(setup.out_dir, done)
         barrier(env)
         return done
 
 
-def tuple_losses(model: nn.Module, distillation: Distillation, batch: TrainBatch, margin: float, *, amp: bool = False,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def tuple_losses(
+    model: nn.Module,
+    distillation: Distillation,
+    batch: TrainBatch,
+    margin: float,
+    *,
+    amp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(loss, triplet term, distillation term, its named parts) of a batch.
 
     ``model`` is a ``TrainNet`` (or its DDP wrapper) running ``distillation``.
@@ -278,10 +326,26 @@ def validate(setup: StageSetup, cfg: TrainConfig, env: DistEnv) -> dict[int, flo
         q_idx = np.sort(np.random.default_rng([cfg.seed, 7]).choice(q_idx, setup.stage_cfg.val_queries, replace=False))
     loader = setup.val_loader or setup.loader
     bs, workers = cfg.mining.embed_batch_size, cfg.data.workers
-    db = embed(setup.branch, val.database, loader, env, batch_size=bs, workers=workers, progress=cfg.progress,
-               desc="validate db")
-    qs = embed(setup.branch, [val.queries[i] for i in q_idx], loader, env, batch_size=bs, workers=workers,
-               progress=cfg.progress, desc="validate queries")
+    db = embed(
+        setup.branch,
+        val.database,
+        loader,
+        env,
+        batch_size=bs,
+        workers=workers,
+        progress=cfg.progress,
+        desc="validate db",
+    )
+    qs = embed(
+        setup.branch,
+        [val.queries[i] for i in q_idx],
+        loader,
+        env,
+        batch_size=bs,
+        workers=workers,
+        progress=cfg.progress,
+        desc="validate queries",
+    )
     recalls = recall_at_n(db, qs, [val.positives[i] for i in q_idx], ns=tuple(cfg.recall_ns))
     return {int(n): float(r) for n, r in recalls.items()}
 

@@ -14,16 +14,28 @@ def train_stage1(branch_kind: str, ctx) -> dict:
 
     cfg = ctx.cfg
     name = f"stage1_{branch_kind}"
-    seed_everything(cfg.seed + (1 if branch_kind == "seg" else 2))   # the random init is repeatable
+    seed_everything(cfg.seed + (1 if branch_kind == "seg" else 2))  # the random init is repeatable
     if branch_kind == "seg":
         branch = build_seg_branch(num_channels(cfg.slme))
     else:
         branch = build_rgb_branch(pretrained=True)
     loader = ctx.loader(branch_kind)
     setup = StageSetup(
-        name=name, index=1 if branch_kind == "seg" else 2, out_dir=ctx.stage_dir(name),
-        stage_cfg=getattr(cfg, name), branch=branch, loader=loader, train=ctx.train, pairs=ctx.pairs,
-        val=ctx.val, val_loader=loader,
-        checkpoint_config={"stage": name, "image_size": list(cfg.data.image_size), "slme": to_dict(cfg.slme),
-                           "train": to_dict(cfg)})
+        name=name,
+        index=1 if branch_kind == "seg" else 2,
+        out_dir=ctx.stage_dir(name),
+        stage_cfg=getattr(cfg, name),
+        branch=branch,
+        loader=loader,
+        train=ctx.train,
+        pairs=ctx.pairs,
+        val=ctx.val,
+        val_loader=loader,
+        checkpoint_config={
+            "stage": name,
+            "image_size": list(cfg.data.image_size),
+            "slme": to_dict(cfg.slme),
+            "train": to_dict(cfg),
+        },
+    )
     return run_stage(setup, cfg, ctx.env, ctx.budget)

@@ -25,13 +25,26 @@ def train_stage2(ctx) -> dict:
     from ..models import build_rgb_branch
 
     cfg = ctx.cfg
-    seed_everything(cfg.seed + 3)            # the distillation's random init (T) is repeatable
+    seed_everything(cfg.seed + 3)  # the distillation's random init (T) is repeatable
     student = build_rgb_branch(pretrained=True)
     distillation = build_distillation(distillation_name(cfg), student, cfg)
     distillation.prepare(ctx)
     setup = StageSetup(
-        name="stage2", index=3, out_dir=ctx.stage_dir("stage2"), stage_cfg=cfg.stage2, branch=student,
-        loader=ctx.loader("rgb"), train=ctx.train, pairs=ctx.pairs, val=ctx.val, distillation=distillation,
-        checkpoint_config={"stage": "stage2", "method": cfg.partition.method, "image_size": list(cfg.data.image_size),
-                           "train": to_dict(cfg)})
+        name="stage2",
+        index=3,
+        out_dir=ctx.stage_dir("stage2"),
+        stage_cfg=cfg.stage2,
+        branch=student,
+        loader=ctx.loader("rgb"),
+        train=ctx.train,
+        pairs=ctx.pairs,
+        val=ctx.val,
+        distillation=distillation,
+        checkpoint_config={
+            "stage": "stage2",
+            "method": cfg.partition.method,
+            "image_size": list(cfg.data.image_size),
+            "train": to_dict(cfg),
+        },
+    )
     return run_stage(setup, cfg, ctx.env, ctx.budget)

@@ -53,8 +53,10 @@ def corridor_map(tmp_path_factory):
         refs, queries = corridor_files("ref"), corridor_files("query")
         ex = Extractor(None, device="cpu", image_size=TEST_IMAGE_SIZE, batch_size=8)
         db = MapDatabase.create(ex.fingerprint, ex.dim)
-        db.add(ex.embed_paths(refs, progress=False),
-               [{"stamp": float(i), "source": str(p), "session": "corridor-ref"} for i, p in enumerate(refs)])
+        db.add(
+            ex.embed_paths(refs, progress=False),
+            [{"stamp": float(i), "source": str(p), "session": "corridor-ref"} for i, p in enumerate(refs)],
+        )
         path = tmp_path_factory.mktemp("maps") / "corridor"
         db.save(path)
         hits = db.search(ex.embed_paths(queries, progress=False), 5)

@@ -65,8 +65,15 @@ class NodeProcess:
     def __init__(self, params_file: Path, log_file: Path, extra_args: list[str] = ()) -> None:
         self.log_file = log_file
         self._log = open(log_file, "wb")
-        cmd = [sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", "--params-file", str(params_file),
-               *extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "structvpr_ros.vpr_node",
+            "--ros-args",
+            "--params-file",
+            str(params_file),
+            *extra_args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO))
 
     def output(self) -> str:
@@ -106,7 +113,7 @@ def run_replay(args: list[str], node=None, timeout: float = 120.0) -> subprocess
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"replay timed out: {err.decode()[-2000:]}")
+        raise AssertionError(f"replay timed out: {err.decode()[-2000:]}") from None
     if node is not None:
         spin_for(node, 0.5)  # answers to the last frames
     return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(), err.decode())

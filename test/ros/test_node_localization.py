@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ros_helpers import TEST_IMAGE_SIZE, NodeProcess, run_replay, spin_until, write_params
 
 pytestmark = pytest.mark.ros
@@ -31,11 +30,20 @@ def _index(path_or_source: str) -> int:
 @pytest.fixture(scope="module")
 def loc_node(ros_node, corridor_map, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loc_node")
-    params = write_params(tmp / "params.yaml", {
-        "image_topic": IMAGE_TOPIC, "map_path": str(corridor_map["path"]), "device": "cpu",
-        "cpu_threads": 1, "image_width": TEST_IMAGE_SIZE[0], "image_height": TEST_IMAGE_SIZE[1],
-        "top_k": 5, "mode": "localization", "diagnostics_period_s": 0.5,
-    })
+    params = write_params(
+        tmp / "params.yaml",
+        {
+            "image_topic": IMAGE_TOPIC,
+            "map_path": str(corridor_map["path"]),
+            "device": "cpu",
+            "cpu_threads": 1,
+            "image_width": TEST_IMAGE_SIZE[0],
+            "image_height": TEST_IMAGE_SIZE[1],
+            "top_k": 5,
+            "mode": "localization",
+            "diagnostics_period_s": 0.5,
+        },
+    )
     node = NodeProcess(params, tmp / "node.log")
     try:
         node.wait_ready(ros_node, IMAGE_TOPIC)
@@ -52,7 +60,11 @@ def results(ros_node):
 
     got: dict[tuple[int, int], object] = {}
     sub = ros_node.create_subscription(
-        LoopClosureCandidates, RESULT_TOPIC, lambda m: got.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), m), 500)
+        LoopClosureCandidates,
+        RESULT_TOPIC,
+        lambda m: got.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), m),
+        500,
+    )
     yield got
     ros_node.destroy_subscription(sub)
 
@@ -76,9 +88,23 @@ def diagnostics(ros_node):
 
 def test_query_pass_recall_and_stamps(loc_node, ros_node, results, corridor_map, tmp_path):
     stamps_csv = tmp_path / "stamps.csv"
-    rep = run_replay(["--images", str(corridor_map["queries"][0].parent), "--topic", IMAGE_TOPIC,
-                      "--pace-by", RESULT_TOPIC, "--stamps-out", str(stamps_csv), "--frame-id", "cam_front",
-                      "--wait-subscriber", "30"], node=ros_node)
+    rep = run_replay(
+        [
+            "--images",
+            str(corridor_map["queries"][0].parent),
+            "--topic",
+            IMAGE_TOPIC,
+            "--pace-by",
+            RESULT_TOPIC,
+            "--stamps-out",
+            str(stamps_csv),
+            "--frame-id",
+            "cam_front",
+            "--wait-subscriber",
+            "30",
+        ],
+        node=ros_node,
+    )
     assert rep.returncode == 0, rep.stderr
     with open(stamps_csv, newline="") as f:
         published = [(int(r["sec"]), int(r["nanosec"]), r["source"]) for r in csv.DictReader(f)]
@@ -106,10 +132,13 @@ def test_query_pass_recall_and_stamps(loc_node, ros_node, results, corridor_map,
         hits5 += any(abs(r - q) <= 2 for r in ranked)
         agree += [c.source for c in cands] == corridor_map["expected_sources"][q]
     n = len(published)
-    expected5 = np.mean([any(abs(_index(s) - q) <= 2 for s in row)
-                         for q, row in enumerate(corridor_map["expected_sources"])])
-    print(f"node R@1 {hits1 / n:.3f} R@5 {hits5 / n:.3f}; in-process R@5 {expected5:.3f}; "
-          f"identical top-5 lists {agree}/{n}")
+    expected5 = np.mean(
+        [any(abs(_index(s) - q) <= 2 for s in row) for q, row in enumerate(corridor_map["expected_sources"])]
+    )
+    print(
+        f"node R@1 {hits1 / n:.3f} R@5 {hits5 / n:.3f}; in-process R@5 {expected5:.3f}; "
+        f"identical top-5 lists {agree}/{n}"
+    )
     assert hits5 / n >= RECALL_AT_5_FLOOR
     # Same frames, same model, same map: the node's ranking is the offline one.
     assert abs(hits5 / n - expected5) <= 1 / n
@@ -137,15 +166,15 @@ def test_malformed_messages_are_skipped(loc_node, ros_node, results, diagnostics
     try:
         assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10)
         bad = {
-            1001: dict(encoding="bgr9"),                              # unknown encoding
-            1002: dict(data=array.array("B", bytes(1000))),           # truncated data
+            1001: dict(encoding="bgr9"),  # unknown encoding
+            1002: dict(data=array.array("B", bytes(1000))),  # truncated data
             1003: dict(height=0, width=0, step=0, data=array.array("B")),  # zero size
-            1004: dict(step=100),                                     # step smaller than a row
+            1004: dict(step=100),  # step smaller than a row
         }
         for stamp, fields in bad.items():
             pub.publish(_image(stamp, **fields))
             # One at a time: a newer frame would replace a waiting one (that is the design).
-            assert not spin_until(ros_node, lambda: (stamp, 0) in results, 0.6)
+            assert not spin_until(ros_node, lambda stamp=stamp: (stamp, 0) in results, 0.6)
         pub.publish(_image(1005))  # a well-formed (black) frame after them is still served
         assert spin_until(ros_node, lambda: (1005, 0) in results, 10), loc_node.output()[-2000:]
     finally:
@@ -166,8 +195,15 @@ def test_diagnostics_report_the_node_state(loc_node, ros_node, diagnostics):
     assert v["device"] == "cpu"
     assert v["mode"] == "localization"
     assert int(v["frames_processed"]) >= 1
-    for key in ("input_rate_hz", "processing_rate_hz", "frames_dropped", "extract_ms_p50",
-                "extract_ms_p95", "search_ms_p50", "end_to_end_ms_p95"):
+    for key in (
+        "input_rate_hz",
+        "processing_rate_hz",
+        "frames_dropped",
+        "extract_ms_p50",
+        "extract_ms_p95",
+        "search_ms_p50",
+        "end_to_end_ms_p95",
+    ):
         assert key in v
 
 
@@ -246,8 +282,9 @@ def _candidates_for_a_query(ros_node, pub, results, corridor_map, stamp_sec: int
     raise AssertionError(f"no answer for frame {stamp_sec}")
 
 
-def test_top_k_set_at_run_time_applies_from_the_next_frame(loc_node, ros_node, results, corridor_map, param_client,
-                                                           query_pub):
+def test_top_k_set_at_run_time_applies_from_the_next_frame(
+    loc_node, ros_node, results, corridor_map, param_client, query_pub
+):
     assert _candidates_for_a_query(ros_node, query_pub, results, corridor_map, 2001) == 5
     try:
         result = _set(ros_node, param_client, "top_k", 10)
@@ -262,13 +299,16 @@ def test_top_k_set_at_run_time_applies_from_the_next_frame(loc_node, ros_node, r
     assert "parameters changed: top_k=3" in loc_node.output()
 
 
-@pytest.mark.parametrize("name, value", [
-    ("top_k", 0),
-    ("top_k", "ten"),
-    ("min_score", 2.0),
-    ("keyframe_max_similarity", -1.0),
-    ("temporal_exclusion_s", -5.0),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("top_k", 0),
+        ("top_k", "ten"),
+        ("min_score", 2.0),
+        ("keyframe_max_similarity", -1.0),
+        ("temporal_exclusion_s", -5.0),
+    ],
+)
 def test_bad_value_at_run_time_is_refused_with_a_reason(loc_node, ros_node, param_client, name, value):
     before = _get(ros_node, param_client, name)
     result = _set(ros_node, param_client, name, value)
@@ -283,12 +323,15 @@ def test_bad_value_leaves_the_detector_as_it_was(loc_node, ros_node, results, co
     assert _candidates_for_a_query(ros_node, query_pub, results, corridor_map, 2011) == 5
 
 
-@pytest.mark.parametrize("name, value", [
-    ("map_path", "/somewhere/else"),
-    ("checkpoint", "/models/other.pt"),
-    ("mode", "mapping"),
-    ("image_topic", "/other/image_raw"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("map_path", "/somewhere/else"),
+        ("checkpoint", "/models/other.pt"),
+        ("mode", "mapping"),
+        ("image_topic", "/other/image_raw"),
+    ],
+)
 def test_read_only_parameter_is_refused(loc_node, ros_node, param_client, name, value):
     before = _get(ros_node, param_client, name)
     result = _set(ros_node, param_client, name, value)

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-
 from ros_helpers import CORRIDOR, NodeProcess, run_replay, spin_until, write_params
 
 pytestmark = pytest.mark.ros
@@ -30,15 +29,27 @@ def mapping(ros_node, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("mapping_node")
     map_path = tmp / "online_map"
-    params = write_params(tmp / "params.yaml", {
-        "image_topic": IMAGE_TOPIC, "map_path": str(map_path), "device": "cpu", "cpu_threads": 1,
-        "image_width": 640, "image_height": 480, "mode": "mapping", "temporal_exclusion_s": 1.0,
-        "save_map_on_shutdown": True, "diagnostics_period_s": 0.5,
-        "pose_topic": POSE_TOPIC, "pose_type": "pose_stamped",
-    })
+    params = write_params(
+        tmp / "params.yaml",
+        {
+            "image_topic": IMAGE_TOPIC,
+            "map_path": str(map_path),
+            "device": "cpu",
+            "cpu_threads": 1,
+            "image_width": 640,
+            "image_height": 480,
+            "mode": "mapping",
+            "temporal_exclusion_s": 1.0,
+            "save_map_on_shutdown": True,
+            "diagnostics_period_s": 0.5,
+            "pose_topic": POSE_TOPIC,
+            "pose_type": "pose_stamped",
+        },
+    )
     received = []  # (arrival wall time, message)
-    sub = ros_node.create_subscription(LoopClosureCandidates, RESULT_TOPIC,
-                                       lambda m: received.append((time.time(), m)), 500)
+    sub = ros_node.create_subscription(
+        LoopClosureCandidates, RESULT_TOPIC, lambda m: received.append((time.time(), m)), 500
+    )
     node = NodeProcess(params, tmp / "node.log")
     try:
         node.wait_ready(ros_node, IMAGE_TOPIC)
@@ -63,15 +74,32 @@ def _call(ros_node, service: str, timeout: float = 20.0):
 
 def test_burst_at_30hz_drops_frames_instead_of_queueing(mapping, ros_node):
     received = mapping["received"]
-    rep = run_replay(["--images", str(CORRIDOR / "query"), "--topic", IMAGE_TOPIC, "--rate", "30",
-                      "--count", str(BURST_FRAMES), "--size", "640x480", "--qos", "best_effort"], node=ros_node)
+    rep = run_replay(
+        [
+            "--images",
+            str(CORRIDOR / "query"),
+            "--topic",
+            IMAGE_TOPIC,
+            "--rate",
+            "30",
+            "--count",
+            str(BURST_FRAMES),
+            "--size",
+            "640x480",
+            "--qos",
+            "best_effort",
+        ],
+        node=ros_node,
+    )
     assert rep.returncode == 0, rep.stderr
     spin_until(ros_node, lambda: False, 1.5)  # the frame in processing when the burst ended
     latencies = np.array([arrival - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for arrival, m in received])
     extract = np.array([m.extract_ms for _, m in received]) / 1000.0
     n = len(received)
-    print(f"burst: {BURST_FRAMES} frames at 30 Hz, {n} processed; latency p50 {np.median(latencies) * 1e3:.0f} ms, "
-          f"max {latencies.max() * 1e3:.0f} ms; extract p50 {np.median(extract) * 1e3:.0f} ms")
+    print(
+        f"burst: {BURST_FRAMES} frames at 30 Hz, {n} processed; latency p50 {np.median(latencies) * 1e3:.0f} ms, "
+        f"max {latencies.max() * 1e3:.0f} ms; extract p50 {np.median(extract) * 1e3:.0f} ms"
+    )
     assert n >= 3, mapping["node"].output()[-2000:]
     assert n < BURST_FRAMES  # slower than 30 Hz: frames were dropped, not queued
     # With the one-slot buffer a frame waits at most for the frame in processing when it
@@ -79,7 +107,7 @@ def test_burst_at_30hz_drops_frames_instead_of_queueing(mapping, ros_node):
     # processing times of every frame of the backlog, growing through the burst. The slack
     # covers conversion, resizing, search and DDS, whatever the load of the machine.
     allowed = extract + np.concatenate([[0.0], extract[:-1]]) + 0.3
-    assert np.all(latencies < allowed), list(zip(latencies.round(3), allowed.round(3)))
+    assert np.all(latencies < allowed), list(zip(latencies.round(3), allowed.round(3), strict=True))
     # Mapping mode: every processed frame became a keyframe, with consecutive ids.
     ids = [m.query_id for _, m in received]
     assert ids == list(range(1, n + 1))
@@ -143,8 +171,10 @@ def test_poses_reset_and_shutdown_saves_the_map(mapping, ros_node):
         assert spin_until(ros_node, lambda: pose_pub.get_subscription_count() > 0, 10)
         spin_until(ros_node, lambda: False, 0.5)
         before = len(mapping["received"])
-        rep = run_replay(["--images", str(CORRIDOR / "query"), "--topic", IMAGE_TOPIC, "--count", "2",
-                          "--pace-by", RESULT_TOPIC], node=ros_node)
+        rep = run_replay(
+            ["--images", str(CORRIDOR / "query"), "--topic", IMAGE_TOPIC, "--count", "2", "--pace-by", RESULT_TOPIC],
+            node=ros_node,
+        )
         assert rep.returncode == 0, rep.stderr
     finally:
         ros_node.destroy_timer(timer)

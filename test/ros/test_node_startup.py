@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from ros_helpers import REPO, write_params
 
 pytestmark = pytest.mark.ros
@@ -17,16 +16,24 @@ pytestmark = pytest.mark.ros
 
 def _run_node(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
     pytest.importorskip("rclpy")
-    return subprocess.run([sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+    )
 
 
-@pytest.mark.parametrize("override, name", [
-    ("top_k:=0", "top_k"),
-    ("mode:=slam", "mode"),
-    ("image_width:=wide", "image_width"),
-    ("qos_reliability:=sometimes", "qos_reliability"),
-])
+@pytest.mark.parametrize(
+    "override, name",
+    [
+        ("top_k:=0", "top_k"),
+        ("mode:=slam", "mode"),
+        ("image_width:=wide", "image_width"),
+        ("qos_reliability:=sometimes", "qos_reliability"),
+    ],
+)
 def test_bad_parameter_value_stops_the_node(tmp_path, override, name):
     params = write_params(tmp_path / "p.yaml", {"map_path": str(tmp_path)})
     r = _run_node(["--params-file", str(params), "-p", override])
@@ -47,4 +54,3 @@ def test_misspelt_parameter_in_file_is_reported(tmp_path):
     r = _run_node(["--params-file", str(params)])
     assert r.returncode != 0
     assert "unknown parameter 'topk'" in r.stderr, r.stderr
-

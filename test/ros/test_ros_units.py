@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from ros_helpers import CORRIDOR, REPO
+
 from structvpr_core.errors import ConfigError, ImageError
 from structvpr_ros.latest_slot import LatestSlot
 from structvpr_ros.params import DESCRIPTIONS, LIVE_PARAMETERS, NodeParams, params_from_dict, with_changes
@@ -72,7 +72,7 @@ def test_slow_consumer_gets_newest_frames_and_every_frame_is_accounted_for():
 def test_stats_rates_and_percentiles():
     now = [100.0]
     stats = NodeStats(window=10, clock=lambda: now[0])
-    for i in range(20):
+    for _ in range(20):
         stats.on_received()
     for v in range(1, 21):  # only the last 10 stay in the window: 11..20
         stats.on_processed(float(v), 1.0, 0.0, 2.0 * v)
@@ -91,22 +91,25 @@ def test_stats_rates_and_percentiles():
 # ---- parameters ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, name", [
-    ({"top_k": 0}, "top_k"),
-    ({"top_k": "five"}, "top_k"),
-    ({"min_score": 1.5}, "min_score"),
-    ({"mode": "slam"}, "mode"),
-    ({"device": "tpu"}, "device"),
-    ({"backend": "openvino"}, "backend"),
-    ({"image_height": 8}, "image_height"),
-    ({"qos_depth": 0}, "qos_depth"),
-    ({"qos_reliability": "maybe"}, "qos_reliability"),
-    ({"compressed": "yes"}, "compressed"),
-    ({"diagnostics_period_s": 0}, "diagnostics_period_s"),
-    ({"image_topic": ""}, "image_topic"),
-    ({"map_path": ""}, "map_path"),
-    ({"checkpoint": "/no/such/model.pt"}, "checkpoint"),
-])
+@pytest.mark.parametrize(
+    "values, name",
+    [
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": "five"}, "top_k"),
+        ({"min_score": 1.5}, "min_score"),
+        ({"mode": "slam"}, "mode"),
+        ({"device": "tpu"}, "device"),
+        ({"backend": "openvino"}, "backend"),
+        ({"image_height": 8}, "image_height"),
+        ({"qos_depth": 0}, "qos_depth"),
+        ({"qos_reliability": "maybe"}, "qos_reliability"),
+        ({"compressed": "yes"}, "compressed"),
+        ({"diagnostics_period_s": 0}, "diagnostics_period_s"),
+        ({"image_topic": ""}, "image_topic"),
+        ({"map_path": ""}, "map_path"),
+        ({"checkpoint": "/no/such/model.pt"}, "checkpoint"),
+    ],
+)
 def test_bad_parameters_are_named(tmp_path, values, name):
     given = {"map_path": str(tmp_path), **values}
     with pytest.raises(ConfigError, match=f"parameter '{name}'"):
@@ -134,8 +137,16 @@ def test_detector_parameters_follow_the_core(tmp_path):
     assert defaults == DetectorConfig()
     with pytest.raises(ConfigError, match=r"parameter 'keyframe_max_similarity': must be in \(-1, 1\]"):
         params_from_dict({"map_path": str(tmp_path), "keyframe_max_similarity": -1.0})
-    assert LIVE_PARAMETERS == {"top_k", "min_score", "verify", "min_inliers", "temporal_exclusion_s",
-                               "keyframe_min_interval_s", "keyframe_min_distance_m", "keyframe_max_similarity"}
+    assert LIVE_PARAMETERS == {
+        "top_k",
+        "min_score",
+        "verify",
+        "min_inliers",
+        "temporal_exclusion_s",
+        "keyframe_min_interval_s",
+        "keyframe_min_distance_m",
+        "keyframe_max_similarity",
+    }
     assert LIVE_PARAMETERS <= set(DetectorConfig.RUNTIME_FIELDS)
 
 
@@ -144,8 +155,12 @@ def test_changes_at_run_time_are_checked_like_at_start(tmp_path):
     q = with_changes(p, {"top_k": 10, "min_score": 1, "verify": True})
     assert (q.top_k, q.min_score, q.verify) == (10, 1.0, True) and isinstance(q.min_score, float)
     assert p.top_k == 5  # a new value: the worker thread keeps the one it read for its frame
-    for changes, name in (({"top_k": 0}, "top_k"), ({"min_score": 2.0}, "min_score"), ({"top_k": "ten"}, "top_k"),
-                          ({"min_inliers": None}, "min_inliers")):  # None: a client "unsetting" it
+    for changes, name in (
+        ({"top_k": 0}, "top_k"),
+        ({"min_score": 2.0}, "min_score"),
+        ({"top_k": "ten"}, "top_k"),
+        ({"min_inliers": None}, "min_inliers"),
+    ):  # None: a client "unsetting" it
         with pytest.raises(ConfigError, match=f"parameter '{name}'"):
             with_changes(p, changes)
     with pytest.raises(ConfigError, match="parameter 'map_path': read-only"):
@@ -164,7 +179,9 @@ def test_shipped_params_file_is_complete_and_valid(tmp_path):
     fields = {f.name for f in dataclasses.fields(NodeParams)}
     assert set(values) == fields == set(DESCRIPTIONS)
     defaults = dataclasses.asdict(NodeParams())
-    assert {k: v for k, v in values.items() if k != "map_path"} == {k: v for k, v in defaults.items() if k != "map_path"}
+    assert {k: v for k, v in values.items() if k != "map_path"} == {
+        k: v for k, v in defaults.items() if k != "map_path"
+    }
     text = (REPO / "config" / "vpr_node.yaml").read_text()
     for name in fields:  # every parameter documented by a comment in its section
         assert f"\n    {name}:" in text
@@ -194,20 +211,24 @@ def test_image_round_trip_and_row_padding(frame):
     rgb = SimpleNamespace(encoding="rgb8", height=120, width=160, step=496, is_bigendian=0, data=padded.tobytes())
     assert np.array_equal(image_to_bgr(rgb), frame)
     # mono16 big-endian
-    grey = (np.arange(120 * 160, dtype=np.uint16).reshape(120, 160) * 3)
-    m16 = SimpleNamespace(encoding="mono16", height=120, width=160, step=320, is_bigendian=1,
-                          data=grey.astype(">u2").tobytes())
+    grey = np.arange(120 * 160, dtype=np.uint16).reshape(120, 160) * 3
+    m16 = SimpleNamespace(
+        encoding="mono16", height=120, width=160, step=320, is_bigendian=1, data=grey.astype(">u2").tobytes()
+    )
     out = image_to_bgr(m16)
     assert out.shape == (120, 160, 3)
     assert np.array_equal(out[:, :, 0], (grey.astype(np.uint32) * 255 // 65535).astype(np.uint8))
 
 
-@pytest.mark.parametrize("fields, needle", [
-    ({"encoding": "bgr9"}, "bgr9"),
-    ({"data": bytes(100)}, "bytes"),
-    ({"height": 0, "width": 0, "step": 0, "data": b""}, "zero size"),
-    ({"step": 100}, "step"),
-])
+@pytest.mark.parametrize(
+    "fields, needle",
+    [
+        ({"encoding": "bgr9"}, "bgr9"),
+        ({"data": bytes(100)}, "bytes"),
+        ({"height": 0, "width": 0, "step": 0, "data": b""}, "zero size"),
+        ({"step": 100}, "step"),
+    ],
+)
 def test_malformed_image_messages_raise_image_error(fields, needle):
     msg = SimpleNamespace(encoding="bgr8", height=120, width=160, step=480, is_bigendian=0, data=bytes(120 * 480))
     for k, v in fields.items():
@@ -244,10 +265,17 @@ def test_detection_to_message():
 
     angle = 0.3
     R = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    det = Detection(True, 7, [
-        Candidate(3, 0.91, 12.25, Pose((1, 2, 3), (0, 0, 0, 1)), "ref/3.jpg", 40, R, np.array([1.0, 0, 0])),
-        Candidate(5, 0.80, None, None, "ref/5.jpg"),
-    ], 11.0, 0.5, 3.0)
+    det = Detection(
+        True,
+        7,
+        [
+            Candidate(3, 0.91, 12.25, Pose((1, 2, 3), (0, 0, 0, 1)), "ref/3.jpg", 40, R, np.array([1.0, 0, 0])),
+            Candidate(5, 0.80, None, None, "ref/5.jpg"),
+        ],
+        11.0,
+        0.5,
+        3.0,
+    )
     header = Header(frame_id="cam")
     header.stamp = sec_to_stamp(1700000000.123456789)
     msg = detection_to_msg(det, header)
@@ -275,14 +303,23 @@ LAUNCH_FILE = REPO / "launch" / "vpr.launch.py"
 def test_launch_file_declares_its_arguments():
     tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
     compile(tree, str(LAUNCH_FILE), "exec")
-    declared = [call.args[0].value for call in ast.walk(tree)
-                if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"]
+    declared = [
+        call.args[0].value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"
+    ]
     assert declared == ["params_file", "map", "checkpoint", "image_topic", "namespace"]
     funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in funcs
     text = LAUNCH_FILE.read_text()
-    for needle in ("get_package_share_directory", "FASTDDS_DEFAULT_PROFILES_FILE", "fastdds_profile.xml",
-                   "vpr_node.yaml", "'structvpr_node'", "name='structvpr'"):
+    for needle in (
+        "get_package_share_directory",
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+        "fastdds_profile.xml",
+        "vpr_node.yaml",
+        "'structvpr_node'",
+        "name='structvpr'",
+    ):
         assert needle in text
 
 
@@ -291,8 +328,9 @@ def test_launch_file_with_launch_ros():
     import importlib.util
 
     from ament_index_python.packages import PackageNotFoundError
-    from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchContext
 
     spec = importlib.util.spec_from_file_location("vpr_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
@@ -304,8 +342,13 @@ def test_launch_file_with_launch_ros():
     args = [e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)]
     assert args == ["params_file", "map", "checkpoint", "image_topic", "namespace"]
     context = LaunchContext()
-    for name, value in (("params_file", "p.yaml"), ("map", "/maps/a"), ("checkpoint", ""),
-                        ("image_topic", ""), ("namespace", "robot")):
+    for name, value in (
+        ("params_file", "p.yaml"),
+        ("map", "/maps/a"),
+        ("checkpoint", ""),
+        ("image_topic", ""),
+        ("namespace", "robot"),
+    ):
         context.launch_configurations[name] = value
     opaque = [e for e in description.entities if isinstance(e, OpaqueFunction)]
     (node,) = opaque[0].execute(context)
@@ -317,8 +360,9 @@ def test_fastdds_profile_is_a_default_profile_with_large_shared_memory():
 
     ns = {"d": "http://www.eprosima.com"}
     root = ET.parse(REPO / "config" / "fastdds_profile.xml").getroot()
-    descriptors = {d.findtext("d:transport_id", namespaces=ns): d
-                   for d in root.iterfind(".//d:transport_descriptor", ns)}
+    descriptors = {
+        d.findtext("d:transport_id", namespaces=ns): d for d in root.iterfind(".//d:transport_descriptor", ns)
+    }
     types = {tid: d.findtext("d:type", namespaces=ns) for tid, d in descriptors.items()}
     assert sorted(types.values()) == ["SHM", "UDPv4"]
     shm = next(d for d in descriptors.values() if d.findtext("d:type", namespaces=ns) == "SHM")
