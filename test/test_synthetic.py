@@ -9,8 +9,9 @@ import pytest
 from structvpr_core.data import load_dataset
 from structvpr_core.data.labelmaps import LabelMapTree, read_label_map
 from structvpr_core.data.synthetic import generate, split_of, synthetic_path
+from structvpr_core.data.synthetic_props import ADE
 from structvpr_core.data.synthetic_render import Camera, Condition, pack, render
-from structvpr_core.data.synthetic_world import ADE, add_traffic, make_world
+from structvpr_core.data.synthetic_world import add_traffic, make_world
 from structvpr_core.errors import DatasetError
 from structvpr_core.images import read_image
 from structvpr_core.slme import load_taxonomy

@@ -35,8 +35,9 @@ from .dataset import SPLITS
 from .labelmaps import FORMAT as LABEL_FORMAT
 from .labelmaps import MANIFEST as LABEL_MANIFEST
 from .labelmaps import encode_png
+from .synthetic_props import ADE
 from .synthetic_render import LIGHTS, SEASONS, Camera, Condition, concat, pack, render
-from .synthetic_world import ADE, add_traffic, make_world
+from .synthetic_world import add_traffic, make_world
 from .utm_names import utm_name
 
 GENERATOR = "structvpr-synthetic-streets/1"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic_world import ADE, Group
+from .synthetic_props import ADE, Group
 
 LIGHTS = ("day", "overcast", "dusk", "night")
 SEASONS = ("summer", "spring", "autumn", "winter")

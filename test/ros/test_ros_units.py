@@ -317,10 +317,17 @@ def test_launch_file_declares_its_arguments():
         "FASTDDS_DEFAULT_PROFILES_FILE",
         "fastdds_profile.xml",
         "vpr_node.yaml",
-        "'structvpr_node'",
-        "name='structvpr'",
     ):
         assert needle in text
+    # The node's executable and name, whatever the quoting: read from the Node(...) call's keywords.
+    node_kwargs = {
+        kw.arg: kw.value.value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Node"
+        for kw in call.keywords
+        if isinstance(kw.value, ast.Constant)
+    }
+    assert node_kwargs.get("executable") == "structvpr_node" and node_kwargs.get("name") == "structvpr"
 
 
 def test_launch_file_with_launch_ros():
