@@ -6,7 +6,11 @@ A checkpoint is a ``torch.save`` file of plain data only (so it loads with
     {"format": "structvpr-checkpoint", "format_version": 1,
      "architecture": "structvpr-rgb-mobilenetv2" | "structvpr-seg-mobilenetl",
      "descriptor_dim": 448 | 480, "model_args": {...constructor kwargs...},
-     "config": {...the job's config...}, "state_dict": {...}, "extra": {...} | None}
+     "config": {...the job's config...}, "state_dict": {...}, "extra": {...} | None,
+     "query_encoder_for": {...a model fingerprint...} | None}
+
+``query_encoder_for`` marks a low-quality-query student: a query encoder for the maps built by
+the model with that fingerprint (its teacher); see ``fingerprint.accepts``.
 
 Writing is atomic. Loading refuses a file that is unreadable, truncated, not a structvpr
 checkpoint, or of another architecture than the caller asked for.
@@ -21,6 +25,7 @@ from typing import Any
 from .atomic import atomic_write
 from .config import to_dict
 from .errors import CheckpointError
+from .fingerprint import fingerprint_subset
 
 FORMAT = "structvpr-checkpoint"
 FORMAT_VERSION = 1
@@ -28,7 +33,14 @@ REQUIRED_KEYS = ("architecture", "descriptor_dim", "config", "state_dict")
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model, *, architecture: str, descriptor_dim: int, config: Any, extra: dict | None = None
+    path: str | os.PathLike,
+    model,
+    *,
+    architecture: str,
+    descriptor_dim: int,
+    config: Any,
+    extra: dict | None = None,
+    query_encoder_for: dict | None = None,
 ) -> None:
     """Write ``model``'s weights with its architecture name, descriptor size and config (atomic).
 
@@ -54,6 +66,7 @@ def save_checkpoint(
         "config": to_dict(config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": to_dict(extra) if extra is not None else None,
+        "query_encoder_for": fingerprint_subset(query_encoder_for) if query_encoder_for is not None else None,
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
@@ -107,6 +120,7 @@ def load_checkpoint(
             f"{path}: checkpoint holds architecture {architecture!r}, but {expected_architecture!r} was requested"
         )
     ckpt.setdefault("extra", None)
+    ckpt.setdefault("query_encoder_for", None)
     ckpt.setdefault("model_args", {})
     return ckpt
 

@@ -31,8 +31,8 @@ def make_folder_set(base: Path, db: np.ndarray, q: np.ndarray) -> None:
 @pytest.fixture()
 def coords():
     rng = np.random.default_rng(3)
-    db = (*rng.uniform(0, 200, (60, 2)), 585000, 4477000)
-    q = (*rng.uniform(0, 200, (25, 2)), 585000, 4477000)
+    db = rng.uniform(0, 200, (60, 2)) + np.array([585000, 4477000])  # an offset, not a concatenation
+    q = rng.uniform(0, 200, (25, 2)) + np.array([585000, 4477000])
     return db, q
 
 
