@@ -22,7 +22,7 @@ frame a keyframe) and report, without and with geometric verification (--verify)
 and the per-stage timings (extract, search, verify) in ms.
 
 Example (the real Corridor route in VPR-Bench layout):
-  structvpr eval-loop --dataset ../shared/data/corridor --verify --json corridor_loop.json
+  structvpr eval-loop --dataset datasets/corridor --verify --json corridor_loop.json
 """
 
 

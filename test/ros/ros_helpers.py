@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from structvpr_core.paths import corridor_root
+
 REPO = Path(__file__).resolve().parents[2]
-CORRIDOR = Path(os.environ.get("STRUCTVPR_CORRIDOR", REPO.parent / "shared" / "data" / "corridor"))
+CORRIDOR = corridor_root()
 
 # Small model input for speed on CI's CPU; the corridor frames are 160x120, so nothing is lost.
 TEST_IMAGE_SIZE = (320, 240)
