@@ -138,7 +138,7 @@ def format_table(result: dict) -> str:
     ]
     for model in result["query_models"]:
         lines.append(f"query model: {model['label']}")
-        lines.append("  " + f"{'degradation':<{width}}" + "".join(f"  R@{n:<5}" for n in ns))
+        lines.append("  " + f"{'degradation':<{width}}" + "".join(f"  {'R@' + n:>6}" for n in ns))
         for row in result["rows"]:
             if row["query_model"] == model["label"]:
                 values = "".join(f"  {100 * row['recall'][n]:5.1f}%" for n in ns)
@@ -166,7 +166,7 @@ def plot(result: dict, path: str | os.PathLike) -> None:
         ax.plot(range(len(specs)), ys, marker="o", label=model["label"])
         for x, y in enumerate(ys):
             ax.annotate(f"{y:.1f}", (x, y), fontsize=8, textcoords="offset points", xytext=(0, 6), ha="center")
-    ax.set_xticks(range(len(specs)), specs, rotation=15, fontsize=8)
+    ax.set_xticks(range(len(specs)), specs, rotation=15, ha="right", fontsize=8)
     ax.set_xlabel("query degradation (database undegraded)")
     ax.set_ylabel(f"Recall@{n} (%)")
     ax.set_ylim(0, 105)

@@ -96,6 +96,11 @@ def run(args) -> int:
 
     report = loop_eval.main(conf_from_args(args), args.dataset, json_out=args.json, map_dir=args.map)
     tag = " (synthetic)" if report["synthetic"] else ""
+    if report["query_degradation"] != "none" or report["query_checkpoint"] is not None:
+        print(
+            f"queries: degraded '{report['query_degradation']}' (seed {report['seed']}); "
+            f"query model: {report['query_checkpoint'] or 'the map model'}"
+        )
     for name in ("retrieval", "verified"):
         if name in report:
             r = report[name]
