@@ -7,6 +7,7 @@ Arguments:
   params_file  parameters file (default: the installed config/vpr_node.yaml)
   map          map database directory (overrides map_path of the params file when given)
   checkpoint   model checkpoint (overrides checkpoint when given)
+  query_checkpoint  query encoder for the map's model (overrides query_checkpoint when given)
   image_topic  camera topic (overrides image_topic when given)
   namespace    namespace of the node (topics become /<ns>/structvpr/loop_closures)
 
@@ -32,7 +33,12 @@ PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 # Launch arguments that override one node parameter each, only when given a non-empty value
 # (an empty default must not wipe the value in the params file).
-OVERRIDES = {"map": "map_path", "checkpoint": "checkpoint", "image_topic": "image_topic"}
+OVERRIDES = {
+    "map": "map_path",
+    "checkpoint": "checkpoint",
+    "query_checkpoint": "query_checkpoint",
+    "image_topic": "image_topic",
+}
 
 
 def _node(context):
@@ -70,6 +76,11 @@ def generate_launch_description():
             ),
             DeclareLaunchArgument(
                 "checkpoint", default_value="", description="Model checkpoint (overrides checkpoint of the params file)"
+            ),
+            DeclareLaunchArgument(
+                "query_checkpoint",
+                default_value="",
+                description="Query encoder for the map's model (overrides query_checkpoint of the params file)",
             ),
             DeclareLaunchArgument(
                 "image_topic",

@@ -261,6 +261,11 @@ class Degradation:
             out = step.apply(out)
         return out.copy() if out is image else out
 
+    def apply_seeded(self, image: np.ndarray, seed: int, index: int) -> np.ndarray:
+        """``apply`` for image number ``index`` of a query set: its random draws (if any) come from
+        ``np.random.default_rng([seed, index])``, so they do not depend on order or batching."""
+        return self.apply(image, np.random.default_rng([int(seed), int(index)]) if self.is_random else None)
+
     def __str__(self) -> str:
         return ",".join(str(step) for step in self.steps) or "none"
 

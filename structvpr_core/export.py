@@ -134,6 +134,7 @@ def write_int8_export(
     fmt: str = "qdq",
     keep_float=None,
     progress: bool = True,
+    query_encoder_for: dict | None = None,
 ) -> dict:
     """Quantise the export ``fp32_path`` to ``out`` and write its int8 sidecar; returns the quantisation record."""
     from .backends.int8 import DEFAULT_KEEP_FLOAT, quantize_int8
@@ -147,7 +148,15 @@ def write_int8_export(
         keep_float=DEFAULT_KEEP_FLOAT if keep_float is None else keep_float,
         progress=progress,
     )
-    write_sidecar(out, make_sidecar(out, fingerprint=fingerprint, source=source, precision="int8", quantization=quant))
+    sidecar = make_sidecar(
+        out,
+        fingerprint=fingerprint,
+        source=source,
+        precision="int8",
+        quantization=quant,
+        query_encoder_for=query_encoder_for,
+    )
+    write_sidecar(out, sidecar)
     return quant
 
 
@@ -188,7 +197,12 @@ def export_model_files(
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         export_onnx(reference.model, fp32_path, image_size=image_size)
-        write_sidecar(fp32_path, make_sidecar(fp32_path, fingerprint=fp, source=reference.source))
+        write_sidecar(
+            fp32_path,
+            make_sidecar(
+                fp32_path, fingerprint=fp, source=reference.source, query_encoder_for=reference.query_encoder_for
+            ),
+        )
         ort32 = Extractor(
             checkpoint,
             device="cpu",
@@ -218,6 +232,7 @@ def export_model_files(
                 fmt=int8_format,
                 keep_float=keep_float,
                 progress=progress,
+                query_encoder_for=reference.query_encoder_for,
             )
             ort8 = Extractor(
                 checkpoint,
@@ -248,7 +263,13 @@ def export_model_files(
                     )
             final, precision = int8_path, "int8"
         sidecar = make_sidecar(
-            final, fingerprint=fp, source=reference.source, precision=precision, quantization=quant, parity=result
+            final,
+            fingerprint=fp,
+            source=reference.source,
+            precision=precision,
+            quantization=quant,
+            parity=result,
+            query_encoder_for=reference.query_encoder_for,
         )
         os.replace(final, out)  # same directory: atomic
         write_sidecar(out, sidecar)

@@ -19,6 +19,11 @@ through ONNX Runtime when installed: untested here, no GPU). ``torch``, ``onnxru
 or an exported ``.onnx`` file (its sidecar gives the fingerprint); ``onnx_model=`` pairs a
 checkpoint with a given export (e.g. the int8 one), checked to come from the same weights.
 
+A low-quality-query student (a checkpoint saved with ``query_encoder_for``, or its ONNX export)
+exposes ``query_encoder_for``: its teacher's fingerprint at this extractor's input size (None for
+any other model). Map checks pass it to ``fingerprint.accepts``: the student may query the maps
+its teacher built at that size, and no other.
+
 The ``fingerprint`` is that of the weights and input size, whatever the backend or precision:
 a map built with PyTorch is queried with ONNX Runtime, and an int8 export of the same weights
 counts as the same model (measured: int8 descriptors stay within cosine ~0.99 of fp32 ones;
@@ -61,7 +66,8 @@ class Extractor:
     After construction: ``backend`` (torch | onnxruntime | tensorrt: what runs), ``runner`` (it,
     keeping the contract of ``backends/runner.py``), ``providers`` (ONNX Runtime's, in order),
     ``precision`` (fp32 | fp16 | int8), ``onnx_path``, ``fingerprint``, ``source`` (where the
-    weights came from: checkpoint path or "imagenet", sha256).
+    weights came from: checkpoint path or "imagenet", sha256), ``query_encoder_for`` (the
+    teacher's fingerprint at ``image_size`` when the model is a low-quality-query student, else None).
     """
 
     def __init__(
@@ -102,7 +108,9 @@ class Extractor:
         if onnx_only and onnx_model is not None:
             raise ConfigError("onnx_model: give either an .onnx checkpoint or onnx_model, not both")
 
-        self.fingerprint, self.dim, self.source = self._identify(onnx_only)
+        self.fingerprint, self.dim, self.source, declared = self._identify(onnx_only)
+        # A checkpoint has no input size: the student serves its teacher's maps at the size it runs at.
+        self.query_encoder_for = None if declared is None else {**declared, "input_size": list(self.image_size)}
         w, h = self.image_size
         plan = plan_backend(
             backend,
@@ -146,8 +154,8 @@ class Extractor:
 
     # -- set-up --------------------------------------------------------------------------------
 
-    def _identify(self, onnx_only: bool) -> tuple[dict, int, dict]:
-        """(fingerprint, dim, source) without building the network (the ONNX path may not need it)."""
+    def _identify(self, onnx_only: bool) -> tuple[dict, int, dict, dict | None]:
+        """(fingerprint, dim, source, declared query_encoder_for) without building the network."""
         from .checkpoint import load_checkpoint
         from .models import DIMS, RGBBranch
         from .weights import file_sha256, verify_imagenet_weights
@@ -161,13 +169,15 @@ class Extractor:
                     f"{self.checkpoint}: holds architecture {fp['architecture']!r}, "
                     f"not the RGB branch {RGBBranch.architecture!r}"
                 )
-            return fp, int(fp["descriptor_dim"]), dict(meta.get("source") or {})
+            return fp, int(fp["descriptor_dim"]), dict(meta.get("source") or {}), meta.get("query_encoder_for")
+        declared = None
         if self.checkpoint is None:
             weights = verify_imagenet_weights()
             source = {"checkpoint": None, "weights": "imagenet", "sha256": file_sha256(weights)}
         else:
             weights = self.checkpoint
-            load_checkpoint(weights, expected_architecture=RGBBranch.architecture)  # fails early, naming the file
+            # fails early, naming the file
+            declared = load_checkpoint(weights, expected_architecture=RGBBranch.architecture)["query_encoder_for"]
             source = {"checkpoint": str(weights.resolve()), "sha256": file_sha256(weights)}
         arch = RGBBranch.architecture
         fp = {
@@ -176,7 +186,7 @@ class Extractor:
             "input_size": size,
             "descriptor_dim": DIMS[arch],
         }
-        return fp, DIMS[arch], source
+        return fp, DIMS[arch], source, declared
 
     def _build_model(self):
         from .checkpoint import build_model_from_checkpoint
@@ -204,7 +214,9 @@ class Extractor:
             meta = check_onnx_model(explicit, expected_fingerprint=self.fingerprint, image_size=self.image_size)
             path = explicit
         else:
-            path, _ = cached_onnx(self.fingerprint, self._build_model, source=self.source)
+            path, _ = cached_onnx(
+                self.fingerprint, self._build_model, source=self.source, query_encoder_for=self.query_encoder_for
+            )
             meta = check_onnx_model(path, expected_fingerprint=self.fingerprint, image_size=self.image_size)
         runner = OrtRunner(
             path, providers=plan.providers, image_size=self.image_size, dim=self.dim, threads=self.threads
@@ -217,7 +229,7 @@ class Extractor:
         return (
             f"Extractor({self.fingerprint['architecture']}, dim={self.dim}, device={self.device}, "
             f"backend={self.backend}, precision={self.precision}, image_size={self.image_size}, "
-            f"checkpoint={self.checkpoint})"
+            f"checkpoint={self.checkpoint}{', query encoder' if self.query_encoder_for else ''})"
         )
 
     # -- embedding -----------------------------------------------------------------------------

@@ -7,7 +7,10 @@ fp32 map).
 
 A low-quality-query student (VPR4LQQ distillation) has its own weights, so its own fingerprint,
 and also names its teacher's (``query_encoder_for``): it may query exactly the maps its teacher
-built, and no other (``accepts``).
+built, and no other (``accepts``; ``refusal`` says why not in one line, naming both models).
+A checkpoint has no input size: the ``query_encoder_for`` a running extractor exposes carries the
+teacher's weights at the extractor's own input size, so a student queries a teacher's map built
+at the size it runs at, as the teacher itself would.
 """
 
 from __future__ import annotations
@@ -45,3 +48,37 @@ def accepts(map_fp: dict, model_fp: dict, query_encoder_for: dict | None = None)
     if query_encoder_for is not None and not fingerprint_mismatch(map_fp, query_encoder_for):
         return []
     return fingerprint_mismatch(map_fp, model_fp if query_encoder_for is None else query_encoder_for)
+
+
+def describe_model(fp: dict, name: str | None = None) -> str:
+    """A model in a few words: ``NAME (structvpr-rgb-mobilenetv2, weights sha256 b03531047ffa…, 160x120)``,
+    or without a name ``structvpr-rgb-mobilenetv2 (weights sha256 b03531047ffa…, 160x120)``."""
+    size = fp.get("input_size")
+    at = f", {size[0]}x{size[1]}" if isinstance(size, (list, tuple)) and len(size) == 2 else ""
+    weights = f"weights sha256 {str(fp.get('weights_sha256'))[:12]}…{at}"
+    return f"{name} ({fp.get('architecture')}, {weights})" if name else f"{fp.get('architecture')} ({weights})"
+
+
+def refusal(
+    map_fp: dict,
+    model_fp: dict,
+    query_encoder_for: dict | None = None,
+    *,
+    map_name: str | None = None,
+    teacher_name: str | None = None,
+) -> str | None:
+    """Why a model may not query descriptors made by ``map_fp`` (one clause), or None when it may.
+
+    A plain model: which fingerprint keys differ. A query encoder: the map's model and the
+    teacher it was trained for, both described (``map_name``, ``teacher_name``: e.g. a checkpoint
+    path, when the caller knows one).
+    """
+    keys = accepts(map_fp, model_fp, query_encoder_for)
+    if not keys:
+        return None
+    if query_encoder_for is None:
+        return f"built with another model ({describe_mismatch(model_fp, map_fp, keys)})"
+    return (
+        f"built with {describe_model(map_fp, map_name)}, but the query encoder was trained for "
+        f"{describe_model(query_encoder_for, teacher_name)} (they differ in {', '.join(keys)})"
+    )

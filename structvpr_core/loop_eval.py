@@ -6,6 +6,11 @@ mode, every frame a keyframe) → Recall@1/@5, precision-recall of the top-1, ti
 
     report = loop_eval.evaluate_loop(Path("data/corridor"), {"verification": {"enabled": True}})
 
+Low-quality queries: ``conf["query"]`` degrades each query image first (``degradation``, a
+``degrade`` spec; image i draws its random values from ``[seed, i]``) and may embed the queries
+with a query encoder trained for the map's model (``checkpoint``); the map is built by (or was
+built with) the model block's model either way.
+
 ``structvpr eval-loop`` is a thin argument parser over ``main``.
 """
 
@@ -30,6 +35,11 @@ default_conf = {
         "features": "sift",  # sift or orb
         "ransac": "homography",  # homography or fundamental
         "candidates": 10,  # search results verified and re-ranked per query
+    },
+    "query": {
+        "checkpoint": None,  # a query encoder (low-quality-query student) for the map's model; None = the map's model
+        "degradation": "none",  # degradation spec applied to each query image before it is embedded
+        "seed": 0,  # random draws of a degradation with ranges
     },
     "progress": True,
 }
@@ -71,16 +81,25 @@ def timing_stats(values: list[float]) -> dict:
 
 
 def database_map(dataset, conf: dict, verifier, map_dir: Path | None = None):
-    """(map, extractor, build seconds or None): ``map_dir`` opened with its model, else a flat map built here."""
+    """(map, query extractor, build seconds or None): ``map_dir`` opened, else a flat map built here.
+
+    The query extractor is ``conf["query"]["checkpoint"]`` when given (checked against the map's
+    model), else the map's model.
+    """
     from .errors import MapError
     from .mapbuild import add_frames, frames_from_images, make_extractor
     from .mapdb import MapDatabase
     from .mapquery import open_map
 
-    model = conf["model"]
+    model, query_checkpoint = conf["model"], conf["query"]["checkpoint"]
     if map_dir is not None:
         mapdb, extractor = open_map(
-            map_dir, model["checkpoint"], model["device"], model["backend"], image_size=model["image_size"]
+            map_dir,
+            model["checkpoint"],
+            model["device"],
+            model["backend"],
+            image_size=model["image_size"],
+            query_checkpoint=query_checkpoint,
         )
         features = conf["verification"]["features"]
         if verifier is not None and mapdb.meta.get("features") not in (None, "none", features):
@@ -105,7 +124,24 @@ def database_map(dataset, conf: dict, verifier, map_dir: Path | None = None):
         total=len(dataset.database),
         progress=conf["progress"],
     )
-    return mapdb, extractor, time.perf_counter() - t0
+    build_s = time.perf_counter() - t0
+    if query_checkpoint is not None:
+        extractor = make_query_extractor(query_checkpoint, model, extractor.image_size)
+        mapdb.check_fingerprint(extractor.fingerprint, query_encoder_for=extractor.query_encoder_for)
+    return mapdb, extractor, build_s
+
+
+def make_query_extractor(checkpoint, model: dict, image_size: tuple[int, int]):
+    """The Extractor of a query model, run like the map's ``model`` block at the map's input size."""
+    from .extractor import Extractor
+
+    return Extractor(
+        checkpoint,
+        device=model["device"],
+        image_size=image_size,
+        batch_size=model["batch_size"],
+        backend=model["backend"],
+    )
 
 
 def map_ids_to_database(mapdb, dataset) -> dict[int, int]:
@@ -122,15 +158,20 @@ def run_detector(
     verifier=None,
     verify_candidates: int = 10,
     progress: bool = True,
+    degradation=None,
+    seed: int = 0,
 ) -> dict:
-    """Queries through the detector; rankings without and with verification and timings."""
+    """Queries through the detector (each degraded first by ``degradation``, image i with ``[seed, i]``);
+    rankings without and with verification and timings."""
     import sys
 
     from tqdm import tqdm
 
+    from .degrade import parse_degradation
     from .images import read_image
     from .loopclosure import DetectorConfig, LoopClosureDetector
 
+    degradation = parse_degradation(degradation)
     k = max(5, verify_candidates)
     cfg = DetectorConfig(
         top_k=k, min_score=-1.0, verify=verifier is not None, min_inliers=0, mode="localization", verify_candidates=k
@@ -141,7 +182,10 @@ def run_detector(
     inliers: list[list[int]] = []
     for i, q in enumerate(tqdm(dataset.queries, desc="eval-loop", unit="query", disable=not progress, file=sys.stderr)):
         det.reset()
-        d = det.process(read_image(q), stamp=float(i), source=str(q))
+        image = read_image(q)
+        if not degradation.is_identity:
+            image = degradation.apply_seeded(image, seed, i)
+        d = det.process(image, stamp=float(i), source=str(q))
         by_score = sorted(d.candidates, key=lambda c: -c.score)
         rank_s.append([id_to_db.get(c.map_id, -1) for c in by_score])
         conf_s.append(by_score[0].score if by_score else -np.inf)
@@ -177,10 +221,12 @@ def run_detector(
 def evaluate_loop(dataset_root: Path, conf: dict | None = None, *, map_dir: Path | None = None) -> dict:
     """The loop-closure report of ``dataset_root`` (see the module docstring); JSON-ready."""
     from .data import load_dataset
+    from .degrade import parse_degradation
     from .errors import MapError
 
     conf = merge_conf(default_conf, conf)
-    ver = conf["verification"]
+    ver, query = conf["verification"], conf["query"]
+    degradation = parse_degradation(query["degradation"])  # a bad spec fails before any model loads
     dataset = load_dataset(dataset_root, conf["dataset_format"])
     verifier = make_verifier(ver["features"], ransac=ver["ransac"]) if ver["enabled"] else None
     mapdb, extractor, build_s = database_map(dataset, conf, verifier, map_dir)
@@ -196,7 +242,12 @@ def evaluate_loop(dataset_root: Path, conf: dict | None = None, *, map_dir: Path
         "num_queries": dataset.num_queries,
         "num_database": dataset.num_database,
         "synthetic": bool(getattr(dataset, "synthetic", False)),
-        "model": extractor.fingerprint,
+        "model": mapdb.fingerprint,
+        "query_model": extractor.fingerprint,
+        "query_checkpoint": None if query["checkpoint"] is None else str(query["checkpoint"]),
+        "query_encoder_for": extractor.query_encoder_for,
+        "query_degradation": str(degradation),
+        "seed": int(query["seed"]),
         "index": mapdb.index_type,
         "verification": None
         if verifier is None
@@ -207,7 +258,19 @@ def evaluate_loop(dataset_root: Path, conf: dict | None = None, *, map_dir: Path
         },
         "map_build_s": build_s,
     }
-    report.update(run_detector(dataset, mapdb, extractor, id_to_db, verifier, ver["candidates"], conf["progress"]))
+    report.update(
+        run_detector(
+            dataset,
+            mapdb,
+            extractor,
+            id_to_db,
+            verifier,
+            ver["candidates"],
+            conf["progress"],
+            degradation=degradation,
+            seed=query["seed"],
+        )
+    )
     return report
 
 

@@ -176,8 +176,14 @@ class LoopClosureDetector:
         if extractor.dim != mapdb.dim:
             raise MapError(f"the extractor makes {extractor.dim}-d descriptors, the map holds {mapdb.dim}-d ones")
         fp = getattr(extractor, "fingerprint", None)
+        teacher = getattr(extractor, "query_encoder_for", None)
         if fp is not None:
-            mapdb.check_fingerprint(fp)
+            mapdb.check_fingerprint(fp, query_encoder_for=teacher)
+        if teacher is not None and config.mode == "mapping":
+            raise ConfigError(
+                "mode mapping: the model is a query encoder (a low-quality-query student): it may query "
+                "its teacher's map but not add keyframes to one; map with the teacher"
+            )
         self._extractor = extractor
         self._mapdb = mapdb
         self._verifier = verifier

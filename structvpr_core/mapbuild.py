@@ -218,17 +218,32 @@ def choose_index(index: str, total: int) -> str:
 
 
 def make_extractor(model: dict, image_size: tuple[int, int] | None = None):
-    """The Extractor a ``model`` conf block describes (``image_size`` overrides it, e.g. a map's)."""
+    """The Extractor a ``model`` conf block describes, to build a map with (``image_size`` overrides it).
+
+    A query encoder (a low-quality-query student, ``Extractor.query_encoder_for``) is refused with
+    a ``ConfigError``: its descriptors are trained to meet its teacher's in the teacher's map, so
+    the map is built by the teacher and the student only queries it.
+    """
     from .extractor import Extractor
+    from .fingerprint import describe_model
+    from .weights import weights_name
 
     size = image_size or model["image_size"]
-    return Extractor(
+    extractor = Extractor(
         model["checkpoint"],
         device=model["device"],
         image_size=(int(size[0]), int(size[1])),
         batch_size=model["batch_size"],
         backend=model["backend"],
     )
+    if extractor.query_encoder_for is not None:
+        raise ConfigError(
+            f"{model['checkpoint']}: a query encoder (low-quality-query student of "
+            f"{describe_model(extractor.query_encoder_for, weights_name(extractor.query_encoder_for))}) "
+            "does not build maps: build the map with "
+            f"its teacher, then query it with --query-checkpoint {model['checkpoint']}"
+        )
+    return extractor
 
 
 def make_verifier(features: str, max_features: int | None = None, ransac: str = "homography"):

@@ -6,6 +6,11 @@ a script can too::
     mapdb, extractor = open_map(Path("maps/corridor"))
     for path, detection in query_images(mapdb, extractor, [Path("q.jpg")], {"top_k": 3}):
         print(path, [candidate_json(c) for c in detection.candidates])
+
+Low-quality queries: ``open_map(..., query_checkpoint=student)`` embeds the queries with a query
+encoder trained for the map's model (any other model is refused, naming both), and the conf's
+``degradation`` (a ``degrade`` spec) degrades each query image first, image i drawing its random
+values (if any) from ``[seed, i]``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ default_conf = {
     "verify": False,  # local features + RANSAC, candidates re-ranked by inliers
     "verify_candidates": 0,  # search results verified (0 = top_k)
     "min_inliers": 0,  # with verify: drop candidates with fewer inliers
+    "degradation": "none",  # degradation spec applied to each query image before it is embedded
+    "seed": 0,  # random draws of a degradation with ranges: image i uses [seed, i]
 }
 
 
@@ -33,24 +40,29 @@ def open_map(
     device: str = "auto",
     backend: str = "auto",
     image_size: tuple[int, int] = (640, 480),
+    query_checkpoint: Path | None = None,
 ):
-    """The map and an Extractor of the model it was built with (``MapError`` on a mismatch).
+    """The map and the Extractor that embeds its queries (``MapError`` when that model may not).
 
-    The model is ``checkpoint``, else the checkpoint the map records, else the ImageNet
-    initialisation; its input size is the map's (``image_size`` for maps that do not record it).
+    The model is ``query_checkpoint`` when given (a query encoder trained for the map's model:
+    ``fingerprint.accepts``), else ``checkpoint``, else the checkpoint the map records, else the
+    ImageNet initialisation; its input size is the map's (``image_size`` for maps that do not
+    record it).
     """
     from .errors import MapError
     from .extractor import Extractor
     from .mapdb import MapDatabase
 
     mapdb = MapDatabase.load(map_dir)
-    if checkpoint is None and mapdb.meta.get("checkpoint"):
+    if query_checkpoint is not None:
+        checkpoint = query_checkpoint  # the map's own model is not needed to search it
+    elif checkpoint is None and mapdb.meta.get("checkpoint"):
         checkpoint = Path(mapdb.meta["checkpoint"])
         if not checkpoint.is_file():
             raise MapError(f"{map_dir}: built with checkpoint {checkpoint}, which no longer exists (pass --checkpoint)")
     size = mapdb.fingerprint.get("input_size") or image_size
     extractor = Extractor(checkpoint, device=device, image_size=(int(size[0]), int(size[1])), backend=backend)
-    mapdb.check_fingerprint(extractor.fingerprint)
+    mapdb.check_fingerprint(extractor.fingerprint, query_encoder_for=extractor.query_encoder_for)
     return mapdb, extractor
 
 
@@ -75,12 +87,23 @@ def detector_config(conf: dict | None = None, name=str):
     return cfg
 
 
+def query_degradation(conf: dict | None = None):
+    """The parsed ``degradation`` of ``conf`` (cheap: fails on a bad spec before a model loads)."""
+    from .config import merge_conf
+    from .degrade import parse_degradation
+
+    return parse_degradation(merge_conf(default_conf, conf)["degradation"])
+
+
 def query_images(mapdb, extractor, images: Iterable[Path], conf: dict | None = None) -> Iterator[tuple]:
-    """(path, Detection) per image: its map candidates, best first, each image looked up on its own."""
+    """(path, Detection) per image: its map candidates, best first, each image looked up on its own
+    (degraded first by the conf's ``degradation``)."""
+    from .config import merge_conf
     from .images import read_image
     from .loopclosure import LoopClosureDetector
 
-    cfg = detector_config(conf)
+    conf = merge_conf(default_conf, conf)
+    cfg, degradation, seed = detector_config(conf), query_degradation(conf), conf["seed"]
     verifier = None
     if cfg.verify:
         from .verify import GeometricVerifier, VerifyConfig
@@ -90,9 +113,12 @@ def query_images(mapdb, extractor, images: Iterable[Path], conf: dict | None = N
     detector = LoopClosureDetector(extractor, mapdb, cfg, verifier=verifier)
 
     def detections():
-        for path in images:
+        for i, path in enumerate(images):
             detector.reset()  # each query image is independent: no keyframe policy between them
-            yield path, detector.process(read_image(path), stamp=0.0, source=str(path))
+            image = read_image(path)
+            if not degradation.is_identity:
+                image = degradation.apply_seeded(image, seed, i)
+            yield path, detector.process(image, stamp=0.0, source=str(path))
 
     return detections()
 

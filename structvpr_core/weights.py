@@ -43,6 +43,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _hash_cache[key]
 
 
+def weights_name(fingerprint: dict | None) -> str | None:
+    """ "ImageNet RGB branch" for a model fingerprint of the ImageNet weights, else None (for messages)."""
+    return "ImageNet RGB branch" if fingerprint and fingerprint.get("weights_sha256") == IMAGENET_SHA256 else None
+
+
 def imagenet_weights_path() -> Path:
     """Where the ImageNet file is expected: ``$STRUCTVPR_IMAGENET_WEIGHTS`` or torchvision's cache."""
     override = os.environ.get(ENV_OVERRIDE)

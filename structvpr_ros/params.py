@@ -43,6 +43,10 @@ DESCRIPTIONS = {
         "Model checkpoint (.pt, or an .onnx from structvpr export). '' = the ImageNet-initialised RGB "
         "branch; must match the map's model."
     ),
+    "query_checkpoint": (
+        "Model that embeds the camera frames when it differs from the map's: a query encoder (low-quality-query "
+        "student, .pt or .onnx) trained for the map's model. '' = checkpoint. Localization only."
+    ),
     "device": "Where the model runs: auto (cuda if available), cuda or cpu.",
     "backend": "Inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU), torch, onnxruntime or tensorrt.",
     "cpu_threads": "CPU threads of the model, torch and ONNX Runtime (0 = library default).",
@@ -88,6 +92,7 @@ class NodeParams:
     pose_max_gap_s: float = 0.5
     map_path: str = ""
     checkpoint: str = ""
+    query_checkpoint: str = ""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     backend: str = "auto"  # one of structvpr_core.backends.providers.BACKENDS
     cpu_threads: int = 0
@@ -125,6 +130,11 @@ class NodeParams:
         need(" " not in self.pose_topic, "pose_topic", "must be a topic name or ''")
         need(self.pose_max_gap_s > 0, "pose_max_gap_s", "must be > 0")
         need(bool(self.map_path.strip()), "map_path", "must name the map directory")
+        need(
+            not self.query_checkpoint or self.mode == "localization",
+            "query_checkpoint",
+            "a query encoder only queries a map (mode localization); mapping adds the frames to the map",
+        )
         need(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
         need(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
         need(32 <= self.image_width <= 8192, "image_width", "must be in 32..8192")
@@ -140,8 +150,10 @@ class NodeParams:
                 f"parameter 'map_path': no map at {self.map_path} "
                 "(localization mode needs a prebuilt map; build one with structvpr build-map)"
             )
-        if self.checkpoint and not Path(self.checkpoint).is_file():
-            raise ConfigError(f"parameter 'checkpoint': no such file {self.checkpoint}")
+        for name in ("checkpoint", "query_checkpoint"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"parameter '{name}': no such file {value}")
 
     def detector_config(self) -> DetectorConfig:
         """The core's DetectorConfig for these parameters (the fields of the same names)."""

@@ -43,8 +43,10 @@ NODE_NAME = "structvpr"
 def build_detector(params: NodeParams, logger):
     """Extractor + map database + verifier -> LoopClosureDetector, from parameters.
 
-    The verifier is made even with verify off (it loads nothing until used), so that verify can
-    be switched on while the node runs, with the configured verify_feature.
+    The extractor embeds the camera frames: query_checkpoint when given (a query encoder for the
+    map's model, accepted by the map only then), else checkpoint. The verifier is made even with
+    verify off (it loads nothing until used), so that verify can be switched on while the node
+    runs, with the configured verify_feature.
     """
     from pathlib import Path
 
@@ -58,7 +60,7 @@ def build_detector(params: NodeParams, logger):
 
         torch.set_num_threads(params.cpu_threads)
     extractor = Extractor(
-        params.checkpoint or None,
+        params.query_checkpoint or params.checkpoint or None,
         device=params.device,
         backend=params.backend,
         threads=params.cpu_threads or None,
@@ -70,7 +72,11 @@ def build_detector(params: NodeParams, logger):
         mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim)
     else:
         try:
-            mapdb = MapDatabase.load(params.map_path, expected_fingerprint=extractor.fingerprint)
+            mapdb = MapDatabase.load(
+                params.map_path,
+                expected_fingerprint=extractor.fingerprint,
+                query_encoder_for=extractor.query_encoder_for,
+            )
         except MapError as e:
             if "input_size" in str(e):  # the usual cause: parameters left at another size
                 raise MapError(f"{e}; set the parameters image_width/image_height to the map's input size") from None
@@ -109,8 +115,9 @@ class VprNode(Node):
         self.params = declare_and_read(self)  # ConfigError -> the node refuses to start
         p = self.params
         log = self.get_logger()
+        query_model = f", queries embedded by {p.query_checkpoint}" if p.query_checkpoint else ""
         log.info(
-            f"loading model ({p.checkpoint or 'ImageNet RGB branch'}, device {p.device}) "
+            f"loading model ({p.checkpoint or 'ImageNet RGB branch'}{query_model}, device {p.device}) "
             f"and map {p.map_path} ({p.mode})"
         )
         self._detector, extractor = build_detector(p, log)

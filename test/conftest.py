@@ -60,3 +60,38 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def make_student(tmp_path_factory):
+    """A factory of query-encoder checkpoints for ``teacher_fingerprint``: the ImageNet RGB branch
+    with every weight scaled by 1 + ``noise``·N(0, 1), saved with ``query_encoder_for``.
+
+    A query encoder by declaration only (untrained: descriptors within a few per cent of the
+    ImageNet model's); the tests that use it are about the acceptance rule, not about quality.
+    """
+
+    def make(teacher_fingerprint: dict, name: str = "student", noise: float = 0.01, seed: int = 0) -> Path:
+        import torch
+
+        from structvpr_core.checkpoint import save_checkpoint
+        from structvpr_core.models import DIMS, RGB_ARCHITECTURE, build_rgb_branch
+
+        model = build_rgb_branch(pretrained=True)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.mul_(1 + noise * torch.randn(tensor.shape, generator=generator))
+        path = tmp_path_factory.mktemp("students") / f"{name}.pt"
+        save_checkpoint(
+            path,
+            model,
+            architecture=RGB_ARCHITECTURE,
+            descriptor_dim=DIMS[RGB_ARCHITECTURE],
+            config={"test": "ImageNet RGB branch, weights perturbed: a query encoder by declaration"},
+            query_encoder_for=teacher_fingerprint,
+        )
+        return path
+
+    return make

@@ -51,9 +51,15 @@ def test_corridor_through_vpr_bench_format(corridor, tmp_path, capsys):
     assert 0.0 < pr["auc"] <= 1.0 and 0.0 <= pr["recall_at_100_precision"] <= r["1"]
     assert pr["recall"][-1] == pytest.approx(r["1"])  # accepting every best match recalls R@1
     # The numbers agree with numpy on the cached descriptors, which are the model's real output.
-    (cached,) = (cache / "descriptors").glob("*.npz")
-    with np.load(cached) as data:
-        db, q = data["database"], data["queries"]
+    from structvpr_core.data import load_dataset
+    from structvpr_core.evaluate import cache_key
+
+    ds = load_dataset(corridor)
+    assert len(list((cache / "descriptors").glob("*.npz"))) == 2  # the database's entry and the queries'
+    db, q = (
+        np.load(cache / "descriptors" / f"{cache_key(paths, result['fingerprint'])}.npz")["descriptors"]
+        for paths in (ds.database, ds.queries)
+    )
     positives = [np.arange(max(0, i - 2), min(110, i + 2) + 1) for i in range(111)]
     for n in (1, 5, 10):
         assert r[str(n)] == pytest.approx(numpy_recall(db, q, positives, n))

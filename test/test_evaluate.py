@@ -119,10 +119,12 @@ def test_evaluate_agrees_with_independent_embeddings_and_caches(small_geo_set, e
     }
     assert first["descriptors_cached"] is False and first["descriptor_dim"] == 448 and first["pr"] is None
     assert first["num_queries"] == 10 and first["synthetic"] is False
-    files = list((cache / "descriptors").glob("*.npz"))
-    assert len(files) == 1 and files[0].stem == cache_key(ds, extractor.fingerprint)
-    with np.load(files[0]) as stored:
-        np.testing.assert_allclose(stored["database"], db, atol=1e-5)
+    # One entry per image list: the database's and the queries'.
+    files = {f.stem for f in (cache / "descriptors").glob("*.npz")}
+    db_key, q_key = cache_key(ds.database, extractor.fingerprint), cache_key(ds.queries, extractor.fingerprint)
+    assert files == {db_key, q_key}
+    with np.load(cache / "descriptors" / f"{db_key}.npz") as stored:
+        np.testing.assert_allclose(stored["descriptors"], db, atol=1e-5)
     second = evaluate(ds, extractor, (1, 5), cache_dir=cache, progress=False)
     assert second["descriptors_cached"] is True and second["recall"] == first["recall"]
     # a changed image invalidates the entry; a damaged entry is recomputed, not trusted

@@ -42,12 +42,17 @@ def cache_path(fingerprint: dict, directory: str | os.PathLike | None = None) ->
 
 
 def cached_onnx(
-    fingerprint: dict, build_model: Callable[[], object], *, source: dict, directory: str | os.PathLike | None = None
+    fingerprint: dict,
+    build_model: Callable[[], object],
+    *,
+    source: dict,
+    query_encoder_for: dict | None = None,
+    directory: str | os.PathLike | None = None,
 ) -> tuple[Path, bool]:
     """The cached ONNX file for ``fingerprint`` (exported from ``build_model()`` when absent).
 
     Returns (path, whether it was exported now). The fingerprint is checked against the
-    sidecar either way.
+    sidecar either way. ``query_encoder_for`` (a student's teacher) is recorded in the sidecar.
     """
     from filelock import FileLock, Timeout
 
@@ -69,7 +74,8 @@ def cached_onnx(
                 except CheckpointError as e:
                     log.warning("cached ONNX model is damaged, exporting it again: %s", e)
             export_onnx(build_model(), path, image_size=size)
-            write_sidecar(path, make_sidecar(path, fingerprint=fingerprint, source=source))
+            sidecar = make_sidecar(path, fingerprint=fingerprint, source=source, query_encoder_for=query_encoder_for)
+            write_sidecar(path, sidecar)
             return path, True
     except Timeout:
         raise CheckpointError(

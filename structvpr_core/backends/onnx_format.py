@@ -10,7 +10,9 @@ The sidecar ``MODEL.onnx.json`` records what a consumer needs and what the loade
 the model fingerprint (architecture, weights sha256, input size, descriptor dim: the same
 fingerprint the PyTorch extractor has, so maps work across backends), the normalisation, the
 precision (fp32 / int8), the ONNX file's own sha256 (corruption or replacement is caught),
-the source checkpoint and, from ``structvpr export``, the measured parity.
+the source checkpoint, ``query_encoder_for`` (a low-quality-query student's teacher fingerprint,
+else null: an exported student stays a query encoder) and, from ``structvpr export``, the
+measured parity.
 
 This module sits with the runners (not with the ``structvpr export`` pipeline) because the
 ONNX cache, the TensorRT profile and the int8 quantiser all need it.
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_json
 from ..errors import CheckpointError
-from ..fingerprint import FINGERPRINT_KEYS, describe_mismatch, fingerprint_mismatch
+from ..fingerprint import FINGERPRINT_KEYS, describe_mismatch, fingerprint_mismatch, fingerprint_subset
 
 FORMAT = "structvpr-onnx"
 FORMAT_VERSION = 1
@@ -71,6 +73,7 @@ def make_sidecar(
     precision: str = "fp32",
     quantization: dict | None = None,
     parity: dict | None = None,
+    query_encoder_for: dict | None = None,
 ) -> dict:
     """The sidecar of an ONNX file already on disk (hashes it)."""
     import onnx
@@ -100,6 +103,7 @@ def make_sidecar(
         "opset": OPSET,
         "onnx_sha256": file_sha256(onnx_path),
         "source": source,
+        "query_encoder_for": None if query_encoder_for is None else fingerprint_subset(query_encoder_for),
         "exporter": {"structvpr": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
         "parity": parity,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -143,6 +147,11 @@ def read_sidecar(onnx_path: str | os.PathLike) -> dict:
         or meta.get("precision") not in PRECISIONS
     ):
         raise CheckpointError(f"{side}: sidecar lacks or has invalid fingerprint/onnx_sha256/precision")
+    teacher = meta.setdefault("query_encoder_for", None)  # absent in sidecars written before students
+    if teacher is not None and (not isinstance(teacher, dict) or any(k not in teacher for k in FINGERPRINT_KEYS)):
+        raise CheckpointError(
+            f"{side}: sidecar has an invalid query_encoder_for (expected a model fingerprint or null)"
+        )
     return meta
 
 

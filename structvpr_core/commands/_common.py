@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..backends.providers import BACKENDS
 
@@ -14,4 +15,29 @@ def add_backend_argument(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU, exported and "
         "cached on first use), torch, onnxruntime or tensorrt (default: auto)",
+    )
+
+
+def add_query_arguments(p: argparse.ArgumentParser, *, what: str) -> None:
+    """--query-degrade, --query-checkpoint and --seed: low-quality queries (``what``: what the database is)."""
+    p.add_argument(
+        "--query-degrade",
+        default="none",
+        metavar="SPEC",
+        help="degrade each query image first, e.g. 'size=160x120,jpeg=10' (steps: size=WxH, scale=F, "
+        "interp=..., jpeg=Q, gray, bits=N, h264=qp:QP, h265=qp:QP; numbers may be ranges LO..HI); "
+        "the model then resizes it to its input size (default: none)",
+    )
+    p.add_argument(
+        "--query-checkpoint",
+        type=Path,
+        metavar="PATH",
+        help=f"embed the queries with this model instead ({what} keeps its own): a query encoder "
+        "(low-quality-query student) trained for that model; any other model is refused",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random draws of a --query-degrade with ranges (query i uses [seed, i]; default: 0)",
     )

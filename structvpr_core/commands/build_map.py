@@ -25,7 +25,9 @@ Sources (one of):
                  interpolated to the image stamps. --min-interval/--min-distance thin the frames.
 
 The model is the ImageNet-initialised RGB branch unless --checkpoint is given; query the map
-with the same model (the map records its fingerprint and refuses another).
+with the same model (the map records its fingerprint and refuses another), or with a query
+encoder trained for it (a low-quality-query student: `structvpr query --query-checkpoint`, the
+node's query_checkpoint). A query encoder itself is refused here: maps are built by its teacher.
 
 Index (--index auto, the default: flat below 50 000 keyframes, ivfflat from 50 000 up):
   flat     exact search; p50 7.4 ms at 10^5 keyframes, linear in the map size.

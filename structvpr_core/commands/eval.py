@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data import FORMATS, SPLITS
-from ._common import add_backend_argument
+from ._common import add_backend_argument, add_query_arguments
 
 NAME = "eval"
 HELP = "Recall@N of a model on a place-recognition dataset (+ precision-recall for sequences)"
@@ -22,16 +22,25 @@ positives within --pos-dist metres; train/ val/ test/ splits), vpr-bench (ref/ q
 ground_truth.csv), pitts (datasets/*.mat dbStruct), msls (train_val/<city>/...; split test reads
 the official val cities), nordland (season folders, --frame-tolerance frames).
 
-Descriptors are cached per (dataset files, model weights, input size) under
+Low-quality queries: --query-degrade SPEC degrades each query image first (the database
+stays as it is), e.g. a camera stream downscaled and JPEG-compressed: 'size=160x120,jpeg=10';
+random ranges ('jpeg=10..50') are drawn per query under --seed. --query-checkpoint P embeds the
+queries with another model than the database's: a query encoder trained for the database model
+(a low-quality-query student); any other model is refused. To sweep several degradations, see
+`structvpr degrade-sweep`.
+
+Descriptors are cached per (image list, model weights, input size, query degradation) under
 $STRUCTVPR_CACHE or ~/.cache/structvpr (--cache-dir), so a second run is fast.
 Results on a dataset whose path contains "synthetic" are marked synthetic.
 
 --json FILE writes {"recall": {"1": R, ...}, "num_queries", "num_database", "descriptor_dim",
 "pr": {"auc", "recall_at_100_precision", "precision": [...], "recall": [...], "thresholds": [...]}
-| null, "dataset", "checkpoint", "synthetic", "seconds", ...}.
+| null, "dataset", "checkpoint", "fingerprint" (the database model), "query_checkpoint",
+"query_fingerprint", "query_encoder_for", "query_degradation", "seed", "synthetic", "seconds", ...}.
 
-Example:
-  structvpr eval --dataset data/corridor --format vpr-bench --json corridor.json
+Examples:
+  structvpr eval --dataset datasets/corridor --json corridor.json
+  structvpr eval --dataset datasets/corridor --size 160 120 --query-degrade "size=80x60,jpeg=50"
 """
 
 
@@ -73,6 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     add_backend_argument(p)
+    add_query_arguments(p, what="the database")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON (atomically)")
     p.add_argument(
@@ -94,6 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_json
     from ..data import detect_format, load_dataset
+    from ..degrade import parse_degradation
     from ..errors import ConfigError
     from ..evaluate import evaluate, format_result
     from ..extractor import Extractor
@@ -102,17 +113,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--recall: N must be >= 1, got {args.recall}")
     if min(args.size) < 32:
         raise ConfigError(f"--size: W and H must be >= 32, got {args.size}")
+    degradation = parse_degradation(args.query_degrade)  # a bad spec fails before any model loads
     fmt = detect_format(args.dataset) if args.format == "auto" else args.format
     options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}  # the one format-only flag
 
     dataset = load_dataset(args.dataset, format=fmt, split=args.split, pos_dist_m=args.pos_dist, **options)
-    extractor = Extractor(
-        args.checkpoint,
-        device=args.device,
-        image_size=tuple(args.size),
-        batch_size=args.batch_size,
-        backend=args.backend,
-    )
+    options = {"device": args.device, "image_size": tuple(args.size), "batch_size": args.batch_size}
+    extractor = Extractor(args.checkpoint, backend=args.backend, **options)
+    query_extractor = None
+    if args.query_checkpoint is not None:
+        query_extractor = Extractor(args.query_checkpoint, backend=args.backend, **options)
     result = evaluate(
         dataset,
         extractor,
@@ -121,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         progress=not args.no_progress,
         save_matches=args.save_matches,
+        query_extractor=query_extractor,
+        query_degradation=degradation,
+        seed=args.seed,
     )
     print(format_result(result))
     if args.json:

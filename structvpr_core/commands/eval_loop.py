@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_backend_argument
+from ._common import add_backend_argument, add_query_arguments
 
 NAME = "eval-loop"
 HELP = "run a dataset's queries through the loop-closure detector: Recall@N, PR AUC, timings"
@@ -20,6 +20,10 @@ frame a keyframe) and report, without and with geometric verification (--verify)
                      queries that have a positive; area by trapezoids;
   recall@100%P       the largest recall at which every accepted top-1 is correct;
 and the per-stage timings (extract, search, verify) in ms.
+
+Low-quality queries: --query-degrade SPEC degrades each query image first (the map is built
+from the database images as they are), --query-checkpoint P embeds the queries with a query
+encoder trained for the map's model (refused for any other map).
 
 Example (the real Corridor route in VPR-Bench layout):
   structvpr eval-loop --dataset datasets/corridor --verify --json corridor_loop.json
@@ -61,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     add_backend_argument(p)
+    add_query_arguments(p, what="the map")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -81,6 +86,7 @@ def conf_from_args(args) -> dict:
             "ransac": args.ransac,
             "candidates": args.verify_candidates,
         },
+        "query": {"checkpoint": args.query_checkpoint, "degradation": args.query_degrade, "seed": args.seed},
         "progress": not args.no_progress,
     }
 
@@ -90,6 +96,11 @@ def run(args) -> int:
 
     report = loop_eval.main(conf_from_args(args), args.dataset, json_out=args.json, map_dir=args.map)
     tag = " (synthetic)" if report["synthetic"] else ""
+    if report["query_degradation"] != "none" or report["query_checkpoint"] is not None:
+        print(
+            f"queries: degraded '{report['query_degradation']}' (seed {report['seed']}); "
+            f"query model: {report['query_checkpoint'] or 'the map model'}"
+        )
     for name in ("retrieval", "verified"):
         if name in report:
             r = report[name]

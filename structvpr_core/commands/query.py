@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_backend_argument
+from ._common import add_backend_argument, add_query_arguments
 
 NAME = "query"
 HELP = "rank the map keyframes most similar to each image (optionally verified geometrically)"
@@ -15,6 +15,10 @@ For each IMAGE print the top-K map keyframes: map id, cosine score, the keyframe
 image, its pose when known, and with --verify the number of local-feature inliers (candidates
 then re-ranked by inliers). The model is the one the map was built with (the checkpoint
 recorded in the map, or --checkpoint); a different model is refused.
+
+Low-quality queries: --query-degrade SPEC degrades each image first (e.g. 'jpeg=10'), and
+--query-checkpoint P embeds the images with a query encoder (a low-quality-query student)
+trained for the map's model instead; a student of another model is refused, naming both.
 
 --json FILE writes a list with one object per image:
   {"query": PATH, "candidates": [{"map_id": INT, "score": FLOAT, "source": STR,
@@ -55,12 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     add_backend_argument(p)
+    add_query_arguments(p, what="the map")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
 
 
 def run(args) -> int:
     from ..atomic import atomic_write_json
-    from ..mapquery import candidate_json, detector_config, open_map, query_images
+    from ..mapquery import candidate_json, detector_config, open_map, query_degradation, query_images
 
     conf = {
         "top_k": args.top_k,
@@ -68,9 +73,15 @@ def run(args) -> int:
         "verify": args.verify,
         "verify_candidates": args.verify_candidates,
         "min_inliers": args.min_inliers,
+        "degradation": args.query_degrade,
+        "seed": args.seed,
     }
-    detector_config(conf, name=lambda field: "--" + field.replace("_", "-"))  # bad values fail before the model loads
-    mapdb, extractor = open_map(args.map, args.checkpoint, args.device, args.backend)
+    # bad values fail before the model loads
+    detector_config(conf, name=lambda field: "--" + field.replace("_", "-"))
+    query_degradation(conf)
+    mapdb, extractor = open_map(
+        args.map, args.checkpoint, args.device, args.backend, query_checkpoint=args.query_checkpoint
+    )
     results = []
     for path, det in query_images(mapdb, extractor, args.images, conf):
         results.append({"query": str(path), "candidates": [candidate_json(c) for c in det.candidates]})

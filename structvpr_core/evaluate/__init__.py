@@ -1,9 +1,9 @@
 """Evaluation as the VPR community computes it: Recall@N, and precision–recall for loop closure.
 
 A facade over small modules, each one concern: ``recall`` (the metrics, pure array maths),
-``descriptor_cache`` (a dataset's descriptors, cached per files and model), ``pipeline``
-(``evaluate``: the steps of ``structvpr eval`` in order, and the table it prints) and
-``match_images`` (pictures of the top matches). The modules never import this package back.
+``descriptor_cache`` (descriptors of an image list, cached per files, model and query
+degradation), ``pipeline`` (``evaluate``: the steps of ``structvpr eval`` in order, and the table
+it prints) and ``match_images`` (pictures of the top matches). The modules never import this package back.
 """
 
 from .descriptor_cache import CACHE_VERSION, cache_key, dataset_descriptors

@@ -4,6 +4,11 @@ and ``format_result``, the table printed from that dict.
 Descriptors (from the cache when they are there) → exact faiss search → Recall@N → for
 sequences the precision–recall of each query's best match → optionally a picture per query.
 The model and the dataset come from the caller (``commands/eval.py`` reads them from flags).
+
+Low-quality queries: the database is embedded as it is; the queries may be degraded first
+(``query_degradation``, a ``degrade`` spec, deterministic under ``seed``) and embedded by another
+model (``query_extractor``), which must be allowed to query the database model's descriptors
+(``fingerprint.accepts``: the same model, or a query encoder trained for it).
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..degrade import Degradation, parse_degradation
+from ..errors import ConfigError, DatasetError
+from ..fingerprint import refusal
 from ..log import get_logger
+from ..weights import weights_name
 from .descriptor_cache import dataset_descriptors
 from .match_images import save_match_images
 from .recall import DEFAULT_NS, precision_recall, recall_from_predictions, search
@@ -33,16 +41,35 @@ def evaluate(
     progress: bool = True,
     save_matches: str | Path | None = None,
     matches_k: int = 5,
+    query_extractor=None,
+    query_degradation: str | Degradation | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Embed ``dataset`` with ``extractor`` and return the result JSON of ``structvpr eval``."""
+    """Embed ``dataset`` with ``extractor`` and return the result JSON of ``structvpr eval``.
+
+    ``query_extractor`` (default ``extractor``) embeds the queries, degraded first by
+    ``query_degradation``; see the module docstring.
+    """
     started = time.perf_counter()
     ns = sorted({int(n) for n in ns})
     if not ns or ns[0] < 1:
         raise DatasetError(f"recall N must be >= 1, got {ns}")
+    spec = parse_degradation(query_degradation)
+    qx = query_extractor or extractor
+    check_query_model(extractor, qx)
     log.info("%s", dataset.summary())
 
-    # 1. Descriptors of the database and the queries (cached per dataset files and model).
-    db, q, cached = dataset_descriptors(dataset, extractor, cache_dir, use_cache, progress)
+    # 1. Descriptors of the database and the (degraded) queries, cached per files, model and degradation.
+    db, q, cached = dataset_descriptors(
+        dataset,
+        extractor,
+        cache_dir,
+        use_cache,
+        progress,
+        query_extractor=qx,
+        query_degradation=spec,
+        seed=seed,
+    )
     # 2. Exact search: enough neighbours for the largest N and for the match pictures.
     scores, predictions = search(db, q, max(max(ns), matches_k))
     # 3. Recall@N; for sequences (loop closure) also precision-recall of each query's best match.
@@ -63,8 +90,13 @@ def evaluate(
         "split": dataset.split,
         "kind": dataset.kind,
         "synthetic": bool(dataset.synthetic),
-        "checkpoint": None if getattr(extractor, "checkpoint", None) is None else str(extractor.checkpoint),
+        "checkpoint": _checkpoint(extractor),
         "fingerprint": dict(extractor.fingerprint),
+        "query_checkpoint": _checkpoint(qx),
+        "query_fingerprint": dict(qx.fingerprint),
+        "query_encoder_for": getattr(qx, "query_encoder_for", None),
+        "query_degradation": str(spec),
+        "seed": int(seed),
         "image_size": list(extractor.image_size),
         "num_queries": dataset.num_queries,
         "num_queries_with_positives": with_pos,
@@ -76,6 +108,32 @@ def evaluate(
         "descriptors_cached": cached,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _checkpoint(extractor) -> str | None:
+    return None if getattr(extractor, "checkpoint", None) is None else str(extractor.checkpoint)
+
+
+def check_query_model(extractor, query_extractor) -> None:
+    """ConfigError when ``query_extractor`` may not query descriptors made by ``extractor`` (one line,
+    naming both models); a warning when the database model is itself a query encoder."""
+    name = _checkpoint(extractor) or "ImageNet RGB branch"
+    if getattr(extractor, "query_encoder_for", None) is not None:
+        log.warning(
+            "the database model %s is a query encoder (a low-quality-query student): maps and databases "
+            "are its teacher's to build; give the teacher as the database model and the student as the query model",
+            name,
+        )
+    if query_extractor is extractor:
+        return
+    teacher = getattr(query_extractor, "query_encoder_for", None)
+    reason = refusal(
+        extractor.fingerprint, query_extractor.fingerprint, teacher, map_name=name, teacher_name=weights_name(teacher)
+    )
+    if reason:
+        raise ConfigError(
+            f"query model {_checkpoint(query_extractor) or 'ImageNet RGB branch'}: the database was {reason}"
+        )
 
 
 def format_result(result: dict) -> str:
@@ -98,6 +156,12 @@ def format_result(result: dict) -> str:
         f"  model: {model}; {result['seconds']:.1f} s"
         f"{' (descriptors from cache)' if result.get('descriptors_cached') else ''}"
     )
+    degraded = result.get("query_degradation", "none") != "none"
+    if degraded or result.get("query_fingerprint", result["fingerprint"]) != result["fingerprint"]:
+        qmodel = result.get("query_checkpoint") or "ImageNet-initialised RGB branch (untrained)"
+        encoder = " (query encoder)" if result.get("query_encoder_for") else ""
+        how = f"degraded '{result['query_degradation']}' (seed {result['seed']})" if degraded else "undegraded"
+        lines.append(f"  queries: {how}; query model: {qmodel}{encoder}")
     if result.get("synthetic"):
         lines.append("  note: synthetic data; these numbers say nothing about real imagery")
     return "\n".join(lines)

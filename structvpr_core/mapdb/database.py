@@ -115,9 +115,21 @@ class MapDatabase:
         with self._lock:
             self._index.set_search_params(nprobe, ef_search)
 
-    def check_fingerprint(self, expected: dict, where: str | None = None) -> None:
-        """MapError saying expected vs found when ``expected`` is another model's fingerprint."""
-        storage.check_fingerprint(expected, self._fingerprint, where or str(self._path or "map"))
+    def check_fingerprint(
+        self, expected: dict, where: str | None = None, *, query_encoder_for: dict | None = None
+    ) -> None:
+        """MapError when the model ``expected`` may not query this map (``fingerprint.accepts``).
+
+        ``query_encoder_for``: the teacher's fingerprint when the model is a low-quality-query
+        student (``Extractor.query_encoder_for``); it may query the maps its teacher built.
+        """
+        storage.check_fingerprint(
+            expected,
+            self._fingerprint,
+            where or str(self._path or "map"),
+            query_encoder_for,
+            map_name=self.meta.get("checkpoint") or None,
+        )
 
     # -- adding and training -------------------------------------------------------------------
 
@@ -234,12 +246,18 @@ class MapDatabase:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, expected_fingerprint: dict | None = None, *, use_gpu: bool = True
+        cls,
+        path: str | os.PathLike,
+        expected_fingerprint: dict | None = None,
+        *,
+        query_encoder_for: dict | None = None,
+        use_gpu: bool = True,
     ) -> MapDatabase:
         """Open a saved map. MapError (one line, naming the file) on anything wrong with it.
 
         Checks, cheapest first: manifest (format, version, keys), the model fingerprint against
-        ``expected_fingerprint``, presence and sizes of the files, the index's type, dim and
+        ``expected_fingerprint`` (a query encoder for the map's model passes with its
+        ``query_encoder_for``: see ``check_fingerprint``), presence and sizes of the files, the index's type, dim and
         count, the keyframe table's columns and ids.
         """
         path = storage.recover(Path(path).absolute())
@@ -257,7 +275,7 @@ class MapDatabase:
         self._path = path
         self._created = manifest.get("created", self._created)
         if expected_fingerprint is not None:
-            self.check_fingerprint(expected_fingerprint, where=str(path))
+            self.check_fingerprint(expected_fingerprint, where=str(path), query_encoder_for=query_encoder_for)
         storage.check_files(path, manifest)
         count = manifest["counts"]["keyframes"]
         self._index.read(path / INDEX_FILE, trained=bool(idx_info.get("trained", True)))

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from ..atomic import fsync_dir, fsync_file
 from ..errors import MapError
-from ..fingerprint import describe_mismatch, fingerprint_mismatch
+from ..fingerprint import refusal
 from ..log import get_logger
+from ..weights import weights_name
 from .index import INDEX_TYPES
 
 log = get_logger(__name__)
@@ -174,8 +175,20 @@ def check_files(path: Path, manifest: dict) -> None:
             raise MapError(f"{f}: size {size} bytes, manifest says {sizes[name]} (truncated or replaced file)")
 
 
-def check_fingerprint(expected: dict, found: dict, where: str) -> None:
-    """MapError saying expected vs found when the map (``found``) was built with another model."""
-    diff = fingerprint_mismatch(expected, found)
-    if diff:
-        raise MapError(f"{where}: built with another model ({describe_mismatch(expected, found, diff)})")
+def check_fingerprint(
+    expected: dict, found: dict, where: str, query_encoder_for: dict | None = None, map_name: str | None = None
+) -> None:
+    """MapError when the model ``expected`` may not query the map built by ``found`` (``fingerprint.accepts``).
+
+    A plain model: expected vs found per key. A query encoder (``query_encoder_for``: its teacher):
+    the map's model (``map_name``, e.g. its checkpoint) and the teacher, both named.
+    """
+    reason = refusal(
+        found,
+        expected,
+        query_encoder_for,
+        map_name=map_name or weights_name(found),
+        teacher_name=weights_name(query_encoder_for),
+    )
+    if reason:
+        raise MapError(f"{where}: {reason}")

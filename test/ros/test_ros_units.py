@@ -108,12 +108,22 @@ def test_stats_rates_and_percentiles():
         ({"image_topic": ""}, "image_topic"),
         ({"map_path": ""}, "map_path"),
         ({"checkpoint": "/no/such/model.pt"}, "checkpoint"),
+        ({"query_checkpoint": "/no/such/student.pt"}, "query_checkpoint"),
     ],
 )
 def test_bad_parameters_are_named(tmp_path, values, name):
     given = {"map_path": str(tmp_path), **values}
     with pytest.raises(ConfigError, match=f"parameter '{name}'"):
         params_from_dict(given)
+
+
+def test_query_checkpoint_is_for_localization_only(tmp_path):
+    """A query encoder only queries its teacher's map: mapping would add its descriptors to the map."""
+    student = tmp_path / "student.pt"
+    student.write_bytes(b"checked when the model loads")
+    assert params_from_dict({"map_path": str(tmp_path), "query_checkpoint": str(student)}).query_checkpoint
+    with pytest.raises(ConfigError, match="parameter 'query_checkpoint': a query encoder only queries a map"):
+        params_from_dict({"map_path": str(tmp_path), "query_checkpoint": str(student), "mode": "mapping"})
 
 
 def test_unknown_parameter_is_rejected(tmp_path):
@@ -308,7 +318,7 @@ def test_launch_file_declares_its_arguments():
         for call in ast.walk(tree)
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"
     ]
-    assert declared == ["params_file", "map", "checkpoint", "image_topic", "namespace"]
+    assert declared == ["params_file", "map", "checkpoint", "query_checkpoint", "image_topic", "namespace"]
     funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in funcs
     text = LAUNCH_FILE.read_text()
@@ -347,12 +357,13 @@ def test_launch_file_with_launch_ros():
     except PackageNotFoundError:
         pytest.skip("structvpr_ros is not installed in the ament index of this environment")
     args = [e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)]
-    assert args == ["params_file", "map", "checkpoint", "image_topic", "namespace"]
+    assert args == ["params_file", "map", "checkpoint", "query_checkpoint", "image_topic", "namespace"]
     context = LaunchContext()
     for name, value in (
         ("params_file", "p.yaml"),
         ("map", "/maps/a"),
         ("checkpoint", ""),
+        ("query_checkpoint", ""),
         ("image_topic", ""),
         ("namespace", "robot"),
     ):
