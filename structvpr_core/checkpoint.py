@@ -50,7 +50,8 @@ def save_checkpoint(
     """
     import torch
 
-    from .models import DIMS, descriptor_dim as expected_dim
+    from .models import DIMS
+    from .models import descriptor_dim as expected_dim
 
     if architecture not in DIMS:
         raise CheckpointError(f"{path}: unknown architecture {architecture!r} (known: {', '.join(DIMS)})")

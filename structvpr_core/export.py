@@ -88,9 +88,7 @@ def parity(reference, candidate, paths, progress: bool = False) -> dict:
     cos = (a * b).sum(axis=1)
     result = {"images": len(paths), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
     if reference.has_masks and candidate.has_masks:
-        diff = max(
-            float(np.abs(reference.masks([im]) - candidate.masks([im])).max()) for im in map(read_image, paths)
-        )
+        diff = max(float(np.abs(reference.masks([im]) - candidate.masks([im])).max()) for im in map(read_image, paths))
         result["masks_max_abs_diff"] = diff
     return result
 

@@ -298,6 +298,5 @@ class Extractor:
 def _check_rgb_architecture(path, architecture: str, allowed) -> None:
     if architecture not in allowed:
         raise CheckpointError(
-            f"{path}: holds architecture {architecture!r}, not a model that embeds RGB images "
-            f"({', '.join(allowed)})"
+            f"{path}: holds architecture {architecture!r}, not a model that embeds RGB images ({', '.join(allowed)})"
         )

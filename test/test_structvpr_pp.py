@@ -278,7 +278,7 @@ def test_structvpr_pp_loss_through_the_interface():
     kd.use_teacher(db, q, _phi)
     net = TrainNet(student, kd).train()
     batch, ids = _pp_batch()
-    loss, vpr, term, parts = tuple_losses(net, kd, batch, margin=0.1)
+    loss, _, term, parts = tuple_losses(net, kd, batch, margin=0.1)
     assert set(parts) == {"global", "label", "ce"}
 
     # by hand, from the same forward pass
@@ -361,12 +361,12 @@ def test_teacher_parts_rows_and_config_checks():
     assert rows.shape == (2, wrapped.dim) == (2, 480 + 48 + 6)
     g, t, p = split_teacher_rows(rows, 6, 8)
     assert torch.equal(g, out["global"]) and torch.equal(t, out["labels"]) and torch.equal(p, out["presence"])
-    with pytest.raises(ConfigError, match="needs model.label_features"):
+    with pytest.raises(ConfigError, match=r"needs model\.label_features"):
         build_distillation("structvpr_pp", _student(label_dim=8), TrainConfig())
     with pytest.raises(ConfigError, match="not the \\+\\+ student"):
         build_distillation("structvpr_pp", _student(label_dim=8), _cfg(dim=16))
     kd = build_distillation("structvpr_pp", _student(label_dim=8), _cfg(dim=8, clusters=6))
-    with pytest.raises(ConfigError, match="teacher has 6 label clusters of 8.*config says 6 of 16"):
+    with pytest.raises(ConfigError, match=r"teacher has 6 label clusters of 8 .* config says 6 of 16"):
         StructVPRPPDistillation(_student(label_dim=16), _cfg(dim=16))._checked_teacher(teacher)
     assert kd.tuple_loader("stage loader", 1) == "stage loader"  # before prepare: the stage's own
 

@@ -57,4 +57,3 @@ def export_onnx(model, path: str | os.PathLike, *, image_size: tuple[int, int], 
             )
 
     atomic_write(path, write)
-

@@ -4,7 +4,8 @@ The graph maps a batch of ImageNet-normalised RGB images to unit-length descript
 Input ``image``: float32 (N, 3, H, W), RGB, ``(pixel / 255 - mean) / std`` with the ImageNet mean
 and std, at the fixed size H×W the model was exported for (N is dynamic). Output
 ``descriptor``: float32 (N, D); a StructVPR++ student has a second output ``masks``, float32
-(N, C, H/16, W/16), its soft label masks (runners take the descriptor by name). A normalised float input, rather than raw uint8 pixels, is what
+(N, C, H/16, W/16), its soft label masks (runners take the descriptor by name). A normalised
+float input, rather than raw uint8 pixels, is what
 ONNX Runtime, TensorRT and OpenCV's dnn module all take without a custom pre-processing graph.
 
 The sidecar ``MODEL.onnx.json`` records what a consumer needs and what the loader checks:

@@ -115,8 +115,5 @@ class OrtRunner:
         x = normalise_nchw(batch, "bgr")
         step = 1 if self._per_image else len(x)
         return np.concatenate(
-            [
-                self.session.run([MASKS_NAME], {self.input_name: x[i : i + step]})[0]
-                for i in range(0, len(x), step)
-            ]
+            [self.session.run([MASKS_NAME], {self.input_name: x[i : i + step]})[0] for i in range(0, len(x), step)]
         ).astype(np.float32, copy=False)

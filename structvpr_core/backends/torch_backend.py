@@ -1,4 +1,5 @@
-"""PyTorch inference of the RGB branch (or the StructVPR++ student, which also gives masks): BatchNorm folded, channels_last on the CPU, half on CUDA."""
+"""PyTorch inference of the RGB branch or the StructVPR++ student (which also gives masks):
+BatchNorm folded, channels_last on the CPU, half on CUDA."""
 
 from __future__ import annotations
 

@@ -23,9 +23,7 @@ RGB_ARCHITECTURE = RGBBranch.architecture
 SEG_ARCHITECTURE = SegBranch.architecture
 PP_RGB_ARCHITECTURE = StructVPRPPStudent.architecture
 PP_SEG_ARCHITECTURE = StructVPRPPTeacher.architecture
-ARCHITECTURES = {
-    cls.architecture: cls for cls in (RGBBranch, SegBranch, StructVPRPPStudent, StructVPRPPTeacher)
-}
+ARCHITECTURES = {cls.architecture: cls for cls in (RGBBranch, SegBranch, StructVPRPPStudent, StructVPRPPTeacher)}
 DIMS = {name: cls.dim for name, cls in ARCHITECTURES.items()}  # with the default model arguments
 # The architectures that take RGB images: what the Extractor, the exports and the node run.
 RGB_ARCHITECTURES = (RGB_ARCHITECTURE, PP_RGB_ARCHITECTURE)
@@ -47,7 +45,8 @@ def build_seg_branch(in_channels: int = 6) -> SegBranch:
 
 
 def build_pp_student(pretrained: bool = True, **label_args) -> StructVPRPPStudent:
-    """The StructVPR++ student; ``label_args``: clusters, label_dim, weights (required), lam, presence_weighting, eps."""
+    """The StructVPR++ student; ``label_args``: clusters, label_dim, weights (required), lam,
+    presence_weighting, eps (see ``structvpr_pp``)."""
     return StructVPRPPStudent(pretrained=pretrained, **label_args)
 
 

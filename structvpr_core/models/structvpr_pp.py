@@ -176,7 +176,8 @@ class StructVPRPPTeacher(_LabelDescriptor, SegBranch):
         return {"in_channels": self.in_channels, **self._label_kwargs()}
 
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``descriptor`` z^D, ``global`` x_g (B, 480), ``labels`` t (B, C, d_l), ``presence`` (B, C), ``masks`` at stride 16."""
+        """``descriptor`` z^D, ``global`` x_g (B, 480), ``labels`` t (B, C, d_l), ``presence`` (B, C),
+        ``masks`` (the true ones, area-downsampled to stride 16)."""
         if x.shape[1] != self.input_channels:
             raise ValueError(
                 f"expected {self.input_channels} input channels ({self.in_channels} SLME + {self.clusters} masks), "

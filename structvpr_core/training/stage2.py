@@ -3,8 +3,8 @@
 The distillation is StructVPR's (``distill_structvpr``: T 448 → 480, φ-weighted distance to
 the frozen stage-I seg teacher's cached descriptors), or none for ``partition.method: none``
 (then no teacher, no T and no partition are needed), or StructVPR++'s (``distill_structvpr_pp``:
-global and per-label KD, CE on the student's masks) when ``model.label_features`` is on. Any other distillation plugs in through
-``distillation_name`` (see ``distillation`` for the interface).
+global and per-label KD, CE on the student's masks) when ``model.label_features`` is on. Any
+other distillation plugs in through ``distillation_name`` (see ``distillation`` for the interface).
 """
 
 from __future__ import annotations
