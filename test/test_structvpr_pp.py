@@ -392,3 +392,17 @@ def test_label_features_config_is_strict():
     ):
         with pytest.raises(ConfigError, match=msg):
             from_dict(TrainConfig, {"model": {"label_features": bad}})
+
+
+def test_the_new_label_head_may_train_at_its_own_rate():
+    from structvpr_core.training.config import StageConfig
+    from structvpr_core.training.stage import _optimizer
+
+    pp = _student(label_dim=8)
+    opt = _optimizer(StageConfig(lr=1e-5, head_lr=1e-3, projector_lr=1e-2), TrainNet(pp))
+    assert [g["lr"] for g in opt.param_groups] == [1e-5, 1e-3]
+    head = {id(p) for p in opt.param_groups[1]["params"]}
+    assert head == {id(p) for p in [*pp.label_logits.parameters(), *pp.label_proj.parameters()]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(pp.parameters()))
+    plain = _optimizer(StageConfig(lr=1e-5, head_lr=1e-3), TrainNet(build_rgb_branch(pretrained=False)))
+    assert [g["lr"] for g in plain.param_groups] == [1e-5]  # plain StructVPR: no head, one group as before

@@ -109,6 +109,10 @@ class StructVPRPPStudent(_LabelDescriptor, RGBBranch):
     def init_kwargs(self) -> dict:
         return self._label_kwargs()
 
+    def head_parameters(self):
+        """The randomly initialised label head (on the ImageNet backbone): training may give it its own rate."""
+        return [*self.label_logits.parameters(), *self.label_proj.parameters()]
+
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything of one forward pass on RGB input (B, 3, H, W).
 

@@ -99,6 +99,9 @@ class StageConfig:
     validate_every: int = 1  # epochs between validations (the last epoch always validates)
     val_queries: int = 0  # 0: all validation queries
     projector_lr: float | None = None  # learning rate of the distillation's modules, e.g. T (None: lr)
+    # learning rate of a branch's randomly initialised head on a pretrained backbone (the StructVPR++
+    # label head; the branch's ``head_parameters``) (None: lr); plain StructVPR branches have none
+    head_lr: float | None = None
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "validate_every"):
@@ -109,7 +112,7 @@ class StageConfig:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer: expected adam or sgd, got {self.optimizer!r}")
-        for name in ("lr", "projector_lr"):
+        for name in ("lr", "projector_lr", "head_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name}: must be > 0, got {value}")
