@@ -406,3 +406,23 @@ def test_the_new_label_head_may_train_at_its_own_rate():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(pp.parameters()))
     plain = _optimizer(StageConfig(lr=1e-5, head_lr=1e-3), TrainNet(build_rgb_branch(pretrained=False)))
     assert [g["lr"] for g in plain.param_groups] == [1e-5]  # plain StructVPR: no head, one group as before
+
+
+def test_parts_recovered_from_the_descriptor_and_the_aligned_rescore():
+    from structvpr_core.models.label_features import aligned_scores, split_descriptor
+
+    model = _student(lam=0.8).double()
+    with torch.no_grad():
+        out = model.parts(torch.randn(3, 3, 96, 128, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    z = out["descriptor"].numpy()
+    xg, lab, s = split_descriptor(z, 448, 6, 64)
+    p_hat = out["presence"] / out["presence"].norm(dim=1, keepdim=True)
+    want_s = (0.8**0.5 * torch.tensor(W6, dtype=torch.float64) * p_hat).numpy()
+    assert np.allclose(xg, out["global"].numpy(), atol=1e-12) and np.allclose(s, want_s, atol=1e-12)
+    keep = np.array(W6) > 0  # dynamic has weight 0: its feature is not in the descriptor
+    assert np.allclose(lab[:, keep], out["labels"].numpy()[:, keep], atol=1e-10) and not lab[:, ~keep].any()
+    got = aligned_scores(z[0], z[1:], 448, 6, 64)
+    m = np.minimum(s[0], s[1:]) ** 2
+    cos_l = (lab[0][None] * lab[1:]).sum(-1)
+    assert np.allclose(got, (xg[1:] @ xg[0] + (m * cos_l).sum(1)) / (1 + m.sum(1)), atol=1e-12)
+    assert aligned_scores(z[0], z[:1], 448, 6, 64)[0] == pytest.approx(1.0, abs=1e-12)  # itself: 1
