@@ -381,6 +381,7 @@ def test_label_features_config_is_strict():
         "weights": [0.5, 0.0, 1.0],
         "lam": 1.0,
         "presence_weighting": True,
+        "eps": 1e-6,
     }
     assert from_dict(TrainConfig, {"model": {"label_features": {"enabled": False}}}).model.plus_plus is None
     assert from_dict(TrainConfig, {}).model.plus_plus is None

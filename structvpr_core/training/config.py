@@ -137,6 +137,7 @@ class LabelFeaturesConfig:
     ce: bool = True  # the CE term on/off (ablation)
     retrieval_weights: list[float] | None = None  # w_c; None: the SLME prior scaled to [0, 1], dynamic 0
     present_min: float = 0.01  # a label is "present" in an image when it covers at least this fraction
+    eps: float = 1e-6  # ε of the label pooling Σ A_c·P(G) / (Σ A_c + ε)
 
     def validate(self) -> None:
         if self.clusters not in (3, 6):
@@ -146,6 +147,8 @@ class LabelFeaturesConfig:
         for name in ("weight", "beta", "gamma"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.eps > 0:
+            raise ConfigError(f"eps: must be > 0, got {self.eps}")
         if not 0 <= self.present_min < 1:
             raise ConfigError(f"present_min: must be in [0, 1), got {self.present_min}")
         w = self.retrieval_weights
@@ -161,6 +164,7 @@ class LabelFeaturesConfig:
             "weights": list(weights) if weights is not None else label_retrieval_weights(self.clusters),
             "lam": self.weight,
             "presence_weighting": self.presence_weighting,
+            "eps": self.eps,
         }
 
 
