@@ -4,8 +4,9 @@ A checkpoint is a ``torch.save`` file of plain data only (so it loads with
 ``weights_only=True``)::
 
     {"format": "structvpr-checkpoint", "format_version": 1,
-     "architecture": "structvpr-rgb-mobilenetv2" | "structvpr-seg-mobilenetl",
-     "descriptor_dim": 448 | 480, "model_args": {...constructor kwargs...},
+     "architecture": "structvpr-rgb-mobilenetv2" | "structvpr-seg-mobilenetl" |
+                     "structvpr-pp-rgb-mobilenetv2" | "structvpr-pp-seg-mobilenetl",
+     "descriptor_dim": 448 | 480 | 448 + C·d_l | 480 + C·d_l, "model_args": {...constructor kwargs...},
      "config": {...the job's config...}, "state_dict": {...}, "extra": {...} | None,
      "query_encoder_for": {...a model fingerprint...} | None}
 
@@ -50,19 +51,20 @@ def save_checkpoint(
     import torch
 
     from .models import DIMS
+    from .models import descriptor_dim as expected_dim
 
     if architecture not in DIMS:
         raise CheckpointError(f"{path}: unknown architecture {architecture!r} (known: {', '.join(DIMS)})")
-    if descriptor_dim != DIMS[architecture]:
-        raise CheckpointError(
-            f"{path}: architecture {architecture} has descriptor dim {DIMS[architecture]}, got {descriptor_dim}"
-        )
+    model_args = dict(model.init_kwargs()) if hasattr(model, "init_kwargs") else {}
+    dim = expected_dim(architecture, model_args)
+    if descriptor_dim != dim:
+        raise CheckpointError(f"{path}: architecture {architecture} has descriptor dim {dim}, got {descriptor_dim}")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": architecture,
         "descriptor_dim": int(descriptor_dim),
-        "model_args": dict(model.init_kwargs()) if hasattr(model, "init_kwargs") else {},
+        "model_args": model_args,
         "config": to_dict(config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": to_dict(extra) if extra is not None else None,
@@ -127,7 +129,7 @@ def load_checkpoint(
 
 def build_model_from_checkpoint(path: str | os.PathLike, *, expected_architecture: str | None = None):
     """The model stored in a checkpoint, weights loaded, in eval mode, on the CPU."""
-    from .models import ARCHITECTURES, RGB_ARCHITECTURE
+    from .models import ARCHITECTURES, RGB_ARCHITECTURES
 
     ckpt = load_checkpoint(path, expected_architecture=expected_architecture)
     architecture = ckpt["architecture"]
@@ -135,7 +137,7 @@ def build_model_from_checkpoint(path: str | os.PathLike, *, expected_architectur
         raise CheckpointError(f"{path}: unknown architecture {architecture!r} (known: {', '.join(ARCHITECTURES)})")
     cls = ARCHITECTURES[architecture]
     kwargs = dict(ckpt["model_args"])
-    if architecture == RGB_ARCHITECTURE:
+    if architecture in RGB_ARCHITECTURES:
         kwargs["pretrained"] = False  # the checkpoint's weights replace the ImageNet ones
     try:
         model = cls(**kwargs)

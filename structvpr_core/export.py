@@ -1,5 +1,8 @@
 """``structvpr export``: the RGB branch as a deployable ONNX file, checked against PyTorch.
 
+A StructVPR++ student exports the same way; its graph has a second output, ``masks`` (the soft
+label masks for a debug view), whose fp32 values must also match PyTorch's.
+
 The pipeline on top of the runners: export the fp32 graph (``backends.onnx_export``), run it
 with ONNX Runtime next to PyTorch on real images and refuse to write it unless every descriptor
 pair has cosine >= ``FP32_MIN_COSINE``; with int8, quantise it (``backends.int8``) and measure
@@ -29,6 +32,7 @@ from .paths import corridor_if_present
 log = get_logger(__name__)
 
 FP32_MIN_COSINE = 0.999  # parity floor of the fp32 export against PyTorch (the issue's bound)
+FP32_MAX_MASK_DIFF = 1e-3  # StructVPR++: largest |difference| of a soft-mask value, fp32 export vs PyTorch
 INT8_MAX_RECALL_CHANGE = 0.01  # |ΔRecall@1| the int8 model should stay within (reported, not enforced)
 
 
@@ -77,11 +81,16 @@ def choose_parity_images(
 
 
 def parity(reference, candidate, paths, progress: bool = False) -> dict:
-    """Cosine between two extractors' descriptors of the same images."""
+    """Cosine between two extractors' descriptors of the same images (and, for a StructVPR++
+    student, the largest difference between their soft label masks: ``masks_max_abs_diff``)."""
     a = reference.embed_paths(paths, progress=progress)
     b = candidate.embed_paths(paths, progress=progress)
     cos = (a * b).sum(axis=1)
-    return {"images": len(paths), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    result = {"images": len(paths), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    if reference.has_masks and candidate.has_masks:
+        diff = max(float(np.abs(reference.masks([im]) - candidate.masks([im])).max()) for im in map(read_image, paths))
+        result["masks_max_abs_diff"] = diff
+    return result
 
 
 def recall_change(fp32, int8, dataset, progress: bool = False) -> dict:
@@ -217,6 +226,11 @@ def export_model_files(
             raise CheckpointError(
                 f"{out}: not written: the fp32 export does not match PyTorch (min cosine "
                 f"{par32['min_cosine']:.6f} < {FP32_MIN_COSINE})"
+            )
+        if not par32.get("masks_max_abs_diff", 0.0) <= FP32_MAX_MASK_DIFF:
+            raise CheckpointError(
+                f"{out}: not written: the fp32 export's label masks differ from PyTorch's by "
+                f"{par32['masks_max_abs_diff']:.2e} > {FP32_MAX_MASK_DIFF}"
             )
         result = {"fp32": par32}
         final, precision, quant = fp32_path, "fp32", None

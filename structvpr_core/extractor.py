@@ -1,6 +1,8 @@
 """The run-time descriptor extractor: images in, L2-normalised RGB-branch descriptors out.
 
 Only the RGB branch runs at deployment (StructVPR distils the segmentation knowledge into it).
+The model is the StructVPR RGB branch (448-d) or the StructVPR++ student (448 + C·d_l, which
+also gives soft label masks through ``masks``); the checkpoint says which.
 The data flow, one way only::
 
     image (any kind ``images.to_bgr8`` accepts: grey, colour, alpha, 16-bit, float)
@@ -157,44 +159,42 @@ class Extractor:
     def _identify(self, onnx_only: bool) -> tuple[dict, int, dict, dict | None]:
         """(fingerprint, dim, source, declared query_encoder_for) without building the network."""
         from .checkpoint import load_checkpoint
-        from .models import DIMS, RGBBranch
+        from .models import DIMS, RGB_ARCHITECTURE, RGB_ARCHITECTURES
         from .weights import file_sha256, verify_imagenet_weights
 
         size = [self.image_size[0], self.image_size[1]]
         if onnx_only:
             meta = check_onnx_model(self.checkpoint, image_size=self.image_size)
             fp = dict(meta["fingerprint"])
-            if fp["architecture"] != RGBBranch.architecture:
-                raise CheckpointError(
-                    f"{self.checkpoint}: holds architecture {fp['architecture']!r}, "
-                    f"not the RGB branch {RGBBranch.architecture!r}"
-                )
+            _check_rgb_architecture(self.checkpoint, fp["architecture"], RGB_ARCHITECTURES)
             return fp, int(fp["descriptor_dim"]), dict(meta.get("source") or {}), meta.get("query_encoder_for")
         declared = None
         if self.checkpoint is None:
             weights = verify_imagenet_weights()
             source = {"checkpoint": None, "weights": "imagenet", "sha256": file_sha256(weights)}
+            arch, dim = RGB_ARCHITECTURE, DIMS[RGB_ARCHITECTURE]
         else:
             weights = self.checkpoint
-            # fails early, naming the file
-            declared = load_checkpoint(weights, expected_architecture=RGBBranch.architecture)["query_encoder_for"]
+            ckpt = load_checkpoint(weights)  # fails early, naming the file
+            arch, dim = ckpt["architecture"], int(ckpt["descriptor_dim"])
+            _check_rgb_architecture(weights, arch, RGB_ARCHITECTURES)
+            declared = ckpt["query_encoder_for"]
             source = {"checkpoint": str(weights.resolve()), "sha256": file_sha256(weights)}
-        arch = RGBBranch.architecture
         fp = {
             "architecture": arch,
             "weights_sha256": source["sha256"],
             "input_size": size,
-            "descriptor_dim": DIMS[arch],
+            "descriptor_dim": dim,
         }
-        return fp, DIMS[arch], source, declared
+        return fp, dim, source, declared
 
     def _build_model(self):
         from .checkpoint import build_model_from_checkpoint
-        from .models import RGBBranch, build_rgb_branch
+        from .models import build_rgb_branch
 
         if self.checkpoint is None:
             return build_rgb_branch(pretrained=True).eval()
-        return build_model_from_checkpoint(self.checkpoint, expected_architecture=RGBBranch.architecture)
+        return build_model_from_checkpoint(self.checkpoint, expected_architecture=self.fingerprint["architecture"])
 
     def _start_torch(self, channels_last: bool | None, fold_batchnorm: bool) -> None:
         from .backends.torch_backend import TorchRunner
@@ -271,6 +271,27 @@ class Extractor:
             out[start : start + len(chunk)] = self.run_prepared(batch)
         return out
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether the model gives soft label masks (a StructVPR++ student) through ``masks``."""
+        return hasattr(self.runner, "run_masks") and self.runner.mask_channels > 0
+
+    def masks(self, images: Sequence[np.ndarray], color: str = "bgr") -> np.ndarray:
+        """The soft label masks (N, C, H/16, W/16) float32 of a StructVPR++ student (each pixel sums to 1).
+
+        For a debug view: a second output of the same network, no segmentation model. The
+        channels are the label clusters in ``slme.channel_names`` order for C = 6 or 3.
+        ConfigError for a model without label masks (plain StructVPR).
+        """
+        if not self.has_masks:
+            raise ConfigError(
+                f"{self.fingerprint['architecture']}: this model has no label masks (a StructVPR++ student has)"
+            )
+        if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object:
+            raise ImageError("images: expected a sequence of images; wrap a single image in a list")
+        batch = np.stack([self.prepare(im, color, name=f"image {i}") for i, im in enumerate(images)])
+        return self.runner.run_masks(batch)
+
     def embed_paths(self, paths: Sequence[str | os.PathLike], progress: bool = True) -> np.ndarray:
         """Descriptors (N, dim) of image files, in order; an unreadable file raises ImageError naming it."""
         from tqdm import tqdm
@@ -284,3 +305,10 @@ class Extractor:
                 out[start : start + len(chunk)] = self.run_prepared(batch)
                 bar.update(len(chunk))
         return out
+
+
+def _check_rgb_architecture(path, architecture: str, allowed) -> None:
+    if architecture not in allowed:
+        raise CheckpointError(
+            f"{path}: holds architecture {architecture!r}, not a model that embeds RGB images ({', '.join(allowed)})"
+        )

@@ -4,9 +4,13 @@
   (stage I for both branches, and the VPR term of stage II).
 - ``Projector``: T, the linear map from the RGB descriptor (448) to the seg descriptor (480)
   space used in stage II's distillation term ‖x^S − T(x^D)‖².
+- ``LabelProjectors``: StructVPR++'s T_c, one linear map d_l → d_l per label cluster, from the
+  student's label features to the teacher's (our design, paper text unavailable).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,3 +42,22 @@ class Projector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
+
+
+class LabelProjectors(nn.Module):
+    """T_c for c = 1..C: C independent linear layers (with bias) d_l → d_l, applied label by label.
+
+    Input (..., C, d_l), output (..., C, d_l); each layer is initialised like ``nn.Linear``.
+    """
+
+    def __init__(self, clusters: int = 6, dim: int = 64) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(clusters, dim, dim))  # (C, out, in)
+        self.bias = nn.Parameter(torch.empty(clusters, dim))
+        bound = 1.0 / math.sqrt(dim)
+        for c in range(clusters):
+            nn.init.kaiming_uniform_(self.weight[c], a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...ci,coi->...co", x, self.weight) + self.bias

@@ -160,6 +160,30 @@ def channel_weights(cfg: SLMEConfig) -> np.ndarray:
     return prior
 
 
+def label_retrieval_weights(clusters: int) -> list[float]:
+    """StructVPR++ per-label retrieval weights w_c: the prior scaled to [0, 1], dynamic → 0.
+
+    Our design (the StructVPR++ paper text was unavailable): stable structure counts most in
+    the label part of the descriptor, moving objects not at all. C = 6: 0.25, 0, 0.5, 0.5, 1, 1
+    (vegetation, dynamic, sky, ground, buildings, other); C = 3: 0.5, 0, 1.
+    """
+    if clusters not in (3, 6):
+        raise ConfigError(f"clusters: label features need 3 or 6 clusters, got {clusters!r}")
+    sets = cluster_sets()[f"c{clusters}"]
+    prior = np.asarray(sets["prior_weights"], dtype=np.float64)
+    weights = prior / prior.max()
+    weights[[i for i, name in enumerate(sets["names"]) if name == "dynamic"]] = 0.0
+    return [float(w) for w in weights]
+
+
+def cluster_mask_config(cfg: SLMEConfig, clusters: int) -> SLMEConfig:
+    """The config whose encoding is the one-hot map of ``clusters`` label clusters (uniform weights).
+
+    Same taxonomy and id offset as ``cfg``; unlabelled pixels stay all-zero (no label).
+    """
+    return SLMEConfig(taxonomy=cfg.taxonomy, clusters=clusters, weighting="uniform", id_offset=cfg.id_offset)
+
+
 @functools.lru_cache(maxsize=32)
 def _lookup(taxonomy: str, clusters: int, weighting: str, weights: tuple | None) -> tuple[np.ndarray, np.ndarray]:
     cfg = SLMEConfig(

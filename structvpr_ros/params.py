@@ -72,6 +72,11 @@ DESCRIPTIONS = {
     "qos_depth": "Image subscription queue depth (the node keeps only the newest frame anyway).",
     "frame_id": "frame_id written into published headers; '' = the image's own frame_id.",
     "diagnostics_period_s": "Period of /diagnostics messages in seconds.",
+    "publish_masks": (
+        "Debug view: publish the StructVPR++ student's soft label masks as a coloured overlay (sensor_msgs/Image "
+        "bgr8) on ~/label_masks for every processed keyframe. Needs a StructVPR++ checkpoint; costs one more "
+        "forward pass per keyframe."
+    ),
 }
 
 
@@ -114,6 +119,7 @@ class NodeParams:
     qos_depth: int = 5
     frame_id: str = ""
     diagnostics_period_s: float = 1.0
+    publish_masks: bool = False
 
     def validate(self) -> None:
         """The node's own values here; the detector's are checked by DetectorConfig (one rule, in the core).

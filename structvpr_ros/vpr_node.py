@@ -6,7 +6,8 @@ the newest frame in a one-slot buffer (a frame replaced before it was processed 
 dropped) and one worker thread processes whatever is newest when it becomes free.
 
 Topics:   sub  <image_topic> (Image or CompressedImage), [camera_info_topic], [pose_topic]
-          pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics
+          pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics,
+               [~/label_masks (sensor_msgs/Image): publish_masks, a StructVPR++ debug view]
 Services: ~/save_map, ~/reset (std_srvs/Trigger)
 Run:      structvpr_node --ros-args --params-file config/vpr_node.yaml -p map_path:=MAP
 
@@ -32,7 +33,7 @@ from structvpr_core.geometry import Pose, interpolate_pose
 
 from .candidates_msg import detection_to_msg, stamp_to_sec
 from .entry import run_with_rclpy
-from .image_conversion import compressed_to_bgr, image_to_bgr
+from .image_conversion import bgr_to_image, compressed_to_bgr, image_to_bgr
 from .latest_slot import LatestSlot
 from .params import DESCRIPTIONS, LIVE_PARAMETERS, PARAMETER_NAMES, NodeParams, declare_and_read, with_changes
 from .stats import LATENCY_KEYS, NodeStats
@@ -121,6 +122,12 @@ class VprNode(Node):
             f"and map {p.map_path} ({p.mode})"
         )
         self._detector, extractor = build_detector(p, log)
+        if p.publish_masks and not extractor.has_masks:
+            raise ConfigError(
+                f"parameter 'publish_masks': the model ({extractor.fingerprint['architecture']}) has no label "
+                "masks; it needs a StructVPR++ checkpoint"
+            )
+        self._extractor = extractor
         self._device = str(extractor.device)
         self._warm_up(extractor)
 
@@ -140,6 +147,11 @@ class VprNode(Node):
 
         self._pub = self.create_publisher(LoopClosureCandidates, "~/loop_closures", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._masks_pub = None
+        if p.publish_masks:
+            from sensor_msgs.msg import Image
+
+            self._masks_pub = self.create_publisher(Image, "~/label_masks", 2)
         self._create_subscriptions()
         self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -330,6 +342,16 @@ class VprNode(Node):
             return
         self._pub.publish(out)
         self._stats.on_processed(det.extract_ms, det.search_ms, det.verify_ms, (time.monotonic() - t_rx) * 1000.0)
+        if self._masks_pub is not None:
+            self._publish_masks(bgr, header)
+
+    def _publish_masks(self, bgr, header) -> None:
+        """The debug overlay of the student's soft label masks (after the candidates: never delays them)."""
+        from structvpr_core.maskview import render_overlay
+
+        image = self._extractor.prepare(bgr)
+        overlay = render_overlay(image, self._extractor.masks([image])[0])
+        self._masks_pub.publish(bgr_to_image(overlay, header))
 
     # ---- diagnostics ------------------------------------------------------------------------
 

@@ -20,7 +20,9 @@ def export_onnx(model, path: str | os.PathLike, *, image_size: tuple[int, int], 
 
     BatchNorm is folded into the convolutions first (a copy; ``model`` is left as it is). The
     MobileNetV2 stages, global max pooling of F3..F5, per-level L2 normalisation, concatenation
-    and the final L2 normalisation all end up inside the graph.
+    and the final L2 normalisation all end up inside the graph. A StructVPR++ student
+    (``onnx_outputs = ("descriptor", "masks")``) gets its label head in the graph too, and its
+    soft label masks as the second output.
     """
     import copy
 
@@ -31,6 +33,11 @@ def export_onnx(model, path: str | os.PathLike, *, image_size: tuple[int, int], 
     if model.training:
         raise ValueError("export_onnx needs a model in eval mode")
     model = fuse_conv_bn(copy.deepcopy(model).float().cpu())
+    names = list(getattr(model, "onnx_outputs", (OUTPUT_NAME,)))
+    if names[0] != OUTPUT_NAME:
+        raise ValueError(f"the first output must be {OUTPUT_NAME!r}, the model names {names}")
+    if len(names) > 1:
+        model.export_masks = True  # on the copy: forward now returns (descriptor, masks)
     w, h = image_size
     dummy = torch.zeros(1, 3, int(h), int(w))
 
@@ -44,8 +51,8 @@ def export_onnx(model, path: str | os.PathLike, *, image_size: tuple[int, int], 
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                output_names=names,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
                 do_constant_folding=True,
             )
 

@@ -3,7 +3,9 @@
 The graph maps a batch of ImageNet-normalised RGB images to unit-length descriptors.
 Input ``image``: float32 (N, 3, H, W), RGB, ``(pixel / 255 - mean) / std`` with the ImageNet mean
 and std, at the fixed size H×W the model was exported for (N is dynamic). Output
-``descriptor``: float32 (N, D). A normalised float input, rather than raw uint8 pixels, is what
+``descriptor``: float32 (N, D); a StructVPR++ student has a second output ``masks``, float32
+(N, C, H/16, W/16), its soft label masks (runners take the descriptor by name). A normalised
+float input, rather than raw uint8 pixels, is what
 ONNX Runtime, TensorRT and OpenCV's dnn module all take without a custom pre-processing graph.
 
 The sidecar ``MODEL.onnx.json`` records what a consumer needs and what the loader checks:
@@ -34,6 +36,7 @@ FORMAT_VERSION = 1
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "descriptor"
+MASKS_NAME = "masks"  # the StructVPR++ student's second output: soft label masks (N, C, H/16, W/16)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -98,6 +101,7 @@ def make_sidecar(
             "shape": ["batch", int(fp["descriptor_dim"])],
             "l2_normalised": True,
         },
+        "extra_outputs": _extra_outputs(onnx_path),
         "precision": precision,
         "quantization": quantization,
         "opset": OPSET,
@@ -108,6 +112,20 @@ def make_sidecar(
         "parity": parity,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _extra_outputs(onnx_path) -> list[dict]:
+    """The graph's outputs besides the descriptor (the StructVPR++ masks), as name and shape."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    out = []
+    for o in graph.output:
+        if o.name == OUTPUT_NAME:
+            continue
+        dims = [d.dim_param or int(d.dim_value) for d in o.type.tensor_type.shape.dim]
+        out.append({"name": o.name, "dtype": "float32", "shape": dims})
+    return out
 
 
 def write_sidecar(onnx_path: str | os.PathLike, sidecar: dict) -> Path:

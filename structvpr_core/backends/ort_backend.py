@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError
 from ..preprocess import normalise_nchw
+from .onnx_format import MASKS_NAME, OUTPUT_NAME
 from .providers import CPU_EP
 from .runner import l2_normalise
 
@@ -71,9 +72,11 @@ class OrtRunner:
         # One image per run on the CPU, as with PyTorch: larger batches overflow the caches.
         self._per_image = self.providers[:1] == [CPU_EP]
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
+        by_name = {o.name: o for o in outputs}
+        if len(inputs) != 1 or OUTPUT_NAME not in by_name:
             raise CheckpointError(
-                f"{self.path}: expected one input and one output, the graph has {len(inputs)} and {len(outputs)}"
+                f"{self.path}: expected one input and an output named {OUTPUT_NAME!r}, the graph has "
+                f"{len(inputs)} inputs and outputs {sorted(by_name)}"
             )
         w, h = image_size
         shape = list(inputs[0].shape)
@@ -81,13 +84,16 @@ class OrtRunner:
             raise CheckpointError(
                 f"{self.path}: graph input has shape {shape}, expected [batch, 3, {h}, {w}] (input size {w}x{h})"
             )
-        out_shape = list(outputs[0].shape)
+        out_shape = list(by_name[OUTPUT_NAME].shape)
         if len(out_shape) != 2 or out_shape[1] != int(dim):
             raise CheckpointError(
                 f"{self.path}: graph output has shape {out_shape}, expected [batch, {dim}] "
                 "(descriptor dim of its sidecar)"
             )
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        # The descriptor is taken by name: a StructVPR++ export has the masks as a second output.
+        self.input_name, self.output_name = inputs[0].name, OUTPUT_NAME
+        masks = by_name.get(MASKS_NAME)
+        self.mask_channels = int(masks.shape[1]) if masks is not None and isinstance(masks.shape[1], int) else 0
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 BGR -> (N, D) float32 L2-normalised descriptors."""
@@ -101,3 +107,13 @@ class OrtRunner:
         )
         # The graph normalises already; int8 and fp16 outputs are only approximately unit length.
         return l2_normalise(desc)
+
+    def run_masks(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 BGR -> (N, C, H/16, W/16) float32 soft label masks (a StructVPR++ export only)."""
+        if not self.mask_channels:
+            raise CheckpointError(f"{self.path}: the graph has no {MASKS_NAME!r} output")
+        x = normalise_nchw(batch, "bgr")
+        step = 1 if self._per_image else len(x)
+        return np.concatenate(
+            [self.session.run([MASKS_NAME], {self.input_name: x[i : i + step]})[0] for i in range(0, len(x), step)]
+        ).astype(np.float32, copy=False)

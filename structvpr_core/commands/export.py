@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 NAME = "export"
-HELP = "export the RGB branch (descriptor head included) to ONNX, fp32 or int8, with a parity check"
+HELP = "export the RGB branch or StructVPR++ student (head included) to ONNX, fp32 or int8, with a parity check"
 DESCRIPTION = """\
 Export the StructVPR RGB branch, with its descriptor head (global max pooling, per-level L2
 normalisation, concatenation, final L2 normalisation) inside the graph, to an ONNX file with a
 dynamic batch axis (opset 17). Beside it, MODEL.onnx.json (the sidecar) records the input
 (float32 NCHW RGB, (pixel/255 - mean)/std with the ImageNet mean/std, fixed W x H), the
 descriptor dim, the model fingerprint (maps built with PyTorch stay valid), the precision, the
-source checkpoint, both files' sha256 and the measured parity.
+source checkpoint, both files' sha256 and the measured parity. A StructVPR++ student
+(--checkpoint of architecture structvpr-pp-rgb-mobilenetv2) exports its label head too, with
+its soft label masks as a second output "masks" (N, C, H/16, W/16) for the debug view; the
+runners take the "descriptor" output by name.
 
 The fp32 export is compared with PyTorch on real images and is not written unless the cosine of
 every descriptor pair is >= 0.999. With --int8 the model is statically quantised with ONNX
@@ -153,9 +156,13 @@ def report(parity: dict, size: tuple[int, int], dataset_name: str | None) -> lis
         f"parity fp32 ONNX Runtime vs PyTorch on {p['images']} real images: cosine min {p['min_cosine']:.6f} "
         f"mean {p['mean_cosine']:.6f} (bound >= {FP32_MIN_COSINE})"
     ]
+    if "masks_max_abs_diff" in p:
+        lines.append(f"label masks fp32 vs PyTorch: max |difference| {p['masks_max_abs_diff']:.2e}")
     if "int8" in parity:
         p = parity["int8"]
         lines.append(f"parity int8 vs PyTorch: cosine min {p['min_cosine']:.4f} mean {p['mean_cosine']:.4f}")
+        if "masks_max_abs_diff" in p:
+            lines.append(f"label masks int8 vs PyTorch: max |difference| {p['masks_max_abs_diff']:.3f}")
     if "speed" in parity:
         t = parity["speed"]
         lines.append(

@@ -1,10 +1,14 @@
-"""The two StructVPR branches and their registry by architecture name.
+"""The StructVPR and StructVPR++ branches and their registry by architecture name.
 
 - ``structvpr-rgb-mobilenetv2``: RGB branch, torchvision MobileNetV2 (ImageNet init), 448-d.
 - ``structvpr-seg-mobilenetl``: segmentation branch, MobileNet-L on SLME input, random init, 480-d.
+- ``structvpr-pp-rgb-mobilenetv2``: the StructVPR++ RGB student (RGB branch + label head),
+  448 + C·d_l (832 with the defaults C = 6, d_l = 64); our design, see ``structvpr_pp``.
+- ``structvpr-pp-seg-mobilenetl``: the StructVPR++ seg teacher (training only), 480 + C·d_l.
 
-Both map (B, C, H, W) to L2-normalised (B, dim) descriptors and expose ``.stages(x)`` (the five
-stage outputs, strides 2..32) and ``.dim``.
+All map (B, C, H, W) to L2-normalised (B, dim) descriptors and expose ``.stages(x)`` (the five
+stage outputs, strides 2..32) and ``.dim``. The ++ dimensions depend on the model arguments:
+``DIMS`` holds the defaults, ``descriptor_dim(architecture, model_args)`` the exact value.
 """
 
 from __future__ import annotations
@@ -12,12 +16,22 @@ from __future__ import annotations
 from .mc_head import MultiLevelConcat
 from .rgb_branch import RGBBranch
 from .seg_branch import SegBranch
+from .structvpr_pp import StructVPRPPStudent, StructVPRPPTeacher
 
 # The architecture names a checkpoint records; compare with these, never with a string literal.
 RGB_ARCHITECTURE = RGBBranch.architecture
 SEG_ARCHITECTURE = SegBranch.architecture
-ARCHITECTURES = {RGBBranch.architecture: RGBBranch, SegBranch.architecture: SegBranch}
-DIMS = {name: cls.dim for name, cls in ARCHITECTURES.items()}
+PP_RGB_ARCHITECTURE = StructVPRPPStudent.architecture
+PP_SEG_ARCHITECTURE = StructVPRPPTeacher.architecture
+ARCHITECTURES = {cls.architecture: cls for cls in (RGBBranch, SegBranch, StructVPRPPStudent, StructVPRPPTeacher)}
+DIMS = {name: cls.dim for name, cls in ARCHITECTURES.items()}  # with the default model arguments
+# The architectures that take RGB images: what the Extractor, the exports and the node run.
+RGB_ARCHITECTURES = (RGB_ARCHITECTURE, PP_RGB_ARCHITECTURE)
+
+
+def descriptor_dim(architecture: str, model_args: dict | None = None) -> int:
+    """The descriptor dimension of ``architecture`` built with ``model_args`` (KeyError: unknown name)."""
+    return ARCHITECTURES[architecture].dim_for(dict(model_args or {}))
 
 
 def build_rgb_branch(pretrained: bool = True) -> RGBBranch:
@@ -30,14 +44,33 @@ def build_seg_branch(in_channels: int = 6) -> SegBranch:
     return SegBranch(in_channels=in_channels)
 
 
+def build_pp_student(pretrained: bool = True, **label_args) -> StructVPRPPStudent:
+    """The StructVPR++ student; ``label_args``: clusters, label_dim, weights (required), lam,
+    presence_weighting, eps (see ``structvpr_pp``)."""
+    return StructVPRPPStudent(pretrained=pretrained, **label_args)
+
+
+def build_pp_teacher(in_channels: int = 6, **label_args) -> StructVPRPPTeacher:
+    """The StructVPR++ seg teacher for an SLME input of ``in_channels`` channels (plus C mask channels)."""
+    return StructVPRPPTeacher(in_channels=in_channels, **label_args)
+
+
 __all__ = [
     "ARCHITECTURES",
     "DIMS",
+    "PP_RGB_ARCHITECTURE",
+    "PP_SEG_ARCHITECTURE",
     "RGB_ARCHITECTURE",
+    "RGB_ARCHITECTURES",
     "SEG_ARCHITECTURE",
     "MultiLevelConcat",
     "RGBBranch",
     "SegBranch",
+    "StructVPRPPStudent",
+    "StructVPRPPTeacher",
+    "build_pp_student",
+    "build_pp_teacher",
     "build_rgb_branch",
     "build_seg_branch",
+    "descriptor_dim",
 ]

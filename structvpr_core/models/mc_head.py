@@ -31,6 +31,11 @@ class StagedBackbone(nn.Module):
 
     mc_stages = (2, 3, 4)  # 0-based: F3, F4, F5
 
+    @classmethod
+    def dim_for(cls, model_args: dict) -> int:
+        """The descriptor dimension of ``cls(**model_args)``: fixed for the StructVPR branches."""
+        return cls.dim
+
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five stage outputs F1..F5 (strides 2, 4, 8, 16, 32)."""
         outputs = []

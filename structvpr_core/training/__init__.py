@@ -10,6 +10,8 @@ Modules, in the order a run uses them:
 - ``stage`` (the epoch loop), ``stage1``, ``partition_stage``, ``stage2``;
 - ``distillation``: what a distillation is (the interface the loop calls, found by name);
   ``distill_structvpr``: StructVPR's φ-weighted KD from the cached seg teacher (stage II);
+  ``distill_structvpr_pp``: StructVPR++'s global + per-label KD and masks CE (``model.label_features``);
+- ``branches``: which network a stage trains (StructVPR's branches, or StructVPR++'s);
 - ``losses_kd``: triplet + φ-weighted distillation formulas; ``embed``: descriptors split over DDP ranks;
 - ``distributed``: process groups (gloo on CPU, nccl on CUDA), seeding;
 - ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there).

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config import from_dict, load_yaml
 from ..errors import ConfigError
 from ..partition import PartitionConfig
-from ..slme import SLMEConfig
+from ..slme import SLMEConfig, label_retrieval_weights
 
 STAGES = ("stage1_seg", "stage1_rgb", "partition", "stage2")
 
@@ -99,6 +99,9 @@ class StageConfig:
     validate_every: int = 1  # epochs between validations (the last epoch always validates)
     val_queries: int = 0  # 0: all validation queries
     projector_lr: float | None = None  # learning rate of the distillation's modules, e.g. T (None: lr)
+    # learning rate of a branch's randomly initialised head on a pretrained backbone (the StructVPR++
+    # label head; the branch's ``head_parameters``) (None: lr); plain StructVPR branches have none
+    head_lr: float | None = None
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "validate_every"):
@@ -109,16 +112,78 @@ class StageConfig:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer: expected adam or sgd, got {self.optimizer!r}")
-        for name in ("lr", "projector_lr"):
+        for name in ("lr", "projector_lr", "head_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name}: must be > 0, got {value}")
 
 
 @dataclass
+class LabelFeaturesConfig:
+    """StructVPR++ label-aware descriptors (our design where the paper text is unavailable).
+
+    Present and ``enabled``: stage I trains the ++ teacher and student (triplet on their full
+    descriptors), the partition ranks with them, stage II distils with ``distill_structvpr_pp``.
+    Absent or ``enabled: false``: plain StructVPR, unchanged.
+    """
+
+    enabled: bool = True
+    dim: int = 64  # d_l, the size of each label feature
+    weight: float = 1.0  # λ, the label part's weight in the descriptor
+    beta: float = 1.0  # β, per-label KD weight (stage II)
+    gamma: float = 0.1  # γ, weight of the CE of the student's masks against the SLME cluster map (stage II)
+    clusters: int = 6  # C label clusters: 6 (the SLME default) or 3
+    presence_weighting: bool = True  # scale each label part by its normalised presence p̂_c (off: 1/√C)
+    ce: bool = True  # the CE term on/off (ablation)
+    retrieval_weights: list[float] | None = None  # w_c; None: the SLME prior scaled to [0, 1], dynamic 0
+    present_min: float = 0.01  # a label is "present" in an image when it covers at least this fraction
+    eps: float = 1e-6  # ε of the label pooling Σ A_c·P(G) / (Σ A_c + ε)
+
+    def validate(self) -> None:
+        if self.clusters not in (3, 6):
+            raise ConfigError(f"clusters: expected 3 or 6, got {self.clusters!r}")
+        if self.dim < 1:
+            raise ConfigError(f"dim: must be >= 1, got {self.dim}")
+        for name in ("weight", "beta", "gamma"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.eps > 0:
+            raise ConfigError(f"eps: must be > 0, got {self.eps}")
+        if not 0 <= self.present_min < 1:
+            raise ConfigError(f"present_min: must be in [0, 1), got {self.present_min}")
+        w = self.retrieval_weights
+        if w is not None and (len(w) != self.clusters or any(not v >= 0 for v in w)):
+            raise ConfigError(f"retrieval_weights: expected {self.clusters} values >= 0, got {w}")
+
+    def model_args(self) -> dict:
+        """The label arguments of the ++ branches (``models.build_pp_student`` / ``build_pp_teacher``)."""
+        weights = self.retrieval_weights if self.retrieval_weights is not None else None
+        return {
+            "clusters": self.clusters,
+            "label_dim": self.dim,
+            "weights": list(weights) if weights is not None else label_retrieval_weights(self.clusters),
+            "lam": self.weight,
+            "presence_weighting": self.presence_weighting,
+            "eps": self.eps,
+        }
+
+
+@dataclass
+class ModelConfig:
+    label_features: LabelFeaturesConfig | None = None  # None: StructVPR; set: StructVPR++
+
+    @property
+    def plus_plus(self) -> LabelFeaturesConfig | None:
+        """The label-feature config when StructVPR++ is on, else None."""
+        lf = self.label_features
+        return lf if lf is not None and lf.enabled else None
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     slme: SLMEConfig = field(default_factory=SLMEConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     stage1_seg: StageConfig = field(default_factory=StageConfig)

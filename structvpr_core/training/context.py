@@ -42,9 +42,22 @@ class RunContext:
             self._labels["tree"] = LabelMapTree(d.label_root, d.root, taxonomy=self.cfg.slme.taxonomy)
         return self._labels["tree"]
 
-    def loader(self, modality: str) -> InputLoader:
-        """Input of the ``rgb`` or ``seg`` branch (one label-map tree serves every split)."""
+    def loader(self, modality: str, with_masks: bool | None = None) -> InputLoader:
+        """Input of the ``rgb`` or ``seg`` branch (one label-map tree serves every split).
+
+        ``with_masks``: append the label-cluster masks (StructVPR++); None: for the ++ teacher
+        (``seg`` with ``model.label_features`` on), never for ``rgb``.
+        """
+        from ..slme import cluster_mask_config
+
         size = tuple(self.cfg.data.image_size)
+        lf = self.cfg.model.plus_plus
+        if with_masks is None:
+            with_masks = modality == "seg" and lf is not None
+        if with_masks and lf is None:
+            raise ValueError("label masks are a StructVPR++ input: model.label_features is off")
+        masks = cluster_mask_config(self.cfg.slme, lf.clusters) if with_masks else None
+        labels = self.labels() if (modality == "seg" or masks is not None) else None
         if modality == "rgb":
-            return InputLoader("rgb", size)
-        return InputLoader("seg", size, self.cfg.slme, self.labels())
+            return InputLoader("rgb", size, labels=labels, masks=masks)
+        return InputLoader("seg", size, self.cfg.slme, labels, masks=masks)

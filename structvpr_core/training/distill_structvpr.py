@@ -84,8 +84,20 @@ class StructVPRDistillation(Distillation):
         return torch.from_numpy(np.concatenate([t_q, t_db], axis=1).astype(np.float32))
 
 
-def teacher_descriptors(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
-    """(database, queries) descriptors of the training split by the stage-I seg teacher, cached on disk."""
+def teacher_descriptors(
+    ctx: RunContext,
+    *,
+    cache_name: str = TEACHER_CACHE,
+    architecture: str = SEG_ARCHITECTURE,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    extra_meta: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(database, queries) descriptors of the training split by the stage-I seg teacher, cached on disk.
+
+    The defaults are StructVPR's. Another distillation may cache other teacher outputs: ``wrap``
+    turns the loaded teacher into the module whose (unnormalised) rows are cached, under
+    ``RUN/<cache_name>/``, with ``extra_meta`` in the meta that must match.
+    """
     from ..checkpoint import build_model_from_checkpoint
     from ..weights import file_sha256
 
@@ -93,7 +105,7 @@ def teacher_descriptors(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
     ckpt = ctx.stage_dir("stage1_seg") / records.BEST
     if not ckpt.is_file():
         raise ConfigError(f"{ckpt}: stage II needs the stage-I seg teacher; run the stage1_seg stage first")
-    cache = ctx.out / TEACHER_CACHE
+    cache = ctx.out / cache_name
     meta = {
         "teacher_sha256": file_sha256(ckpt),
         "image_size": list(cfg.data.image_size),
@@ -102,15 +114,20 @@ def teacher_descriptors(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
         "split": cfg.data.train_split,
         "num_database": train.num_database,
         "num_queries": train.num_queries,
+        **(extra_meta or {}),
     }
     try:
         if json.loads((cache / "meta.json").read_text(encoding="utf-8")) == meta:
             return np.load(cache / "database.npy", mmap_mode="r"), np.load(cache / "queries.npy", mmap_mode="r")
     except (OSError, ValueError):
         pass
-    teacher = build_model_from_checkpoint(ckpt, expected_architecture=SEG_ARCHITECTURE).to(env.device)
+    teacher = build_model_from_checkpoint(ckpt, expected_architecture=architecture)
+    if wrap is not None:
+        teacher = wrap(teacher)
+    teacher = teacher.to(env.device)
     loader = ctx.loader("seg")
     kw = {"batch_size": cfg.mining.embed_batch_size, "workers": cfg.data.workers, "progress": cfg.progress}
+    kw["normalise"] = wrap is None
     db = embed(teacher, train.database, loader, env, desc="teacher db", **kw)
     qs = embed(teacher, train.queries, loader, env, desc="teacher queries", **kw)
     if env.is_main:

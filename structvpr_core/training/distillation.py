@@ -57,12 +57,11 @@ A new distillation is a new file ``training/distill_<name>.py`` defining one sub
 loads its extractors the same way), so neither the loop nor this module changes. Choosing it
 for a stage is the stage's job (``stage2.distillation_name``). The two planned ones fit as:
 
-- StructVPR++ label-feature KD: ``modules()`` returns the label head (and any projections);
-  ``forward`` runs ``branch.stages(x)``, returns the descriptors and the label head's per-label
-  feature parts; ``prepare`` caches the seg teacher's per-label features (as StructVPR caches
-  its descriptors); ``loss`` distils part by part with the sample weights, naming each part.
-  If the label head is part of the deployed student, it belongs in ``models/`` as a new
-  architecture, and the distillation trains it through ``forward`` the same way.
+- StructVPR++ label-feature KD (built: ``distill_structvpr_pp``): the label head is part of the
+  deployed student (``models.StructVPRPPStudent``), so ``modules()`` returns only T and the T_c;
+  ``forward`` runs ``branch.parts(x)`` and returns the descriptors, T(x_g), T_c(l_c) and the
+  masks' log-probabilities; ``tuple_loader`` adds the label-cluster masks to each image for the
+  CE term; ``prepare`` caches the ++ teacher's x_g, t_c and presence; ``loss`` names its parts.
 - Low-quality-query KD: ``prepare`` loads the frozen high-quality teacher; ``tuple_loader``
   reads each image once and returns its normalised tensor and that of a degraded copy
   (``structvpr_core.degrade`` on the uint8 pixels, its generator seeded from the image and

@@ -22,9 +22,11 @@ def embed(
     workers: int = 0,
     progress: bool = False,
     desc: str = "embed",
+    normalise: bool = True,
 ) -> np.ndarray:
     """(N, dim) float32 descriptors of ``paths``, identical on every rank.
 
+    ``normalise=False`` keeps the rows as the branch gives them (a teacher's concatenated parts).
     Each rank embeds a contiguous share of the paths; the shares are gathered in rank order.
     The branch is left in eval mode: callers set train mode again before training.
     """
@@ -46,6 +48,7 @@ def embed(
         for x, idx in dl:
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
                 d = branch(x.to(env.device, non_blocking=True))
-            out[idx.numpy()] = torch.nn.functional.normalize(d.float(), dim=1).cpu().numpy()
+            d = d.float()
+            out[idx.numpy()] = (torch.nn.functional.normalize(d, dim=1) if normalise else d).cpu().numpy()
             bar.update(len(idx))
     return gather_rows(env, out, [len(s) for s in shares])

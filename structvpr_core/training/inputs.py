@@ -4,6 +4,11 @@ The RGB input is prepared exactly as the run-time ``Extractor`` prepares it (res
 ``images.resize_image``, then ``preprocess.normalise_nchw``: BGR → RGB, ImageNet mean/std), so
 a trained student sees the same numbers at deployment. No augmentation (our choice; the paper
 states none).
+
+StructVPR++ also needs the label clusters of an image (the teacher pools with them, the
+student's CE term learns from them): with ``masks`` (an ``SLMEConfig`` of uniform weights,
+``slme.cluster_mask_config``) the loader appends the one-hot cluster masks of the image's label
+map at the same size, C more channels (all-zero where a pixel has no label).
 """
 
 from __future__ import annotations
@@ -27,23 +32,37 @@ class InputLoader:
 
     ``rgb``: the image itself; ``seg``: the SLME encoding of its label map (read through a
     ``data.labelmaps.LabelMapTree``), resized with nearest neighbour to the same ``size``.
+    ``masks``: also append the one-hot label-cluster masks of the label map (StructVPR++).
     """
 
-    def __init__(self, modality: str, size: tuple[int, int], slme: SLMEConfig | None = None, labels=None):
+    def __init__(
+        self,
+        modality: str,
+        size: tuple[int, int],
+        slme: SLMEConfig | None = None,
+        labels=None,
+        masks: SLMEConfig | None = None,
+    ):
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-        if modality == "seg" and labels is None:
-            raise ValueError("the seg modality needs a label-map tree")
+        if (modality == "seg" or masks is not None) and labels is None:
+            raise ValueError("the seg modality and the label masks need a label-map tree")
         self.modality = modality
         self.size = (int(size[0]), int(size[1]))
         self.slme = slme or SLMEConfig()
         self.labels = labels
+        self.masks = masks
 
     def __call__(self, path: str | Path) -> torch.Tensor:
+        label = self.labels.read(path) if self.labels is not None else None
         if self.modality == "seg":
-            return encode_label_map(self.labels.read(path), self.slme, size=self.size)
-        bgr = resize_image(read_image(path), self.size)
-        return torch.from_numpy(normalise_nchw(bgr[None], "bgr")[0])
+            x = encode_label_map(label, self.slme, size=self.size)
+        else:
+            bgr = resize_image(read_image(path), self.size)
+            x = torch.from_numpy(normalise_nchw(bgr[None], "bgr")[0])
+        if self.masks is None:
+            return x
+        return torch.cat([x, encode_label_map(label, self.masks, size=self.size)])
 
 
 class PathDataset(Dataset):

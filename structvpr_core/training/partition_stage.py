@@ -6,20 +6,24 @@ import time
 
 from ..partition import partition_pairs, retrieval_ranks, write_partition
 from . import records
+from .branches import architecture as branch_architecture
 from .distributed import barrier
 from .embed import embed
 
 
 def run_partition(ctx) -> dict:
-    """Embed the training split with both stage-I branches (best checkpoints) and write the partition."""
+    """Embed the training split with both stage-I branches (best checkpoints) and write the partition.
+
+    The ranks come from each branch's full descriptor (StructVPR++: x_g and the label parts).
+    """
     from ..checkpoint import build_model_from_checkpoint
-    from ..models import RGB_ARCHITECTURE, SEG_ARCHITECTURE
 
     cfg, env, train = ctx.cfg, ctx.env, ctx.train
     started = time.perf_counter()
     q_idx, p_idx = ctx.pairs.pair_arrays()
     ranks = {}
-    for kind, stage, architecture in (("seg", "stage1_seg", SEG_ARCHITECTURE), ("rgb", "stage1_rgb", RGB_ARCHITECTURE)):
+    for kind, stage in (("seg", "stage1_seg"), ("rgb", "stage1_rgb")):
+        architecture = branch_architecture(kind, cfg)
         path = ctx.stage_dir(stage) / records.BEST
         model = build_model_from_checkpoint(path, expected_architecture=architecture).to(env.device)
         loader = ctx.loader(kind)

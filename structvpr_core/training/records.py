@@ -8,7 +8,8 @@ Each stage writes under ``RUN/<stage>/`` (rank 0 only):
   state, the last finished epoch, the global step, the best validation result so far. Loaded
   with ``weights_only=True``.
 - ``best.pt``: the model with the best validation Recall@1 (``structvpr_core.checkpoint``
-  format; stage I seg: ``structvpr-seg-mobilenetl``, RGB branches: ``structvpr-rgb-mobilenetv2``,
+  format; stage I seg: ``structvpr-seg-mobilenetl``, RGB branches: ``structvpr-rgb-mobilenetv2``;
+  StructVPR++: ``structvpr-pp-seg-mobilenetl`` and ``structvpr-pp-rgb-mobilenetv2``,
   loadable by the ``Extractor``). Without a validation split: the last epoch's model.
 - ``last.pt``: the model after the last finished epoch (same format).
 - ``log.csv``: one row per epoch; columns ``epoch`` (1-based), ``steps`` (optimiser steps in

@@ -6,7 +6,7 @@ Run directory (``--out RUN``)::
     RUN/stage1_seg/            stage I seg branch   (records: state.pt best.pt last.pt log.csv steps.csv done.json)
     RUN/stage1_rgb/            stage I RGB branch   (same files)
     RUN/partition[-TAG]/       pairs.csv partition.json phi_histogram.png done.json
-    RUN/teacher_cache/         stage-I teacher descriptors of the training split
+    RUN/teacher_cache/         stage-I teacher descriptors of the training split (teacher_cache_pp/ for StructVPR++)
     RUN/stage2[-TAG]/          stage II student     (same files as stage I; best.pt is the final model)
 
 ``--tag`` puts the partition and stage II of an ablation (e.g. ``--set partition.method=all``)

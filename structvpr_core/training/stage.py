@@ -351,8 +351,13 @@ def validate(setup: StageSetup, cfg: TrainConfig, env: DistEnv) -> dict[int, flo
 
 
 def _optimizer(c: StageConfig, net: TrainNet) -> torch.optim.Optimizer:
-    """The branch at ``lr``; the distillation's modules (T) at ``projector_lr`` (default ``lr``)."""
-    groups = [{"params": list(net.branch.parameters()), "lr": c.lr}]
+    """The branch at ``lr``, its new head (``head_parameters``, StructVPR++'s label head) at ``head_lr``,
+    the distillation's modules (T) at ``projector_lr`` (both default ``lr``)."""
+    head = list(net.branch.head_parameters()) if hasattr(net.branch, "head_parameters") else []
+    in_head = {id(p) for p in head}
+    groups = [{"params": [p for p in net.branch.parameters() if id(p) not in in_head], "lr": c.lr}]
+    if head:
+        groups.append({"params": head, "lr": c.head_lr or c.lr})
     extra = list(net.extras.parameters())
     if extra:
         groups.append({"params": extra, "lr": c.projector_lr or c.lr})

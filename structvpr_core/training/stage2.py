@@ -2,13 +2,15 @@
 
 The distillation is StructVPR's (``distill_structvpr``: T 448 → 480, φ-weighted distance to
 the frozen stage-I seg teacher's cached descriptors), or none for ``partition.method: none``
-(then no teacher, no T and no partition are needed). Any other distillation plugs in through
-``distillation_name`` (see ``distillation`` for the interface).
+(then no teacher, no T and no partition are needed), or StructVPR++'s (``distill_structvpr_pp``:
+global and per-label KD, CE on the student's masks) when ``model.label_features`` is on. Any
+other distillation plugs in through ``distillation_name`` (see ``distillation`` for the interface).
 """
 
 from __future__ import annotations
 
 from ..config import to_dict
+from .branches import build_branch
 from .config import TrainConfig
 from .distillation import build_distillation
 from .distributed import seed_everything
@@ -16,17 +18,18 @@ from .stage import StageSetup, run_stage
 
 
 def distillation_name(cfg: TrainConfig) -> str:
-    """The distillation of stage II: "none" when the partition method says so, else StructVPR's."""
-    return "none" if cfg.partition.method == "none" else "structvpr"
+    """The distillation of stage II: "none" when the partition method says so, else StructVPR's
+    (StructVPR++'s ``structvpr_pp`` when ``model.label_features`` is on)."""
+    if cfg.partition.method == "none":
+        return "none"
+    return "structvpr_pp" if cfg.model.plus_plus is not None else "structvpr"
 
 
 def train_stage2(ctx) -> dict:
     """Train the stage-II student; ``ctx`` is the run's ``RunContext``."""
-    from ..models import build_rgb_branch
-
     cfg = ctx.cfg
     seed_everything(cfg.seed + 3)  # the distillation's random init (T) is repeatable
-    student = build_rgb_branch(pretrained=True)
+    student = build_branch("rgb", cfg)
     distillation = build_distillation(distillation_name(cfg), student, cfg)
     distillation.prepare(ctx)
     setup = StageSetup(
