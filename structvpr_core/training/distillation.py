@@ -63,19 +63,18 @@ for a stage is the stage's job (``stage2.distillation_name``). The two planned o
   its descriptors); ``loss`` distils part by part with the sample weights, naming each part.
   If the label head is part of the deployed student, it belongs in ``models/`` as a new
   architecture, and the distillation trains it through ``forward`` the same way.
-- Low-quality-query KD: ``prepare`` loads the frozen high-quality teacher; ``tuple_loader``
-  reads each image once and returns its normalised tensor and that of a degraded copy
-  (``structvpr_core.degrade`` on the uint8 pixels, its generator seeded from the image and
-  ``epoch``), stacked along channels (6, H, W); ``forward`` runs the student on the degraded half
-  with ``branch.stages`` and returns its descriptors and the intermediate maps it distils;
-  ``loss`` runs the teacher (no grad) on the high-quality half of ``batch.images`` and returns
-  MSE on global descriptors + inter-channel-correlation KD, ``{"mse": …, "ickd": …}``.
-  ``test/test_distillation.py`` runs a toy of exactly this shape.
-  Its loss ignores ``batch.rows``, so it needs no place labels; but the batches still come
-  from the loop's mined tuples (and the triplet term still applies), and the loop mines and
-  validates with the student on undegraded images. Training on an *unlabelled* image set, or
-  validating degraded queries against the teacher's map, would add a batch source or a
-  validation hook to the loop: changes there, not to this interface.
+- Low-quality-query KD (``distill_lqq``, the ``lqq`` stage, done this way): ``prepare`` loads
+  the frozen high-quality teacher; ``tuple_loader`` reads each image once and returns its
+  normalised tensor and that of a degraded copy (``structvpr_core.degrade`` on the uint8
+  pixels, its generator seeded from the image and ``epoch``), stacked along channels (6, H, W);
+  ``forward`` runs the student on the degraded half with ``branch.stages`` and returns its
+  descriptors and the intermediate maps it distils; ``loss`` runs the teacher (no grad) on the
+  high-quality half of ``batch.images`` and returns MSE on global descriptors +
+  inter-channel-correlation KD, ``{"mse": …, "ickd": …}``. ``test/test_distillation.py`` runs a
+  toy of exactly this shape. Its loss ignores ``batch.rows``, so it needs no place labels: the
+  lqq stage feeds it from a batch source that mines nothing (``batches.ImageBatches``, single
+  images, so no triplet term) and validates it with ``validation.DistillationValidation`` (its
+  own loss on held-out images) instead of Recall@N.
 """
 
 from __future__ import annotations
