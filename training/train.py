@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Train StructVPR: stage I (seg and RGB branches), group partition and φ, stage II weighted distillation.
+"""Train StructVPR (stage I, group partition and φ, stage II) or a low-quality-query student (stage lqq).
 
 Examples:
   python training/train.py --config config/train_synthetic.yaml --out runs/synthetic
+  python training/train.py --config config/lqq_corridor.yaml --out runs/lqq
   python training/train.py --config config/train_msls.yaml --out runs/msls --stages partition,stage2 --resume
   python training/train.py --config F --out RUN --stages partition,stage2 --tag all --set partition.method=all
   torchrun --nproc_per_node=4 training/train.py --config config/train_pitts30k.yaml --out runs/pitts
@@ -10,8 +11,11 @@ Examples:
 Everything goes under RUN/<stage>/ (see structvpr_core/training/run.py and records.py):
 best.pt (best validation Recall@1), last.pt, state.pt (resume), log.csv (per epoch: losses and
 validation R@N), steps.csv (per step losses), done.json. RUN/stage2/best.pt is the final
-student, loadable with `structvpr eval --checkpoint` and the Extractor. Stop with Ctrl-C or a
-kill at any time and rerun with --resume: the stage continues from its last finished epoch.
+student, loadable with `structvpr eval --checkpoint` and the Extractor. RUN/lqq/best.pt is a
+low-quality-query student: a query encoder for the maps its teacher builds (no place labels:
+it learns from any image folders or rosbag2 topics, see config/lqq_corridor.yaml). Stop with
+Ctrl-C or a kill at any time and rerun with --resume: the stage continues from its last
+finished epoch.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory; each stage writes RUN/<stage>/")
     p.add_argument(
         "--stages",
-        default=",".join(STAGES),
-        help=f"comma-separated stages to run, in this order (default: all): {','.join(STAGES)}",
+        default=None,
+        help=f"comma-separated stages to run, in this order: {','.join(STAGES)} "
+        "(default: the config's `stages`, else the four StructVPR stages)",
     )
     p.add_argument(
         "--resume", action="store_true", help="skip finished stages and continue unfinished ones from their last epoch"
@@ -59,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tag",
         default=None,
-        help="write partition and stage 2 to RUN/partition-TAG and RUN/stage2-TAG (ablations sharing stage I)",
+        help="write partition, stage 2 and lqq to RUN/partition-TAG, RUN/stage2-TAG and RUN/lqq-TAG "
+        "(ablations sharing stage I)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice)")
     p.add_argument(
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg,
                 args.out,
                 env,
-                stages=[s.strip() for s in args.stages.split(",") if s.strip()],
+                stages=[s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None,
                 resume=args.resume,
                 tag=args.tag,
                 max_steps=args.max_steps,
@@ -123,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         if env.is_main and "stage2" in results:
             final = args.out / (f"stage2-{args.tag}" if args.tag else "stage2") / "best.pt"
             print(f"train.py: final student: {final}", file=sys.stderr)
+        if env.is_main and "lqq" in results:
+            final = args.out / (f"lqq-{args.tag}" if args.tag else "lqq") / "best.pt"
+            print(f"train.py: low-quality-query student (for its teacher's maps): {final}", file=sys.stderr)
         return 0
     except StructVPRError as e:
         if args.debug:

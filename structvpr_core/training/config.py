@@ -14,7 +14,8 @@ from ..errors import ConfigError
 from ..partition import PartitionConfig
 from ..slme import SLMEConfig, label_retrieval_weights
 
-STAGES = ("stage1_seg", "stage1_rgb", "partition", "stage2")
+PLACE_STAGES = ("stage1_seg", "stage1_rgb", "partition", "stage2")  # StructVPR: need place labels (data.root)
+STAGES = (*PLACE_STAGES, "lqq")  # lqq: the low-quality-query student, from any images (the lqq section)
 
 
 @dataclass
@@ -180,8 +181,110 @@ class ModelConfig:
 
 
 @dataclass
+class BagImages:
+    """The images of one rosbag2 topic (sensor_msgs Image or CompressedImage) as training data."""
+
+    path: Path
+    topic: str
+    every: int = 1  # keep every N-th frame
+
+    def validate(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"every: must be >= 1, got {self.every}")
+
+
+LQQ_DEGRADATIONS = ["size=160x120,jpeg=30", "jpeg=10", "size=80x60,jpeg=50", "none"]
+
+
+@dataclass
+class LQQConfig:
+    """The ``lqq`` stage: a low-quality-query student distilled from a frozen teacher (VPR4LQQ).
+
+    The student, a copy of the teacher's RGB branch, sees a degraded copy of each image and learns
+    the teacher's descriptor (and inter-channel correlations) of the good one. No place labels:
+    the images are any folders and rosbag2 image topics. The input size is ``data.image_size``.
+    """
+
+    teacher: str = "imagenet"  # imagenet | stage2 (this run's RUN/stage2[-TAG]/best.pt) | PATH to an RGB checkpoint
+    folders: list[Path] = field(default_factory=list)  # image folders (training data, no labels)
+    recursive: bool = False  # also images in sub-folders
+    bags: list[BagImages] = field(default_factory=list)  # rosbag2 image topics (frames extracted once, as PNG)
+    # degrade.py specs; one is drawn per image and epoch (deterministic under the seed)
+    degradations: list[str] = field(default_factory=lambda: list(LQQ_DEGRADATIONS))
+    val_fraction: float = 0.2  # images held out for validation (0: none; best.pt is then the last epoch)
+    val_block: int = 10  # held out in runs of this many consecutive images (neighbouring frames look alike)
+    first_trained_stage: int = 3  # stages F1..F(n-1) frozen (stem, early stages); Fn..F5 trained
+    ickd_stages: list[int] = field(default_factory=lambda: [3, 4, 5])  # 1-based stages of the ICKD term, averaged
+    w_mse: float = 1.0  # weight of mean_batch ‖v_S − v_T‖² on the global descriptors
+    w_ickd: float = 0.01  # weight of the ICKD term (chosen by validation on Corridor, see config/lqq_corridor.yaml)
+    w_triplet: float = 0.0  # a triplet term needs image positions, which folders and bags do not give here
+    epochs: int = 10
+    batch_size: int = 8  # images per optimiser step, summed over all DDP ranks
+    images_per_epoch: int = 0  # 0: every training image, each epoch
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    amp: bool = True  # mixed precision; only ever used on CUDA
+
+    def validate(self) -> None:
+        from ..degrade import parse_degradation_set
+
+        if not self.folders and not self.bags:
+            raise ConfigError("give at least one image source: folders or bags")
+        parse_degradation_set(self.degradations)
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        for name in ("val_block", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.first_trained_stage <= 5:
+            raise ConfigError(f"first_trained_stage: must be in 1..5, got {self.first_trained_stage}")
+        if len(set(self.ickd_stages)) != len(self.ickd_stages) or not set(self.ickd_stages) <= {1, 2, 3, 4, 5}:
+            raise ConfigError(f"ickd_stages: distinct stage numbers in 1..5, got {self.ickd_stages}")
+        frozen = [s for s in self.ickd_stages if s < self.first_trained_stage]
+        if frozen and self.w_ickd > 0:
+            raise ConfigError(
+                f"ickd_stages: stage {frozen[0]} is frozen (first_trained_stage {self.first_trained_stage}), "
+                "so its ICKD term cannot change"
+            )
+        for name in ("w_mse", "w_ickd", "images_per_epoch", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.w_mse + self.w_ickd <= 0:
+            raise ConfigError("w_mse and w_ickd: at least one must be > 0")
+        if self.w_triplet != 0:
+            raise ConfigError(
+                "w_triplet: a triplet term needs image positions; the folder and bag sources give none here, "
+                "so it must be 0 (VPR4LQQ's best setting has no triplet term either)"
+            )
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer: expected adam or sgd, got {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if not self.teacher.strip():
+            raise ConfigError("teacher: expected imagenet, stage2 or a checkpoint path")
+
+    def stage_config(self) -> StageConfig:
+        """The epoch loop's settings for this stage (BatchNorm always in eval mode, validation every epoch)."""
+        return StageConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            margin=0.0,
+            freeze_bn=True,
+            amp=self.amp,
+            validate_every=1,
+        )
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
+    stages: list[str] = field(default_factory=lambda: list(PLACE_STAGES))  # run by default (--stages overrides)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     slme: SLMEConfig = field(default_factory=SLMEConfig)
@@ -190,6 +293,7 @@ class TrainConfig:
     stage1_rgb: StageConfig = field(default_factory=StageConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
+    lqq: LQQConfig | None = None  # the low-quality-query student (stage "lqq")
     recall_ns: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
     tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard package)
     progress: bool = True
@@ -197,6 +301,18 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.recall_ns or min(self.recall_ns) < 1 or 1 not in self.recall_ns:
             raise ConfigError(f"recall_ns: positive integers including 1, got {self.recall_ns}")
+        check_stages(self.stages, self, "stages")
+
+
+def check_stages(stages: list[str], cfg: TrainConfig, where: str) -> None:
+    """Known stage names, and an ``lqq`` section when the ``lqq`` stage is asked for."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"{where}: unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
+    if not stages:
+        raise ConfigError(f"{where}: no stage given (known: {', '.join(STAGES)})")
+    if "lqq" in stages and cfg.lqq is None:
+        raise ConfigError(f"{where}: stage lqq needs an lqq section in the config (teacher, folders or bags, ...)")
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

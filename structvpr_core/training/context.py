@@ -29,7 +29,7 @@ class RunContext:
     _labels: dict = field(default_factory=dict)
 
     def stage_dir(self, stage: str) -> Path:
-        if self.tag and stage in ("partition", "stage2"):
+        if self.tag and stage in ("partition", "stage2", "lqq"):
             return self.out / f"{stage}-{self.tag}"
         return self.out / stage
 

@@ -62,19 +62,18 @@ for a stage is the stage's job (``stage2.distillation_name``). The two planned o
   ``forward`` runs ``branch.parts(x)`` and returns the descriptors, T(x_g), T_c(l_c) and the
   masks' log-probabilities; ``tuple_loader`` adds the label-cluster masks to each image for the
   CE term; ``prepare`` caches the ++ teacher's x_g, t_c and presence; ``loss`` names its parts.
-- Low-quality-query KD: ``prepare`` loads the frozen high-quality teacher; ``tuple_loader``
-  reads each image once and returns its normalised tensor and that of a degraded copy
-  (``structvpr_core.degrade`` on the uint8 pixels, its generator seeded from the image and
-  ``epoch``), stacked along channels (6, H, W); ``forward`` runs the student on the degraded half
-  with ``branch.stages`` and returns its descriptors and the intermediate maps it distils;
-  ``loss`` runs the teacher (no grad) on the high-quality half of ``batch.images`` and returns
-  MSE on global descriptors + inter-channel-correlation KD, ``{"mse": …, "ickd": …}``.
-  ``test/test_distillation.py`` runs a toy of exactly this shape.
-  Its loss ignores ``batch.rows``, so it needs no place labels; but the batches still come
-  from the loop's mined tuples (and the triplet term still applies), and the loop mines and
-  validates with the student on undegraded images. Training on an *unlabelled* image set, or
-  validating degraded queries against the teacher's map, would add a batch source or a
-  validation hook to the loop: changes there, not to this interface.
+- Low-quality-query KD (``distill_lqq``, the ``lqq`` stage, done this way): ``prepare`` loads
+  the frozen high-quality teacher; ``tuple_loader`` reads each image once and returns its
+  normalised tensor and that of a degraded copy (``structvpr_core.degrade`` on the uint8
+  pixels, its generator seeded from the image and ``epoch``), stacked along channels (6, H, W);
+  ``forward`` runs the student on the degraded half with ``branch.stages`` and returns its
+  descriptors and the intermediate maps it distils; ``loss`` runs the teacher (no grad) on the
+  high-quality half of ``batch.images`` and returns MSE on global descriptors +
+  inter-channel-correlation KD, ``{"mse": …, "ickd": …}``. ``test/test_distillation.py`` runs a
+  toy of exactly this shape. Its loss ignores ``batch.rows``, so it needs no place labels: the
+  lqq stage feeds it from a batch source that mines nothing (``batches.ImageBatches``, single
+  images, so no triplet term) and validates it with ``validation.DistillationValidation`` (its
+  own loss on held-out images) instead of Recall@N.
 """
 
 from __future__ import annotations

@@ -18,11 +18,15 @@ Stage I is the same call without a teacher: the triplet term alone. The training
 ``distillation_loss`` with cached teacher descriptors, ``distill_structvpr``).
 
 Tuples are tensors (B, 2+K, D) laid out [q, p, n_1, …, n_K] along dimension 1.
+
+The low-quality-query distillation (``distill_lqq``, VPR4LQQ) uses ``descriptor_mse`` and
+``ickd_loss`` (inter-channel correlation KD on intermediate feature maps).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..losses import triplet_loss
 
@@ -64,3 +68,41 @@ def tuple_loss(
     # requires every rank to use the same parameters); T then gets a zero gradient.
     kd = distillation_loss(projected, teacher, phi)
     return vpr + kd, vpr, kd
+
+
+def channel_correlation(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) feature maps -> (B, C, C) row-normalised inter-channel correlation matrices.
+
+    Each channel is flattened over H·W and L2-normalised, G = F̂ F̂ᵀ (cosine similarities between
+    channels), then each row of G is L2-normalised (VPR4LQQ's ``Loss_distill.similarity``).
+    """
+    if features.dim() != 4:
+        raise ValueError(f"expected (B, C, H, W) feature maps, got {tuple(features.shape)}")
+    flat = F.normalize(features.flatten(2), p=2.0, dim=2)
+    return F.normalize(flat @ flat.transpose(1, 2), p=2.0, dim=2)
+
+
+def ickd_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Inter-channel correlation KD: mean over the batch of ‖G_S − G_T‖_F (``channel_correlation``).
+
+    ``student`` and ``teacher`` are (B, C, H, W) maps of one stage with the same B and C; their
+    spatial sizes may differ (a low-resolution query against a high-resolution image), since G
+    is C×C whatever H×W is: no resizing. As in VPR4LQQ (``src/loss/loss_distill.py``), without
+    the learned 1×1 convolution of the original ICKD paper. VPR4LQQ takes one Frobenius norm
+    over the whole (B, C, C) difference (it grows as √B); we average the per-image norms, so the
+    value does not depend on the batch size (our choice).
+    """
+    if student.shape[:2] != teacher.shape[:2]:
+        raise ValueError(
+            "student and teacher maps need the same batch and channels, "
+            f"got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    diff = channel_correlation(student) - channel_correlation(teacher)
+    return diff.flatten(1).norm(p=2, dim=1).mean()
+
+
+def descriptor_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of ‖v_S − v_T‖², the squared L2 distance (a sum over dimensions) of (..., D) descriptors."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"expected descriptors of one shape, got {tuple(student.shape)} and {tuple(teacher.shape)}")
+    return (student - teacher).pow(2).sum(-1).mean()

@@ -7,21 +7,27 @@ Each stage writes under ``RUN/<stage>/`` (rank 0 only):
   ``projector``; older files hold T as ``projector`` at the top level), optimiser and AMP-scaler
   state, the last finished epoch, the global step, the best validation result so far. Loaded
   with ``weights_only=True``.
-- ``best.pt``: the model with the best validation Recall@1 (``structvpr_core.checkpoint``
-  format; stage I seg: ``structvpr-seg-mobilenetl``, RGB branches: ``structvpr-rgb-mobilenetv2``;
-  StructVPR++: ``structvpr-pp-seg-mobilenetl`` and ``structvpr-pp-rgb-mobilenetv2``,
-  loadable by the ``Extractor``). Without a validation split: the last epoch's model.
+- ``best.pt``: the model with the best validation result (Recall@1; the lqq stage: the lowest
+  ``val_mse``) (``structvpr_core.checkpoint`` format; stage I seg: ``structvpr-seg-mobilenetl``,
+  RGB branches: ``structvpr-rgb-mobilenetv2``; StructVPR++: ``structvpr-pp-seg-mobilenetl`` and
+  ``structvpr-pp-rgb-mobilenetv2``, loadable by the ``Extractor``; the lqq student also names its
+  teacher's fingerprint as ``query_encoder_for``). Without a validation split: the last epoch's model.
 - ``last.pt``: the model after the last finished epoch (same format).
 - ``log.csv``: one row per epoch; columns ``epoch`` (1-based), ``steps`` (optimiser steps in
-  the epoch), ``tuples`` (training tuples), ``loss``, ``loss_vpr``, ``loss_kd`` (means over the
-  epoch's steps and ranks; ``loss = loss_vpr + loss_kd``, ``loss_kd`` is 0 in stage I),
-  ``lr``, ``seconds`` (wall time of the epoch), then ``R@N`` for each N of ``recall_ns`` on the
-  validation split (empty when the epoch was not validated).
+  the epoch), ``tuples`` (training tuples; the lqq stage: images), ``loss``, ``loss_vpr``,
+  ``loss_kd`` (means over the epoch's steps and ranks; ``loss = loss_vpr + loss_kd``,
+  ``loss_kd`` is 0 in stage I, ``loss_vpr`` 0 in the lqq stage), ``lr``, ``seconds`` (wall
+  time of the epoch), then the validation's columns (empty when the epoch was not validated):
+  ``R@N`` for each N of ``recall_ns`` on the validation split (stages I and II); the lqq
+  stage's ``val_mse``, ``val_ickd``, ``val_loss`` (student on degraded held-out images against
+  the teacher on the good ones) and ``val_mse_init``, ``val_ickd_init``, ``val_loss_init`` (the
+  same for the untrained student, i.e. the teacher itself on the degraded images).
 - ``steps.csv``: one row per optimiser step: ``epoch``, ``step`` (global, 1-based), ``loss``,
   ``loss_vpr``, ``loss_kd``.
 - ``tensorboard/`` (``tensorboard: true``): the step losses as ``<stage>/loss…`` (with a
   distillation's named parts as ``<stage>/loss_kd_<part>``) and ``<stage>/val_R@N``.
-- ``done.json``: written last; the stage is complete (epochs, best epoch and recalls, seconds).
+- ``done.json``: written last; the stage is complete (epochs, best epoch and its validation
+  result as ``best_recalls``, the lqq stage ``best_val``, seconds).
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ DONE = "done.json"
 STEP_COLUMNS = ["epoch", "step", "loss", "loss_vpr", "loss_kd"]
 
 
-def log_columns(recall_ns) -> list[str]:
-    return ["epoch", "steps", "tuples", "loss", "loss_vpr", "loss_kd", "lr", "seconds"] + [f"R@{n}" for n in recall_ns]
+def log_columns(metric_columns: list[str]) -> list[str]:
+    """The columns of ``log.csv``: the epoch's training figures, then the validation's own."""
+    return ["epoch", "steps", "tuples", "loss", "loss_vpr", "loss_kd", "lr", "seconds", *metric_columns]
 
 
 class CsvLog:
@@ -84,11 +91,11 @@ class StageLog:
     Every rank calls it the same way; only the main rank (``enabled``) writes.
     """
 
-    def __init__(self, out: Path, name: str, recall_ns, enabled: bool):
+    def __init__(self, out: Path, name: str, metric_columns: list[str], enabled: bool):
         self.out = Path(out)
         self.name = name
         self.enabled = enabled
-        self.epochs = CsvLog(self.out / LOG, log_columns(recall_ns))
+        self.epochs = CsvLog(self.out / LOG, log_columns(metric_columns))
         self.steps = CsvLog(self.out / STEPS, STEP_COLUMNS)
         self.writer = None
 
@@ -117,14 +124,14 @@ class StageLog:
             for k, v in losses.items():
                 self.writer.add_scalar(f"{self.name}/{k}", v, step)
 
-    def epoch(self, row: dict, recalls: dict[int, float] | None, step: int) -> None:
-        """One finished epoch: its ``log.csv`` row and, when validated, its Recall@N."""
+    def epoch(self, row: dict, metrics: dict[str, float] | None, step: int) -> None:
+        """One finished epoch: its ``log.csv`` row and, when validated, its validation columns (e.g. ``R@1``)."""
         if not self.enabled:
             return
-        self.epochs.append({**row, **{f"R@{n}": r for n, r in (recalls or {}).items()}})
+        self.epochs.append({**row, **(metrics or {})})
         if self.writer is not None:
-            for n, r in (recalls or {}).items():
-                self.writer.add_scalar(f"{self.name}/val_R@{n}", r, step)
+            for k, v in (metrics or {}).items():
+                self.writer.add_scalar(f"{self.name}/{k if k.startswith('val_') else f'val_{k}'}", v, step)
             self.writer.flush()
 
     def seconds(self) -> float:

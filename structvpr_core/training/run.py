@@ -8,9 +8,14 @@ Run directory (``--out RUN``)::
     RUN/partition[-TAG]/       pairs.csv partition.json phi_histogram.png done.json
     RUN/teacher_cache/         stage-I teacher descriptors of the training split (teacher_cache_pp/ for StructVPR++)
     RUN/stage2[-TAG]/          stage II student     (same files as stage I; best.pt is the final model)
+    RUN/lqq[-TAG]/             low-quality-query student (same files; best.pt names its teacher)
+    RUN/lqq_frames/            frames extracted from the lqq stage's rosbag2 topics (PNG)
 
-``--tag`` puts the partition and stage II of an ablation (e.g. ``--set partition.method=all``)
-beside the others while sharing stage I. A stage with ``done.json`` is complete: ``--resume``
+The stages run are the config's ``stages`` (default: the four StructVPR stages), or
+``--stages``. The StructVPR stages read the place dataset (``data``); the lqq stage reads only
+its own image sources (``lqq``). ``--tag`` puts the partition, stage II and lqq of an ablation
+(e.g. ``--set partition.method=all``, ``--set lqq.w_ickd=0``) beside the others while sharing
+stage I. A stage with ``done.json`` is complete: ``--resume``
 skips it; a stage with ``state.pt`` continues from its last finished epoch with ``--resume``.
 Without ``--resume`` a stage that already has outputs is an error (nothing is overwritten).
 """
@@ -26,7 +31,7 @@ from ..errors import ConfigError
 from ..log import get_logger
 from . import records
 from .budget import StepBudget
-from .config import STAGES, TrainConfig
+from .config import PLACE_STAGES, STAGES, TrainConfig, check_stages
 from .context import RunContext
 from .distributed import DistEnv, barrier
 from .mining import build_pairs, positive_mode
@@ -93,15 +98,14 @@ def run_training(
     tag: str | None = None,
     max_steps: int | None = None,
 ) -> dict:
-    """Run the selected stages (all by default) in order; return {stage: its done.json content}."""
+    """Run the selected stages (default: the config's ``stages``) in order; return {stage: its done.json content}."""
+    from .lqq_stage import train_lqq
     from .partition_stage import run_partition
     from .stage1 import train_stage1
     from .stage2 import train_stage2
 
-    stages = list(stages or STAGES)
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"--stages: unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})")
+    stages = list(stages or cfg.stages)
+    check_stages(stages, cfg, "--stages")
     ctx = RunContext(cfg=cfg, out=Path(out), env=env, tag=tag, budget=StepBudget(max_steps))
     todo = []
     for stage in (s for s in STAGES if s in stages):
@@ -120,19 +124,22 @@ def run_training(
     results = {s: records.read_done(ctx.stage_dir(s)) for s in stages if s not in todo}
     if not todo:
         return results
-    ensure_synthetic(cfg, env)
-    load_data(ctx)
-    tag_note = " (synthetic data)" if ctx.train.synthetic else ""
+    if any(s in PLACE_STAGES for s in todo):
+        ensure_synthetic(cfg, env)
+        load_data(ctx)
     for stage in todo:
         if stage == "partition":
             result = run_partition(ctx)
         elif stage == "stage2":
             result = train_stage2(ctx)
+        elif stage == "lqq":
+            result = train_lqq(ctx)
         else:
             result = train_stage1(stage.split("_")[1], ctx)
         results[stage] = result
         if env.is_main:
-            log.info("%s done%s: %s", stage, tag_note, describe(result))
+            synthetic = stage in PLACE_STAGES and ctx.train.synthetic
+            log.info("%s done%s: %s", stage, " (synthetic data)" if synthetic else "", describe(result))
     return results
 
 
@@ -142,4 +149,8 @@ def describe(result: dict) -> str:
         return f"{result['pairs']} pairs, {groups}, φ > 0 for {result['kd_ratio']:.1%}"
     recalls = result.get("best_recalls") or {}
     rec = ", ".join(f"R@{n} {r:.3f}" for n, r in recalls.items())
+    val = result.get("best_val") or {}
+    if "mse" in val:
+        before = f", {val['mse_init']:.5f} before training" if "mse_init" in val else ""
+        rec = f"validation MSE {val['mse']:.5f}{before}"
     return f"{result.get('epochs')} epochs, best epoch {result.get('best_epoch')}" + (f" ({rec})" if rec else "")

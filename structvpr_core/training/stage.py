@@ -1,19 +1,20 @@
-"""The epoch loop shared by stage I (seg or RGB branch) and stage II (the student and a distillation).
+"""The epoch loop shared by stage I (seg or RGB branch), stage II (the student and a distillation) and the lqq stage.
 
 ``run_stage`` reads top to bottom:
 
 1. ``resume``: continue from ``state.pt`` when present (weights, optimiser, epoch, step, best);
-2. per epoch, ``train_epoch``: the epoch's queries (a seeded random order, cut to
-   ``queries_per_epoch``) are taken ``mining.cache_queries`` at a time; for each chunk the
-   current model embeds the chunk and a database pool and tuples are mined
-   (``mining.select_tuples``), then trained on in batches (``DistributedSampler``: each rank
-   takes its share of every global batch), one ``train_step`` each;
-3. ``validate`` (Recall@N on the validation split), the CSV log row;
+2. per epoch, ``train_epoch``: the stage's batch source (``batches``) gives the epoch chunk by
+   chunk (stages I and II: tuples mined from place labels with the current model; the lqq
+   stage: shuffled images), each batch one ``train_step``;
+3. the stage's validation (``validation``: Recall@N on the place validation split, or the lqq
+   distillation's loss on held-out images), the CSV log row;
 4. ``save_epoch``: ``best.pt``/``last.pt``, then the resume state.
 
-The loss of a step is the triplet term plus the stage's distillation term; the loop knows a
-distillation only through the ``distillation.Distillation`` interface (stage I and plain
-training: ``NoDistillation``). See ``records`` for the files.
+The loss of a step is the triplet term (tuples [q, p, n…]; none for single images) plus the
+stage's distillation term; the loop knows a distillation only through the
+``distillation.Distillation`` interface (stage I and plain training: ``NoDistillation``), a
+batch source only through ``batches`` and a validation only through ``validation``. See
+``records`` for the files.
 """
 
 from __future__ import annotations
@@ -25,20 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import save_checkpoint
 from ..config import to_dict
 from ..errors import CheckpointError, ConfigError
 from . import records
+from .batches import ImageBatches, MinedTuples
 from .budget import StepBudget
 from .config import StageConfig, TrainConfig
 from .distillation import Distillation, NoDistillation, TrainBatch
 from .distributed import DistEnv, all_mean, barrier, broadcast_buffers
-from .embed import embed
-from .inputs import InputLoader, TupleDataset
+from .inputs import InputLoader
 from .losses_kd import tuple_triplet_loss
-from .mining import TrainingPairs, epoch_queries, sample_pool, select_tuples
+from .mining import TrainingPairs
+from .validation import DistillationValidation, RecallValidation
 
 LOSS_NAMES = ("loss", "loss_vpr", "loss_kd")
 
@@ -53,12 +54,21 @@ class StageSetup:
     stage_cfg: StageConfig
     branch: nn.Module  # the model trained, mined with and validated
     loader: InputLoader  # its input (rgb or seg)
-    train: object  # PlaceDataset, training split
-    pairs: TrainingPairs
-    val: object | None  # PlaceDataset, validation split (None: no validation)
+    train: object = None  # PlaceDataset, training split (for the default source)
+    pairs: TrainingPairs | None = None
+    val: object | None = None  # PlaceDataset, validation split (for the default validation; None: none)
     val_loader: InputLoader | None = None
     distillation: Distillation = field(default_factory=NoDistillation)  # prepared (``prepare`` done)
     checkpoint_config: dict = field(default_factory=dict)
+    source: MinedTuples | ImageBatches | None = None  # None: tuples mined from ``train`` and ``pairs``
+    validation: RecallValidation | DistillationValidation | None = None  # None: Recall@N on ``val`` if given
+    query_encoder_for: dict | None = None  # the checkpoints' teacher fingerprint (a low-quality-query student)
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = MinedTuples(self.train, self.pairs)
+        if self.validation is None and self.val is not None:
+            self.validation = RecallValidation(self.val, self.val_loader or self.loader)
 
 
 @dataclass
@@ -99,9 +109,9 @@ def run_stage(setup: StageSetup, cfg: TrainConfig, env: DistEnv, budget: StepBud
     for epoch in range(loop.progress.epoch + 1, c.epochs + 1):
         started = time.perf_counter()
         sums, n_steps, n_tuples = loop.train_epoch(epoch)
-        recalls = None
-        if setup.val is not None and (epoch % c.validate_every == 0 or epoch == c.epochs):
-            recalls = validate(setup, cfg, env)
+        result = None
+        if setup.validation is not None and (epoch % c.validate_every == 0 or epoch == c.epochs):
+            result = setup.validation(setup, cfg, env)
         broadcast_buffers(env, loop.net)
         mean = (sums / max(n_steps, 1)).tolist()
         row = {
@@ -112,7 +122,7 @@ def run_stage(setup: StageSetup, cfg: TrainConfig, env: DistEnv, budget: StepBud
             "lr": loop.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
         }
-        loop.end_epoch(epoch, row, recalls)
+        loop.end_epoch(epoch, row, result)
     loop.log.close()
     return loop.finish()
 
@@ -128,8 +138,10 @@ class StageLoop:
         self.optimizer = _optimizer(c, self.net)
         self.use_amp = c.amp and env.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.log = records.StageLog(setup.out_dir, setup.name, cfg.recall_ns, enabled=env.is_main)
-        self.progress = Progress()
+        columns = setup.validation.columns(cfg) if setup.validation is not None else []
+        self.log = records.StageLog(setup.out_dir, setup.name, columns, enabled=env.is_main)
+        self.result_key = setup.validation.name if setup.validation is not None else "recalls"
+        self.progress = Progress(best={"epoch": 0, self.result_key: None})
         self.model: nn.Module = self.net  # what trains: ``net``, or its DDP wrapper (after ``resume``)
 
     def resume(self) -> None:
@@ -160,66 +172,33 @@ class StageLoop:
             )
 
     def train_epoch(self, epoch: int) -> tuple[torch.Tensor, int, int]:
-        """Mine and train on every chunk of the epoch's queries; (summed step losses, steps, tuples)."""
+        """Train on every chunk of the source's epoch; (summed step losses, steps, tuples)."""
         from tqdm import tqdm
 
         setup, cfg, env = self.setup, self.cfg, self.env
-        rng = np.random.default_rng([cfg.seed, setup.index, epoch])
-        queries = epoch_queries(rng, setup.pairs, setup.stage_cfg.queries_per_epoch)
+        plan = setup.source.epoch(self, epoch)
         sums, n_steps, n_tuples = torch.zeros(len(LOSS_NAMES), dtype=torch.float64), 0, 0
         bar = tqdm(
-            total=len(queries),
+            total=plan.total,
             desc=f"{setup.name} epoch {epoch}/{setup.stage_cfg.epochs}",
-            unit="q",
+            unit=plan.unit,
             disable=not (cfg.progress and env.is_main),
         )
-        chunk_size = cfg.mining.cache_queries
-        for ci, start in enumerate(range(0, len(queries), chunk_size)):
-            chunk = queries[start : start + chunk_size]
-            tuples = self.mine(rng, chunk)
-            if len(tuples):
-                _set_train_mode(self.net, setup.stage_cfg.freeze_bn)
-                for x, rows in self.batches(tuples, epoch, ci):
-                    losses = self.train_step(x, rows.numpy())
-                    self.log.step(epoch, self.progress.step, losses)
-                    values = torch.tensor([losses[k] for k in LOSS_NAMES], dtype=torch.float64)
-                    sums += values
-                    n_steps += 1
-                    n_tuples += len(x) * env.world
-                    bar.update(min(len(x) * env.world, len(queries) - bar.n))
-                    bar.set_postfix(loss=f"{losses['loss']:.4f}")
-                    self.budget.spend()
-            bar.update(max(0, min(start + len(chunk), len(queries)) - bar.n))
+        for batches, done in plan.chunks:
+            _set_train_mode(self.net, setup.stage_cfg.freeze_bn)
+            for x, rows in batches:
+                losses = self.train_step(x, rows.numpy())
+                self.log.step(epoch, self.progress.step, losses)
+                values = torch.tensor([losses[k] for k in LOSS_NAMES], dtype=torch.float64)
+                sums += values
+                n_steps += 1
+                n_tuples += len(x) * env.world
+                bar.update(min(len(x) * env.world, plan.total - bar.n))
+                bar.set_postfix(loss=f"{losses['loss']:.4f}")
+                self.budget.spend()
+            bar.update(max(0, done - bar.n))
         bar.close()
         return sums, n_steps, n_tuples
-
-    def mine(self, rng: np.random.Generator, chunk: np.ndarray) -> np.ndarray:
-        """Tuples [q, p, n…] of a chunk of queries, with the current model (embeds the chunk and a pool)."""
-        setup, cfg, train = self.setup, self.cfg, self.setup.train
-        pool = sample_pool(rng, train.num_database, chunk, setup.pairs, cfg.mining.negative_pool)
-        kw = {"batch_size": cfg.mining.embed_batch_size, "workers": cfg.data.workers, "progress": cfg.progress}
-        q_desc = embed(
-            setup.branch, [train.queries[i] for i in chunk], setup.loader, self.env, desc="mine queries", **kw
-        )
-        pool_desc = embed(
-            setup.branch, [train.database[i] for i in pool], setup.loader, self.env, desc="mine pool", **kw
-        )
-        return select_tuples(q_desc, pool_desc, pool, chunk, setup.pairs, cfg.mining.negatives_per_query)
-
-    def batches(self, tuples: np.ndarray, epoch: int, chunk_index: int) -> DataLoader:
-        """This rank's share of the batches of a chunk's mined tuples, read by the distillation's ``tuple_loader``."""
-        setup, env = self.setup, self.env
-        images = setup.distillation.tuple_loader(setup.loader, epoch)
-        data = TupleDataset(tuples, setup.train.queries, setup.train.database, images)
-        sampler = DistributedSampler(data, num_replicas=env.world, rank=env.rank, shuffle=True, seed=self.cfg.seed)
-        sampler.set_epoch(epoch * 100_000 + chunk_index)  # a new order for every chunk of every epoch
-        return DataLoader(
-            data,
-            batch_size=self.per_rank,
-            sampler=sampler,
-            num_workers=self.cfg.data.workers,
-            pin_memory=env.device.type == "cuda",
-        )
 
     def train_step(self, x: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
         """One optimiser step on a (B, T, C, H, W) batch of tuples; the losses averaged over the ranks, by name."""
@@ -236,28 +215,28 @@ class StageLoop:
         values = torch.stack([loss.detach(), vpr.detach(), kd.detach(), *(v.detach() for v in parts.values())])
         return dict(zip(names, all_mean(self.env, values.double()).cpu().tolist(), strict=True))
 
-    def end_epoch(self, epoch: int, row: dict, recalls: dict[int, float] | None) -> None:
+    def end_epoch(self, epoch: int, row: dict, result: dict | None) -> None:
         """Log the epoch, update the best result, save the checkpoints and the resume state (rank 0)."""
-        improved = recalls is not None and (
-            self.progress.best["recalls"] is None or recalls[1] > self.progress.best["recalls"][1]
-        )
-        if improved or self.setup.val is None:
-            self.progress.best = {"epoch": epoch, "recalls": recalls}
+        validation, key = self.setup.validation, self.result_key
+        improved = result is not None and validation.better(result, self.progress.best.get(key))
+        if improved or validation is None:
+            self.progress.best = {"epoch": epoch, key: result}
         self.progress.epoch = epoch
-        self.log.epoch(row, recalls, self.progress.step)
+        self.log.epoch(row, validation.log_values(result) if result is not None else None, self.progress.step)
         if self.env.is_main:
-            self.save_epoch(epoch, recalls)
+            self.save_epoch(epoch, result)
         barrier(self.env)
 
-    def save_epoch(self, epoch: int, recalls: dict[int, float] | None) -> None:
+    def save_epoch(self, epoch: int, result: dict | None) -> None:
         """``best.pt`` (when this epoch is the best), ``last.pt``, then ``state.pt`` (written last)."""
         setup, out, p = self.setup, self.setup.out_dir, self.progress
-        meta = {"stage": setup.name, "epoch": epoch, "recalls": recalls}
+        meta = {"stage": setup.name, "epoch": epoch, self.result_key: result}
         ckpt_kw = {
             "architecture": setup.branch.architecture,
             "descriptor_dim": setup.branch.dim,
             "config": setup.checkpoint_config,
             "extra": meta,
+            "query_encoder_for": setup.query_encoder_for,
         }
         if p.best["epoch"] == epoch:
             save_checkpoint(out / records.BEST, setup.branch, **ckpt_kw)
@@ -284,7 +263,7 @@ class StageLoop:
             "epochs": setup.stage_cfg.epochs,
             "steps": p.step,
             "best_epoch": p.best["epoch"],
-            "best_recalls": p.best["recalls"],
+            f"best_{self.result_key}": p.best.get(self.result_key),
             "seconds": round(self.log.seconds(), 2),
             "checkpoint": records.BEST,
             "world_size": env.world,
@@ -305,57 +284,26 @@ def tuple_losses(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(loss, triplet term, distillation term, its named parts) of a batch.
 
-    ``model`` is a ``TrainNet`` (or its DDP wrapper) running ``distillation``.
+    ``model`` is a ``TrainNet`` (or its DDP wrapper) running ``distillation``. The triplet term
+    needs tuples [q, p, n…] (T >= 3); batches of single images (T = 1, no place labels) have none.
     """
     b, t = batch.images.shape[:2]
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
         outputs = model(batch.images.flatten(0, 1))
     outputs = {k: v.float().view(b, t, *v.shape[1:]) for k, v in outputs.items()}
-    vpr = tuple_triplet_loss(outputs["descriptors"], margin)
+    vpr = tuple_triplet_loss(outputs["descriptors"], margin) if t >= 3 else outputs["descriptors"].new_zeros(())
     kd, parts = distillation.loss(batch, outputs)
     return vpr + kd, vpr, kd, parts
 
 
-def validate(setup: StageSetup, cfg: TrainConfig, env: DistEnv) -> dict[int, float]:
-    """Recall@N of the branch on the validation split (``val_queries`` fixed random queries)."""
-    from ..evaluate import recall_at_n
-
-    val = setup.val
-    q_idx = np.arange(val.num_queries)
-    if setup.stage_cfg.val_queries and setup.stage_cfg.val_queries < len(q_idx):
-        q_idx = np.sort(np.random.default_rng([cfg.seed, 7]).choice(q_idx, setup.stage_cfg.val_queries, replace=False))
-    loader = setup.val_loader or setup.loader
-    bs, workers = cfg.mining.embed_batch_size, cfg.data.workers
-    db = embed(
-        setup.branch,
-        val.database,
-        loader,
-        env,
-        batch_size=bs,
-        workers=workers,
-        progress=cfg.progress,
-        desc="validate db",
-    )
-    qs = embed(
-        setup.branch,
-        [val.queries[i] for i in q_idx],
-        loader,
-        env,
-        batch_size=bs,
-        workers=workers,
-        progress=cfg.progress,
-        desc="validate queries",
-    )
-    recalls = recall_at_n(db, qs, [val.positives[i] for i in q_idx], ns=tuple(cfg.recall_ns))
-    return {int(n): float(r) for n, r in recalls.items()}
-
-
 def _optimizer(c: StageConfig, net: TrainNet) -> torch.optim.Optimizer:
-    """The branch at ``lr``, its new head (``head_parameters``, StructVPR++'s label head) at ``head_lr``,
-    the distillation's modules (T) at ``projector_lr`` (both default ``lr``)."""
-    head = list(net.branch.head_parameters()) if hasattr(net.branch, "head_parameters") else []
+    """The branch's trainable parameters at ``lr``, its new head (``head_parameters``, StructVPR++'s label head)
+    at ``head_lr``, the distillation's modules (T) at ``projector_lr`` (both default ``lr``)."""
+    head = (
+        [p for p in net.branch.head_parameters() if p.requires_grad] if hasattr(net.branch, "head_parameters") else []
+    )
     in_head = {id(p) for p in head}
-    groups = [{"params": [p for p in net.branch.parameters() if id(p) not in in_head], "lr": c.lr}]
+    groups = [{"params": [p for p in net.branch.parameters() if p.requires_grad and id(p) not in in_head], "lr": c.lr}]
     if head:
         groups.append({"params": head, "lr": c.head_lr or c.lr})
     extra = list(net.extras.parameters())
