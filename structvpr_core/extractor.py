@@ -45,7 +45,7 @@ from .backends.providers import available_providers, plan_backend
 from .backends.runner import Runner
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, ImageError
-from .images import read_image, resize_image, to_bgr8
+from .images import check_input_size, read_image, resize_image, to_bgr8
 
 COLORS = ("bgr", "rgb", "gray", "grey")
 
@@ -84,12 +84,7 @@ class Extractor:
         onnx_model: str | os.PathLike | None = None,
         fold_batchnorm: bool = True,
     ) -> None:
-        if (
-            len(image_size) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in image_size)
-            or min(image_size) < 1
-        ):
-            raise ConfigError(f"image_size: expected (W, H) of positive integers, got {image_size!r}")
+        check_input_size(image_size, "image_size")  # (W, H), each in 32..8192: before anything is allocated
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")
         if threads is not None and (

@@ -21,6 +21,7 @@ from typing import Literal
 from structvpr_core.backends.providers import BACKENDS
 from structvpr_core.config import from_dict
 from structvpr_core.errors import ConfigError
+from structvpr_core.images import DEFAULT_MAX_IMAGE_PIXELS, MAX_INPUT_SIDE, MIN_INPUT_SIDE
 from structvpr_core.loopclosure import DetectorConfig
 
 # ROS parameters every rclpy node may carry that are not ours.
@@ -66,6 +67,10 @@ DESCRIPTIONS = {
     ),
     "session": "Mapping: session name stored with every keyframe added.",
     "save_map_on_shutdown": "Mapping: save the map to map_path when the node shuts down.",
+    "max_image_pixels": (
+        "Largest camera frame (width x height) decoded; a compressed frame whose header claims more is "
+        "skipped before decoding (decompression bombs)."
+    ),
     "qos_reliability": (
         "Image subscription reliability: best_effort (also receives from reliable publishers) or reliable."
     ),
@@ -110,6 +115,7 @@ class NodeParams:
     keyframe_max_similarity: float = _DETECTOR.keyframe_max_similarity
     session: str = _DETECTOR.session
     save_map_on_shutdown: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     qos_reliability: Literal["best_effort", "reliable"] = "best_effort"
     qos_depth: int = 5
     frame_id: str = ""
@@ -137,8 +143,10 @@ class NodeParams:
         )
         need(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
         need(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
-        need(32 <= self.image_width <= 8192, "image_width", "must be in 32..8192")
-        need(32 <= self.image_height <= 8192, "image_height", "must be in 32..8192")
+        sides = f"must be in {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE}"
+        need(MIN_INPUT_SIDE <= self.image_width <= MAX_INPUT_SIDE, "image_width", sides)
+        need(MIN_INPUT_SIDE <= self.image_height <= MAX_INPUT_SIDE, "image_height", sides)
+        need(self.max_image_pixels >= 1, "max_image_pixels", "must be >= 1")
         self.detector_config().validate(name=_parameter)
         need(1 <= self.qos_depth <= 1000, "qos_depth", "must be in 1..1000")
         need(self.diagnostics_period_s > 0, "diagnostics_period_s", "must be > 0")

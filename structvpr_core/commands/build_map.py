@@ -131,7 +131,10 @@ def conf_from_args(args) -> dict:
 
 def run(args) -> int:
     from ..errors import ConfigError
+    from ..images import check_input_size
     from ..mapbuild import BagSpec, build
+
+    check_input_size(args.size, "--size")
 
     # Only the flag combinations are checked here; mapbuild checks the values (and --out).
     if args.bag is not None and not args.image_topic:

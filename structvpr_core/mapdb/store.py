@@ -164,17 +164,33 @@ class KeyframeStore:
             raise KeyError(f"no keyframe with id {kid} (map has ids 1..{self.count})")
         return self._base if kid <= self._base_count else self._new
 
+    def _fetch(self, kid: int, columns: str):
+        """The row of keyframe ``kid``; MapError naming the file and the keyframe when SQLite cannot
+        read it (a damaged row or page: invalid text, a malformed database image)."""
+        conn = self._conn_for(kid)
+        try:
+            return conn.execute(f"SELECT {columns} FROM keyframes WHERE id = ?", (kid,)).fetchone()
+        except sqlite3.Error as e:
+            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            raise MapError(
+                f"{self._where(kid)}: keyframe {kid} is unreadable ({type(e).__name__}: {reason}); "
+                "check the map with structvpr map-info --verify"
+            ) from None
+
     def keyframe(self, kid: int) -> Keyframe:
-        row = self._conn_for(kid).execute(f"SELECT {COLUMNS} FROM keyframes WHERE id = ?", (kid,)).fetchone()
+        row = self._fetch(kid, COLUMNS)
         if row is None:
             raise MapError(f"{self._where(kid)}: keyframe {kid} missing")
-        return _row_to_keyframe(row)
+        try:
+            return _row_to_keyframe(row)
+        except (TypeError, ValueError) as e:  # e.g. a pose column holding text
+            raise MapError(f"{self._where(kid)}: keyframe {kid} holds invalid values ({e})") from None
 
     def local_features(self, kid: int):
         """The stored ``verify.LocalFeatures`` of keyframe ``kid``, or None if none were stored."""
         from ..verify import LocalFeatures  # lazy: verify imports OpenCV
 
-        row = self._conn_for(kid).execute("SELECT features FROM keyframes WHERE id = ?", (kid,)).fetchone()
+        row = self._fetch(kid, "features")
         if row is None or row[0] is None:
             return None
         try:
