@@ -195,9 +195,11 @@ def test_failures_are_one_line_errors(route, tmp_path, capsys):
     # A map whose fingerprint names other weights is refused by query.
     other = tmp_path / "other"
     shutil.copytree(route / "map", other)
+    from structvpr_core.mapdb.integrity import seal
+
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["fingerprint"]["weights_sha256"] = "0" * 64
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    (other / "manifest.json").write_text(json.dumps(seal(manifest)))  # as that model's own map would be
     code, _, err = run(capsys, "query", "--map", other, route / "ref" / "0000001.jpg")
     assert code == 1 and "built with another model" in err and "weights_sha256" in err
     code, _, err = run(capsys, "build-map", "--bag", tmp_path, "--out", tmp_path / "x")
@@ -239,3 +241,20 @@ def test_thin_frames_keeps_what_the_keyframe_policy_keeps():
     assert [f.keyframe["stamp"] for f in thin_frames(frames, min_interval_s=1.0)] == [10.0, 11.0, 12.0, 13.0, 14.0]
     assert [f.keyframe["stamp"] for f in thin_frames(frames, min_distance_m=1.5)] == [10.0, 11.5, 13.0]
     assert len(list(thin_frames(frames))) == 9
+
+
+def test_map_info_verify_and_map_repair(route, tmp_path, capsys):
+    m = tmp_path / "map"
+    shutil.copytree(route / "map", m)
+    code, out, _ = run(capsys, "map-info", "--verify", m)
+    assert code == 0 and out.strip().splitlines()[-1].endswith("every check passes")
+    assert all(line.startswith("ok   ") for line in out.strip().splitlines()[:-1])
+    data = bytearray((m / "index.faiss").read_bytes())
+    data[-64:] = bytes(64)  # part of the last descriptor zeroed
+    (m / "index.faiss").write_bytes(bytes(data))
+    code, out, _ = run(capsys, "map-info", "--verify", m)
+    assert code == 1 and "BAD  " in out and "index.faiss: checksum mismatch" in out and "1 problem(s)" in out
+    code, out, err = run(capsys, "map-repair", m)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "descriptors are stored nowhere else" in err
+    code, _, err = run(capsys, "query", "--map", m, route / "ref" / "0000001.jpg")
+    assert code == 1 and "index.faiss: checksum mismatch" in err and len(err.strip().splitlines()) == 1

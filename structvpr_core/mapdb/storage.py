@@ -3,7 +3,8 @@
 A map is a directory::
 
     MAPDIR/manifest.json      format + version, model fingerprint, dim, index type/params,
-                              counts, creation time, sizes of the other files
+                              counts, creation time, sizes and sha256 of the other files, and
+                              its own sha256 (``integrity``: checked on load with its schema)
     MAPDIR/index.faiss        the faiss index (position p holds keyframe id p + 1)
     MAPDIR/keyframes.sqlite   one row per keyframe: id, stamp, pose, gps, session, source,
                               compact local features (npz bytes) for geometric verification
@@ -32,6 +33,7 @@ from ..fingerprint import refusal
 from ..log import get_logger
 from ..weights import weights_name
 from .index import INDEX_TYPES
+from .integrity import CHECKSUMS_KEY, check_seal, file_sha256, seal, validate_manifest
 
 log = get_logger(__name__)
 
@@ -40,6 +42,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 DB_FILE = "keyframes.sqlite"
+DATA_FILES = (INDEX_FILE, DB_FILE)
 NEW_SUFFIX = ".structvpr-new"  # sibling directories used by the atomic swap in save_map_dir()
 OLD_SUFFIX = ".structvpr-old"
 
@@ -88,10 +91,14 @@ def save_map_dir(target: Path, write_files: Callable[[Path], None], manifest: di
     new.mkdir()
     try:
         write_files(new)
-        manifest = dict(manifest, files={name: (new / name).stat().st_size for name in (INDEX_FILE, DB_FILE)})
-        for name in (INDEX_FILE, DB_FILE):
+        manifest = dict(
+            manifest,
+            files={name: (new / name).stat().st_size for name in DATA_FILES},
+            **{CHECKSUMS_KEY: {name: file_sha256(new / name) for name in DATA_FILES}},
+        )
+        for name in DATA_FILES:
             fsync_file(new / name)
-        (new / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (new / MANIFEST).write_text(json.dumps(seal(manifest), indent=2) + "\n", encoding="utf-8")
         fsync_file(new / MANIFEST)
         fsync_dir(new)
         if target.exists():
@@ -149,18 +156,20 @@ def read_manifest(path: Path) -> dict:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise MapError(f"{mf}: map format version {version!r}, this structvpr reads version {FORMAT_VERSION}")
-    try:
-        ok = (
-            isinstance(manifest["fingerprint"], dict)
-            and int(manifest["descriptor_dim"]) > 0
-            and manifest["index"]["type"] in INDEX_TYPES
-            and int(manifest["counts"]["keyframes"]) >= 0
-        )
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise MapError(f"{mf}: manifest lacks or has invalid fingerprint/descriptor_dim/index/counts")
+    validate_manifest(manifest, mf, index_types=INDEX_TYPES, files=DATA_FILES)
     return manifest
+
+
+def check_manifest_seal(path: Path, manifest: dict) -> bool:
+    """True when the manifest carries checksums and is intact; False for a map saved before
+    checksums existed (it loads, unverified); MapError when the manifest was edited."""
+    return check_seal(manifest, path / MANIFEST)
+
+
+def file_checksums(manifest: dict) -> dict[str, str | None]:
+    """The sha256 the manifest records for each data file (None each for a map saved without)."""
+    sums = manifest.get(CHECKSUMS_KEY) or {}
+    return {name: sums.get(name) for name in DATA_FILES}
 
 
 def check_files(path: Path, manifest: dict) -> None:

@@ -33,7 +33,7 @@ COLUMNS = "id, stamp, px, py, pz, qx, qy, qz, qw, lat, lon, session, source"
 _INSERT = f"INSERT INTO keyframes ({COLUMNS}, features) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
-def _row_to_keyframe(row) -> Keyframe:
+def row_to_keyframe(row) -> Keyframe:
     kid, stamp, px, py, pz, qx, qy, qz, qw, lat, lon, session, source = row
     pose = None if px is None else Pose((px, py, pz), (qx, qy, qz, qw))
     gps = None if lat is None else (lat, lon)
@@ -182,7 +182,7 @@ class KeyframeStore:
         if row is None:
             raise MapError(f"{self._where(kid)}: keyframe {kid} missing")
         try:
-            return _row_to_keyframe(row)
+            return row_to_keyframe(row)
         except (TypeError, ValueError) as e:  # e.g. a pose column holding text
             raise MapError(f"{self._where(kid)}: keyframe {kid} holds invalid values ({e})") from None
 
@@ -195,7 +195,7 @@ class KeyframeStore:
             return None
         try:
             return LocalFeatures.from_bytes(bytes(row[0]))
-        except (ValueError, OSError, KeyError) as e:
+        except Exception as e:  # ValueError, KeyError, zipfile.BadZipFile, EOFError ...: whatever a bad blob raises
             raise MapError(f"{self._where(kid)}: local features of keyframe {kid} are corrupted ({e})") from None
 
     def keyframes(self) -> Iterator[Keyframe]:
@@ -205,7 +205,7 @@ class KeyframeStore:
             for conn in (self._base, self._new)
             if conn is not None
         ]
-        return (_row_to_keyframe(row) for row in chain.from_iterable(parts))
+        return (row_to_keyframe(row) for row in chain.from_iterable(parts))
 
     def close(self) -> None:
         if self._base is not None:
