@@ -327,6 +327,11 @@ CORRUPTIONS = {
         "keyframes.sqlite: checksum mismatch",
         "not a keyframe database",
     ),
+    "db row damaged": (
+        lambda p: _damage_row(p, 7),
+        "keyframes.sqlite: checksum mismatch",
+        "loads",  # the row is read when a search names it: then a MapError naming it (test_node_robustness)
+    ),
     "db foreign": (_foreign_sqlite_manifest_size, EDITED, "no keyframes table"),
     "db row missing": (_drop_row, EDITED, "holds 59 keyframes"),
     "count mismatch": (
@@ -556,3 +561,14 @@ def test_repair_seals_an_older_map_and_refuses_what_it_cannot_rebuild(small_map,
     _garbage_keep_header(path / "index.faiss")
     with pytest.raises(MapError, match=r"index\.faiss is damaged and the descriptors are stored nowhere else"):
         repair_map(path)
+
+
+def test_a_damaged_row_of_an_older_map_is_a_map_error_naming_it(small_map):
+    _, _, _, path = small_map
+    _unseal(path)
+    _damage_row(path, 7)
+    db = MapDatabase.load(path)  # the row is not read on load
+    with pytest.raises(MapError, match=r"keyframes\.sqlite: keyframe 7 is unreadable \(OperationalError: Could not"):
+        db.keyframe(7)
+    assert db.keyframe(8).source == "img0007.jpg"
+    db.close()
