@@ -380,6 +380,9 @@ def build(
         raise ConfigError("append and overwrite exclude each other")
     if out.exists() and not (append or overwrite):
         raise MapError(f"{out}: already exists (use --overwrite to replace it or --append to add to it)")
+    from .mapdb.storage import check_writable
+
+    check_writable(out.absolute())  # a read-only location fails now, not after the embedding
     if not append:  # fail on bad verification settings before the model loads
         make_verifier(conf["verification"]["features"], conf["verification"]["max_features"])
 

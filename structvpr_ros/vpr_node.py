@@ -31,7 +31,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from structvpr_core.errors import ConfigError
+from structvpr_core.errors import ConfigError, MapError
 from structvpr_core.geometry import Pose, interpolate_pose
 from structvpr_core.images import limit_decoder_pixels
 
@@ -56,11 +56,14 @@ def build_detector(params: NodeParams, logger):
     """
     from pathlib import Path
 
-    from structvpr_core.errors import MapError
     from structvpr_core.extractor import Extractor
     from structvpr_core.loopclosure import LoopClosureDetector
     from structvpr_core.mapdb import MapDatabase
 
+    if params.mode == "mapping":  # before the model loads: a session that cannot be saved is refused
+        from structvpr_core.mapdb.storage import check_writable
+
+        check_writable(Path(params.map_path).absolute())
     if params.cpu_threads > 0:
         import torch
 
@@ -87,6 +90,10 @@ def build_detector(params: NodeParams, logger):
             if "input_size" in str(e):  # the usual cause: parameters left at another size
                 raise MapError(f"{e}; set the parameters image_width/image_height to the map's input size") from None
             raise
+    if params.mode == "mapping":
+        from structvpr_core.mapdb.storage import check_writable
+
+        check_writable(Path(params.map_path).absolute(), mapdb.estimated_bytes())  # room for a save
     from structvpr_core.verify import GeometricVerifier, VerifyConfig
 
     verifier = GeometricVerifier(VerifyConfig(feature=params.verify_feature))
@@ -101,6 +108,8 @@ class VprNode(Node):
         # shutdown, also one whose set-up failed): it stops and saves only what was started.
         self._worker: threading.Thread | None = None
         self._stopped = False
+        self.save_error: str | None = None  # why the session could not be saved at shutdown (exit 1)
+        self._last_save_error: str | None = None  # a failed ~/save_map, until one succeeds
         self.params = declare_and_read(self)  # ConfigError -> the node refuses to start
         p = self.params
         limit_decoder_pixels(p.max_image_pixels)  # OpenCV's own limit too (before it is imported)
@@ -250,8 +259,10 @@ class VprNode(Node):
         try:
             n = self._save_map()
             response.success, response.message = True, f"saved {n} keyframes to {self.params.map_path}"
+            self._last_save_error = None
         except Exception as e:  # report, never kill the node from a service call
             response.success, response.message = False, f"save failed: {e}"
+            self._last_save_error = response.message
         (self.get_logger().info if response.success else self.get_logger().error)(response.message)
         return response
 
@@ -369,6 +380,8 @@ class VprNode(Node):
             status.message = "processing thread stopped (call ~/reset to restart it)"
         elif failures == ERROR:
             status.level, status.message = DiagnosticStatus.ERROR, problem
+        elif self._last_save_error:
+            status.level, status.message = DiagnosticStatus.ERROR, f"map not saved: {self._last_save_error}"
         elif s["input_rate_hz"] == 0.0:
             status.level = DiagnosticStatus.WARN
             status.message = f"no images on {self._resolved(p.image_topic)}"
@@ -420,11 +433,32 @@ class VprNode(Node):
             self._worker.join(timeout=30.0)
         super().destroy_node()
         if started and self.params.mode == "mapping" and self.params.save_map_on_shutdown:
-            try:
-                n = self._save_map()
-                self.get_logger().info(f"saved {n} keyframes to {self.params.map_path}")
-            except Exception as e:
-                self.get_logger().error(f"could not save the map to {self.params.map_path}: {e}")
+            self.save_error = self._save_session()
+
+    def _save_session(self) -> str | None:
+        """Save the map to map_path, or else to a fallback location named in the log (beside the
+        map, then under $STRUCTVPR_CACHE) so that the session's keyframes are not lost. Returns
+        None when saved to map_path, else the error the node exits with."""
+        from pathlib import Path
+
+        from structvpr_core.mapdb.storage import fallback_locations
+
+        log, mapdb, target = self.get_logger(), self._detector.mapdb, Path(self.params.map_path)
+        try:
+            saved, failures = mapdb.save_or_fallback(target, fallback_locations(target, time.strftime("%Y%m%d-%H%M%S")))
+        except Exception as e:  # MapError: nowhere worked (or a bug): the keyframes are lost, say so loudly
+            log.error(f"could not save the map, its {len(mapdb)} keyframes are lost: {e}")
+            return f"could not save the map to {target}: {e}"
+        if not failures:
+            log.info(f"saved {len(mapdb)} keyframes to {target}")
+            return None
+        for failure in failures:
+            log.error(f"could not save the map: {failure}")
+        log.error(
+            f"the session's {len(mapdb)} keyframes were saved to {saved} instead: move it to {target} "
+            f"or start the node with map_path:={saved}"
+        )
+        return f"could not save the map to {target} ({failures[0]}); saved to {saved} instead"
 
 
 def _own(parameters) -> dict:
@@ -450,6 +484,8 @@ def _run_node() -> None:
         rclpy.spin(node)
     finally:
         node.destroy_node()
+        if node.save_error:  # a mapping session not saved where asked: exit 1, whatever ended the spin
+            raise MapError(node.save_error)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,59 @@ def test_map_info_verify_and_map_repair(route, tmp_path, capsys):
     assert code == 1 and len(err.strip().splitlines()) == 1 and "descriptors are stored nowhere else" in err
     code, _, err = run(capsys, "query", "--map", m, route / "ref" / "0000001.jpg")
     assert code == 1 and "index.faiss: checksum mismatch" in err and len(err.strip().splitlines()) == 1
+
+
+# -- a full or read-only filesystem (a real tmpfs, mounted in a user + mount namespace) --------------
+
+
+def _tmpfs_run(mount, size: str, argv: list[str], readonly: bool = False):
+    """Run ``python -m structvpr_core.cli ARGV`` with a ``size`` tmpfs at ``mount`` (read-only on
+    request), then list what is left there; (returncode, stdout, stderr, entries left)."""
+    import os
+    import subprocess
+    import sys
+
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here (unshare --user --mount is not permitted)")
+    remount = 'mount -o remount,ro "$m" && ' if readonly else ""
+    script = (
+        f'm="$1"; shift; mount -t tmpfs -o size={size} structvpr-test "$m" && {remount}'
+        '"$@"; rc=$?; echo "LEFT:$(ls -A "$m" | tr "\\n" " ")"; exit $rc'
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount), sys.executable,
+         "-m", "structvpr_core.cli", *map(str, argv)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    out, _, left = r.stdout.rpartition("LEFT:")
+    return r.returncode, out, r.stderr, left.split()
+
+
+def test_build_map_on_a_full_disk_removes_its_partial_map_and_says_what_it_needed(route, tmp_path):
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    map_bytes = sum(f.stat().st_size for f in (route / "map").iterdir())
+    size_kb = max(64, map_bytes // 2048)  # half the map: the save runs out of space part way
+    argv = ["build-map", "--images", route / "ref", "--out", mount / "map", *SIZE, "--device", "cpu", "--no-progress"]
+    code, _, err, left = _tmpfs_run(mount, f"{size_kb}k", argv)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"structvpr build-map: error: {mount / 'map'}: no space left to save the map")
+    assert "it needs about " in lines[0] and "free there; nothing was changed" in lines[0]
+    assert left == [], f"left on the full disk: {left}"
+
+
+def test_build_map_on_a_read_only_disk_is_one_line(route, tmp_path):
+    mount = tmp_path / "ro_disk"
+    mount.mkdir()
+    argv = ["build-map", "--images", route / "ref", "--out", mount / "map", *SIZE, "--device", "cpu", "--no-progress"]
+    code, _, err, left = _tmpfs_run(mount, "1m", argv, readonly=True)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert "map: the map cannot be saved there (Read-only file system): choose a writable location" in lines[0]
+    assert left == []

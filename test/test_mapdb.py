@@ -5,6 +5,7 @@ Descriptors here are synthetic (random unit vectors, labelled so); faiss and SQL
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -147,7 +148,7 @@ def test_crash_during_swap_leaves_old_map_loadable(small_map, monkeypatch, fail_
     db = MapDatabase.load(path)
     db.add(synthetic_desc(3, seed=5), keyframes(3, session="s2"))
     _crash_on_call(monkeypatch, fail_at)  # 1: renaming old aside fails; 2: renaming new in fails
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(MapError, match="could not move the saved map in place \\(simulated crash\\)"):
         db.save()
     monkeypatch.undo()
     old = MapDatabase.load(path)
@@ -160,7 +161,7 @@ def test_crash_between_renames_is_recovered_on_load(small_map, monkeypatch):
     db = MapDatabase.load(path)
     db.add(synthetic_desc(3, seed=5), keyframes(3, session="s2"))
     _crash_on_call(monkeypatch, {2, 3})  # the new->target rename and the undo both "crash"
-    with pytest.raises(OSError):
+    with pytest.raises(MapError):
         db.save()
     monkeypatch.undo()
     assert not path.exists()
@@ -169,18 +170,23 @@ def test_crash_between_renames_is_recovered_on_load(small_map, monkeypatch):
     assert path.is_dir() and len(recovered) == 63
 
 
-def test_crash_while_writing_keeps_old_map_and_next_save_cleans_up(small_map, monkeypatch):
+def test_failure_while_writing_keeps_old_map_and_removes_the_partial_copy(small_map, monkeypatch):
     _, _, _, path = small_map
     db = MapDatabase.load(path)
     db.add(synthetic_desc(2, seed=3), keyframes(2))
 
-    def broken_write(*a, **k):
-        raise OSError("disk full (simulated)")
+    def broken_write(self, dest):
+        dest.write_bytes(bytes(1000))  # part of the file written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(MapDatabase, "_write_db", broken_write)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(MapError) as e:
         db.save()
     monkeypatch.undo()
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: no space left to save the map (No space left on device); it needs about ")
+    assert msg.endswith("free there; nothing was changed") and "\n" not in msg
+    assert sorted(p.name for p in path.parent.iterdir()) == ["map"]  # the half-written copy is gone
     assert len(MapDatabase.load(path)) == 60
     db.save()
     assert len(MapDatabase.load(path)) == 62
@@ -572,3 +578,43 @@ def test_a_damaged_row_of_an_older_map_is_a_map_error_naming_it(small_map):
         db.keyframe(7)
     assert db.keyframe(8).source == "img0007.jpg"
     db.close()
+
+
+# -- saving where it cannot be saved ---------------------------------------------------------------
+# chmod does not stop root; a regular file where a directory should be stops everyone.
+
+
+def test_an_unwritable_location_is_found_by_the_probe_and_by_save(small_map, tmp_path):
+    from structvpr_core.mapdb.storage import check_writable
+
+    db, _, _, _ = small_map
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the map's parent directory should be")
+    target = blocker / "map"
+    reason = rf"\({blocker} is a file, not a directory\)"
+    with pytest.raises(MapError, match=rf"not_a_dir/map: the map cannot be saved there {reason}: choose a writable"):
+        check_writable(target)
+    with pytest.raises(MapError, match=rf"not_a_dir/map: cannot save the map there {reason}; nothing was changed") as e:
+        db.save(target)
+    assert "\n" not in str(e.value)
+    check_writable(tmp_path / "fresh" / "deeper" / "map")  # missing parents are made, like save does
+    assert not list((tmp_path / "fresh" / "deeper").iterdir())  # the probe is gone
+    with pytest.raises(MapError, match=r"free in .*, saving this map needs about"):
+        check_writable(tmp_path / "map2", needed_bytes=2**62)
+
+
+def test_save_or_fallback_names_where_the_keyframes_went(small_map, tmp_path):
+    from structvpr_core.mapdb.storage import fallback_locations
+
+    db, _, _, _ = small_map
+    blocker = tmp_path / "blocked"
+    blocker.write_text("x")
+    target = blocker / "map"
+    first, cache = fallback_locations(target, "20250101-000000")
+    assert first.name == "map.unsaved-20250101-000000" and first.parent == blocker
+    assert cache.parent.name == "unsaved-maps" and cache.name == "map.unsaved-20250101-000000"
+    saved, failures = db.save_or_fallback(target, [first, tmp_path / "elsewhere" / "map"])
+    assert saved == tmp_path / "elsewhere" / "map" and len(failures) == 2
+    assert len(MapDatabase.load(saved)) == 60
+    with pytest.raises(MapError, match="could not be saved anywhere"):
+        db.save_or_fallback(target, [first])

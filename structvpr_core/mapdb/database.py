@@ -237,10 +237,30 @@ class MapDatabase:
             raise MapError("save(): no path given and the map was never saved or loaded")
         target = target.absolute()
         with self._lock:
-            storage.save_map_dir(target, self._write_files, self.manifest())
+            storage.save_map_dir(target, self._write_files, self.manifest(), self.estimated_bytes())
             self._store.rebase(target / DB_FILE)  # the saved file now holds every keyframe
             self._path = target
         return target
+
+    def estimated_bytes(self) -> int:
+        """About the disk space a save of this map takes."""
+        with self._lock:
+            return int(self._index.estimated_bytes() + self._store.estimated_bytes() + 16384)
+
+    def save_or_fallback(self, path: str | os.PathLike, fallbacks: Sequence[Path]) -> tuple[Path, list[str]]:
+        """Save to ``path``; when that fails, to the first of ``fallbacks`` where it works.
+
+        Returns (where the map was saved, the failures on the way, one line each). MapError
+        listing every failure when no location worked: the keyframes added since the last save
+        are then only in memory.
+        """
+        failures = []
+        for where in [Path(path), *fallbacks]:
+            try:
+                return self.save(where), failures
+            except MapError as e:
+                failures.append(str(e))
+        raise MapError("the map could not be saved anywhere: " + " | ".join(failures))
 
     def _write_files(self, directory: Path) -> None:
         self._index.write(directory / INDEX_FILE)

@@ -239,6 +239,18 @@ class DescriptorIndex:
         del keep  # the selectors faiss pointed to were needed until here
         return hits
 
+    def estimated_bytes(self) -> int:
+        """About the size of the saved index file (for "needs about ..." messages)."""
+        n, d = self.ntotal, self.dim
+        if self.kind == "hnsw":
+            return n * (d * 4 + int(self.params["M"]) * 2 * 4 * 1.1) + 4096
+        if self.trained and self.kind == "ivfpq":
+            nlist, m = int(self.params.get("nlist") or 1), int(self.params.get("pq_m") or max(1, d // 8))
+            return n * (m * int(self.params["pq_bits"]) // 8 + 8) + nlist * d * 4 + 256 * d * 4 + 4096
+        if self.trained and self.kind == "ivfflat":
+            return n * (d * 4 + 8) + int(self.params.get("nlist") or 1) * d * 4 + 4096
+        return n * d * 4 + 4096
+
     # -- files ---------------------------------------------------------------------------------
 
     def write(self, f: Path) -> None:

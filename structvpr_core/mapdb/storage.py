@@ -21,6 +21,7 @@ the moment of the crash, a loadable map remains. Tested by making the renames fa
 
 from __future__ import annotations
 
+import errno as _errno
 import json
 import os
 import shutil
@@ -79,16 +80,67 @@ def _sibling(target: Path, suffix: str) -> Path:
     return target.with_name(target.name + suffix)
 
 
-def save_map_dir(target: Path, write_files: Callable[[Path], None], manifest: dict) -> None:
+def human_bytes(n: float) -> str:
+    """``n`` bytes for a person: B, KB, MB or GB with one decimal."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _reason(e: BaseException, path: Path | None = None) -> str:
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and path is not None:
+        for ancestor in (path, *path.parents):  # a file where a directory should be
+            if ancestor.exists():
+                if not ancestor.is_dir():
+                    return f"{ancestor} is a file, not a directory"
+                break
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip().splitlines()
+    return (text[-1] if text else type(e).__name__)[:160]
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _write_failure(target: Path, e: BaseException, needed: int | None) -> MapError:
+    """The one-line MapError for a save that failed while writing: no space (how much it needed,
+    how much is free), a read-only or forbidden location, or the error itself."""
+    free = _free_bytes(target.parent)
+    errno_ = getattr(e, "errno", None)
+    full = errno_ in (_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG) or "full" in str(e).lower()
+    if full or (needed is not None and free is not None and free < needed):
+        space = f"; it needs about {human_bytes(needed)}" if needed else ""
+        left = f", {human_bytes(free)} free there" if free is not None else ""
+        return MapError(f"{target}: no space left to save the map ({_reason(e)}){space}{left}; nothing was changed")
+    if errno_ in (_errno.EROFS, _errno.EACCES, _errno.EPERM, _errno.EEXIST, _errno.ENOTDIR):
+        return MapError(f"{target}: cannot save the map there ({_reason(e, target.parent)}); nothing was changed")
+    return MapError(f"{target}: the map could not be saved ({type(e).__name__}: {_reason(e)}); nothing was changed")
+
+
+def save_map_dir(
+    target: Path, write_files: Callable[[Path], None], manifest: dict, needed_bytes: int | None = None
+) -> None:
     """Make ``target`` (absolute) the map that ``write_files(dir)`` writes, by the protocol above.
 
     ``write_files`` writes ``INDEX_FILE`` and ``DB_FILE`` into the directory it is given.
+    A failure is a MapError saying why (no space: ``needed_bytes``, the map's estimated size,
+    against what is free) after the half-written directory is removed; ``target`` is unchanged.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     new, old = _sibling(target, NEW_SUFFIX), _sibling(target, OLD_SUFFIX)
-    if new.exists():
-        shutil.rmtree(new)  # a stale half-written directory from an earlier crash
-    new.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if new.exists():
+            shutil.rmtree(new)  # a stale half-written directory from an earlier crash
+        new.mkdir()
+    except OSError as e:
+        raise _write_failure(target, e, needed_bytes) from None
     try:
         write_files(new)
         manifest = dict(
@@ -101,18 +153,66 @@ def save_map_dir(target: Path, write_files: Callable[[Path], None], manifest: di
         (new / MANIFEST).write_text(json.dumps(seal(manifest), indent=2) + "\n", encoding="utf-8")
         fsync_file(new / MANIFEST)
         fsync_dir(new)
+    except BaseException as e:
+        shutil.rmtree(new, ignore_errors=True)  # never leave a half-written map filling the disk
+        if isinstance(e, Exception):
+            raise _write_failure(target, e, needed_bytes) from e
+        raise
+    try:
         if target.exists():
             if old.exists():
                 shutil.rmtree(old)
             os.replace(target, old)
         os.replace(new, target)
         fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as e:
         if not target.exists() and old.exists():
-            os.replace(old, target)  # undo step (2) when step (3) failed
+            try:
+                os.replace(old, target)  # undo step (2) when step (3) failed
+            except OSError:
+                pass  # both complete maps stay beside target: recover() puts one back on load
+        if isinstance(e, OSError):
+            raise MapError(f"{target}: could not move the saved map in place ({_reason(e)})") from e
         raise
     shutil.rmtree(old, ignore_errors=True)
     log.debug("saved map %s (%s keyframes)", target, manifest["counts"]["keyframes"])
+
+
+def check_writable(target: Path, needed_bytes: int = 0) -> None:
+    """MapError when a map cannot be saved at ``target``: a probe file is created (with some data)
+    and removed where saving writes (beside ``target``); too little free space for ``needed_bytes``
+    is refused too. Missing parent directories are created, as saving would."""
+    parent = target.parent
+    probe = parent / f".{target.name}.structvpr-probe-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(bytes(65536))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise MapError(
+            f"{target}: the map cannot be saved there ({_reason(e, parent)}): choose a writable location"
+        ) from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    free = _free_bytes(parent)
+    if needed_bytes and free is not None and free < needed_bytes:
+        raise MapError(
+            f"{target}: {human_bytes(free)} free in {parent}, saving this map needs about {human_bytes(needed_bytes)}"
+        )
+
+
+def fallback_locations(target: Path, when: str) -> list[Path]:
+    """Where a map that could not be saved at ``target`` goes instead, in order: beside it with the
+    time ``when`` in its name, then under the cache root (``$STRUCTVPR_CACHE``)."""
+    from ..paths import cache_root
+
+    name = f"{target.name}.unsaved-{when}"
+    return [target.with_name(name), cache_root() / "unsaved-maps" / name]
 
 
 def _is_complete(d: Path) -> bool:

@@ -121,6 +121,12 @@ class KeyframeStore:
         finally:
             out.close()
 
+    def estimated_bytes(self) -> int:
+        """About the size of the file ``write`` makes: the loaded file plus the keyframes added since."""
+        base = self._base_file.stat().st_size if self._base_file is not None and self._base_file.exists() else 0
+        pages, page_size = (self._new.execute(f"PRAGMA {k}").fetchone()[0] for k in ("page_count", "page_size"))
+        return base + pages * page_size
+
     def rebase(self, f: Path) -> None:
         """After a save: read every keyframe from the saved file ``f`` and empty the in-memory part."""
         if self._base is not None:

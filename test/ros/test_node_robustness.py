@@ -18,6 +18,7 @@ import sqlite3
 import struct
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -354,3 +355,116 @@ def test_fuzzed_frames_leave_a_node_that_answers_a_good_frame(ros_node, corridor
     finally:
         ros_node.destroy_subscription(sub)
         node.destroy_node()
+
+
+# ---- mapping sessions are not lost ---------------------------------------------------------------
+# chmod does not stop root: a regular file where the map's directory should be stops everyone, and a
+# read-only tmpfs (mounted in a user + mount namespace) is the real thing where the kernel allows it.
+
+
+def _mapping_params(tmp_path, map_path, **extra) -> dict:
+    return {
+        "image_topic": "/mapping_fail/image_raw",
+        "map_path": str(map_path),
+        "device": "cpu",
+        "cpu_threads": 1,
+        "image_width": TEST_IMAGE_SIZE[0],
+        "image_height": TEST_IMAGE_SIZE[1],
+        "mode": "mapping",
+        "temporal_exclusion_s": 1.0,
+        **extra,
+    }
+
+
+def _run_node_to_exit(params_file, prefix: list[str] = (), timeout: float = 60.0):
+    import subprocess
+    import sys
+
+    from ros_helpers import REPO
+
+    cmd = [*prefix, sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", "--params-file", str(params_file)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO))
+
+
+def test_mapping_refuses_to_start_where_the_map_cannot_be_saved(tmp_path):
+    blocker = tmp_path / "maps"
+    blocker.write_text("a file where the map directory's parent should be")
+    params = write_params(tmp_path / "p.yaml", _mapping_params(tmp_path, blocker / "session"))
+    t0 = time.monotonic()
+    r = _run_node_to_exit(params)
+    assert r.returncode == 1, r.stderr
+    assert f"{blocker / 'session'}: the map cannot be saved there ({blocker} is a file, not a directory)" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("structvpr_node: error: ")
+    assert time.monotonic() - t0 < 30  # refused before the model is loaded
+
+
+def test_mapping_refuses_to_start_on_a_read_only_filesystem(tmp_path):
+    import subprocess
+
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here (unshare --user --mount is not permitted)")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    params = write_params(tmp_path / "p.yaml", _mapping_params(tmp_path, mount / "session"))
+    script = 'm="$1"; shift; mount -t tmpfs -o size=1m t "$m" && mount -o remount,ro "$m" && exec "$@"'
+    r = _run_node_to_exit(
+        params, ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount)]
+    )
+    assert r.returncode == 1, r.stderr
+    assert "session: the map cannot be saved there (Read-only file system): choose a writable location" in r.stderr
+
+
+def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(ros_node, corridor_map, tmp_path):
+    import os
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    from std_srvs.srv import Trigger
+
+    from structvpr_core.images import read_image
+    from structvpr_core.mapdb import MapDatabase
+    from structvpr_ros.image_conversion import bgr_to_image
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    params = write_params(tmp_path / "p.yaml", _mapping_params(tmp_path, maps / "session"))
+    node = NodeProcess(params, tmp_path / "node.log")
+    pub = ros_node.create_publisher(
+        Image, "/mapping_fail/image_raw", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    try:
+        node.wait_ready(ros_node, "/mapping_fail/image_raw")
+        assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10)
+        for i, q in enumerate((5, 30, 60, 90)):  # four places, seconds apart: four keyframes
+            header = Header(frame_id="cam")
+            header.stamp.sec = 100 + 10 * i
+            pub.publish(bgr_to_image(read_image(corridor_map["queries"][q]), header))
+            time.sleep(0.5)
+        # The disk goes away under the running node: its map directory is now a file.
+        os.rename(maps, tmp_path / "maps_gone")
+        maps.write_text("not a directory any more")
+        client = ros_node.create_client(Trigger, "/structvpr/save_map")
+        try:
+            assert client.wait_for_service(timeout_sec=10)
+            future = client.call_async(Trigger.Request())
+            assert spin_until(ros_node, future.done, 20)
+            answer = future.result()
+        finally:
+            ros_node.destroy_client(client)
+        assert not answer.success and "save failed" in answer.message and "is a file, not a directory" in answer.message
+    finally:
+        code = node.stop()
+        ros_node.destroy_publisher(pub)
+    out = node.output()
+    assert code == 1, out[-3000:]
+    assert "[ERROR]" in out and "save failed:" in out  # ~/save_map's failure, at ERROR
+    fallback = next(iter((Path(os.environ["STRUCTVPR_CACHE"]) / "unsaved-maps").glob("session.unsaved-*")))
+    assert f"keyframes were saved to {fallback} instead: move it to {maps / 'session'}" in out
+    assert f"structvpr_node: error: could not save the map to {maps / 'session'}" in out
+    saved = MapDatabase.load(fallback)
+    assert len(saved) == 4
+    saved.close()
