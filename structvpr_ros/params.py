@@ -14,6 +14,8 @@ parameters with the same defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -213,12 +215,78 @@ def _typed(values: dict) -> NodeParams:
         raise ConfigError(f"parameter '{name}': {rest}") from None
 
 
-def declare_and_read(node) -> NodeParams:
+# rcl's reading of a scalar parameter value (rcl_yaml_param_parser, get_value): these words are
+# booleans, then an integer (strtol, base 0), then a float (strtod, and YAML's .inf/.nan), else a string.
+_RCL_TRUE = {"Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
+_RCL_FALSE = {"N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
+_RCL_INT = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_RCL_SPECIAL_FLOATS = {".nan": math.nan, ".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf}
+
+
+def _rcl_scalar(text: str):
+    if text in _RCL_TRUE or text in _RCL_FALSE:
+        return text in _RCL_TRUE
+    if _RCL_INT.fullmatch(text):
+        sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+        base = 16 if digits[:2] in ("0x", "0X") else 8 if len(digits) > 1 and digits[0] == "0" else 10
+        return sign * int(digits, base)
+    if text.lower() in _RCL_SPECIAL_FLOATS:
+        return _RCL_SPECIAL_FLOATS[text.lower()]
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def rcl_value(text: str):
+    """The value rcl gives ``-p name:=TEXT``: a YAML scalar typed by rcl's rules (quoted = string),
+    or a list of them; ``text`` itself when it is not YAML."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return text
+    if isinstance(node, yaml.ScalarNode):
+        return node.value if node.style in ("'", '"') else _rcl_scalar(node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return [c.value if c.style in ("'", '"') else _rcl_scalar(c.value) for c in node.value if hasattr(c, "style")]
+    return text
+
+
+def command_line_values(argv, node_names) -> dict:
+    """The values given by ``-p NAME:=VALUE`` / ``--param`` in the ``--ros-args`` sections of
+    ``argv`` (the last one wins), typed as rcl types them; ``NODE:NAME:=VALUE`` counts when NODE is
+    one of ``node_names``."""
+    values, in_ros, args = {}, False, list(argv or [])
+    for i, arg in enumerate(args):
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif in_ros and arg in ("-p", "--param") and i + 1 < len(args):
+            name, sep, text = args[i + 1].partition(":=")
+            if not sep:
+                continue
+            node, colon, param = name.rpartition(":")
+            if colon and node not in node_names:
+                continue
+            values[param] = rcl_value(text)
+    return values
+
+
+def declare_and_read(node, argv=None) -> NodeParams:
     """Declare all parameters on ``node`` and return their validated values.
 
     Parameters are declared with dynamic typing so that a value of the wrong type reaches
     our validation (and its message naming the parameter) instead of an rclpy exception; all but
     ``LIVE_PARAMETERS`` are read-only, so that rclpy refuses to set them on a running node.
+
+    ``argv``: the command line the node was started with. rcl keeps one slot per type for a
+    parameter given twice, and rclpy reads bool, then int, then float, then string: so with
+    ``--params-file`` holding ``top_k: 5``, ``-p top_k:=abc`` (or ``:=2.5``) comes out as the
+    file's 5 and the mistake is lost. An override whose rcl type differs from the value rclpy
+    reports is therefore taken from ``argv`` itself, and validated like any other value.
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
@@ -230,6 +298,10 @@ def declare_and_read(node) -> NodeParams:
         )
         param = node.declare_parameter(field.name, getattr(defaults, field.name), descriptor)
         values[field.name] = param.value
+    names = {node.get_name(), node.get_fully_qualified_name(), node.get_fully_qualified_name().lstrip("/")}
+    for name, value in command_line_values(argv, names).items():
+        if name in values and type(value) is not type(values[name]):
+            values[name] = value  # the override rclpy lost behind another source's value of another type
     # A misspelt name in a params file would otherwise be ignored silently. rclpy keeps the
     # overrides given to the node in a private attribute; check them when it is there.
     overrides = getattr(node, "_parameter_overrides", None) or {}

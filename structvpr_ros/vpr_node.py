@@ -102,7 +102,8 @@ def build_detector(params: NodeParams, logger):
 
 
 class VprNode(Node):
-    def __init__(self, **node_kwargs) -> None:
+    def __init__(self, ros_argv: list[str] | None = None, **node_kwargs) -> None:
+        """``ros_argv``: the command line rclpy was initialised with (see ``declare_and_read``)."""
         super().__init__(NODE_NAME, **node_kwargs)
         # destroy_node may come for a half-made node (rclpy destroys the nodes of its context at
         # shutdown, also one whose set-up failed): it stops and saves only what was started.
@@ -110,7 +111,8 @@ class VprNode(Node):
         self._stopped = False
         self.save_error: str | None = None  # why the session could not be saved at shutdown (exit 1)
         self._last_save_error: str | None = None  # a failed ~/save_map, until one succeeds
-        self.params = declare_and_read(self)  # ConfigError -> the node refuses to start
+        argv = [*(ros_argv or []), *(node_kwargs.get("cli_args") or [])]
+        self.params = declare_and_read(self, argv)  # ConfigError -> the node refuses to start
         p = self.params
         limit_decoder_pixels(p.max_image_pixels)  # OpenCV's own limit too (before it is imported)
         log = self.get_logger()
@@ -478,8 +480,8 @@ def print_help() -> None:
         print(f"  {name}{live} (default {getattr(defaults, name)!r})\n      {text}")
 
 
-def _run_node() -> None:
-    node = VprNode()  # ConfigError, MapError ...: the node refuses to start (one line, exit 1)
+def _run_node(argv: list[str]) -> None:
+    node = VprNode(ros_argv=argv)  # ConfigError, MapError ...: the node refuses to start (one line, exit 1)
     try:
         rclpy.spin(node)
     finally:
@@ -494,7 +496,7 @@ def main(args: list[str] | None = None) -> int:
     if "-h" in own or "--help" in own:
         print_help()
         return 0
-    return run_with_rclpy("structvpr_node", args, _run_node)
+    return run_with_rclpy("structvpr_node", args, lambda: _run_node(sys.argv if args is None else list(args)))
 
 
 if __name__ == "__main__":
