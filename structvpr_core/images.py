@@ -306,6 +306,43 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     return to_bgr8(decode_image(data, str(path), max_pixels), name=str(path))
 
 
+class UnreadableImages:
+    """Reads images on, collecting the unreadable ones, to report them all in one ImageError.
+
+    ``read(path)`` returns the image or None (an unreadable one is recorded); ``raise_if_any``
+    raises ``N of M images are unreadable: a.png: reason; b.png: reason; ... (and K more)``.
+    """
+
+    SHOWN = 3
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.errors: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def read(self, path, max_pixels: int | None = None) -> np.ndarray | None:
+        return self.load(lambda: read_image(path, max_pixels))
+
+    def load(self, load) -> np.ndarray | None:
+        """``load()``, or None when it raises an ImageError (recorded)."""
+        try:
+            return load()
+        except ImageError as e:
+            self.errors.append(str(e))
+            return None
+
+    def raise_if_any(self) -> None:
+        if not self.errors:
+            return
+        if len(self.errors) == 1:
+            raise ImageError(self.errors[0])
+        more = f" (and {len(self.errors) - self.SHOWN} more)" if len(self.errors) > self.SHOWN else ""
+        of = f" of {self.total}" if self.total else ""
+        raise ImageError(f"{len(self.errors)}{of} images are unreadable: {'; '.join(self.errors[: self.SHOWN])}{more}")
+
+
 def list_images(folder: str | Path, *, recursive: bool = False, exclude: str | Path | None = None) -> list[Path]:
     """Image files in ``folder`` (``recursive``: anywhere below it), sorted by path.
 
