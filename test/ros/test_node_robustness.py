@@ -432,7 +432,8 @@ def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(
     maps = tmp_path / "maps"
     maps.mkdir()
     params = write_params(tmp_path / "p.yaml", _mapping_params(tmp_path, maps / "session"))
-    node = NodeProcess(params, tmp_path / "node.log")
+    # Its own namespace: the module's localisation node (also /structvpr) may still be running.
+    node = NodeProcess(params, tmp_path / "node.log", ["-r", "__ns:=/mapfail"])
     pub = ros_node.create_publisher(
         Image, "/mapping_fail/image_raw", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
     )
@@ -447,7 +448,7 @@ def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(
         # The disk goes away under the running node: its map directory is now a file.
         os.rename(maps, tmp_path / "maps_gone")
         maps.write_text("not a directory any more")
-        client = ros_node.create_client(Trigger, "/structvpr/save_map")
+        client = ros_node.create_client(Trigger, "/mapfail/structvpr/save_map")
         try:
             assert client.wait_for_service(timeout_sec=10)
             future = client.call_async(Trigger.Request())
