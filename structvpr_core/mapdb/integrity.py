@@ -16,6 +16,11 @@ itself (``manifest_sha256``, over its canonical JSON without that key). On load:
   ``NORM_TOLERANCE``), on load and on add: garbage or zeroed vectors would otherwise score 1e37
   or 0.0 and pass a ``score > 0.8`` loop-closure rule.
 
+Cost, measured on a synthetic 10 000-keyframe map with 1000 SIFT features a keyframe (index
+18 MB, keyframes.sqlite 1.39 GB), one shared CPU core (load average ~4.7, so upper bounds): load
+1.8 s with checksums (sha256 ~0.8 GB/s here) against 0.4 s for the same map without them; a map
+without stored features is ~30 MB and its hashing costs a few tens of milliseconds.
+
 Nothing here knows the map's classes: storage and the index call these helpers.
 """
 
