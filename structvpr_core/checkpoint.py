@@ -79,7 +79,8 @@ def load_checkpoint(
     """Read a checkpoint safely (``weights_only=True``) and check it.
 
     Raises ``CheckpointError`` (naming the file) when it is missing, unreadable, truncated, not a
-    structvpr checkpoint, or of an architecture other than ``expected_architecture``.
+    structvpr checkpoint, of an architecture other than ``expected_architecture``, or holds a
+    weight with NaN or infinity.
     """
     import pickle
     import zipfile
@@ -121,6 +122,14 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: checkpoint holds architecture {architecture!r}, but {expected_architecture!r} was requested"
         )
+    state = ckpt["state_dict"]
+    if isinstance(state, dict):
+        for name, tensor in state.items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise CheckpointError(
+                    f"{path}: weight {name!r} holds NaN or infinity (a diverged training run?): "
+                    "every descriptor would be NaN"
+                )
     ckpt.setdefault("extra", None)
     ckpt.setdefault("query_encoder_for", None)
     ckpt.setdefault("model_args", {})

@@ -14,6 +14,7 @@ import sys
 
 from . import __version__, commands
 from .errors import StructVPRError
+from .images import limit_decoder_pixels
 from .log import configure_cli_logging
 
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_cli_logging(f"structvpr {args.command}", debug=args.debug)
     try:
+        limit_decoder_pixels()  # OpenCV's own decoding limit, before any command imports it
         code = args._run(args)
     except StructVPRError as e:
         if args.debug:

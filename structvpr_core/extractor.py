@@ -47,7 +47,7 @@ from .backends.providers import available_providers, plan_backend
 from .backends.runner import Runner
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, ImageError
-from .images import read_image, resize_image, to_bgr8
+from .images import UnreadableImages, check_input_size, resize_image, to_bgr8
 
 COLORS = ("bgr", "rgb", "gray", "grey")
 
@@ -86,12 +86,7 @@ class Extractor:
         onnx_model: str | os.PathLike | None = None,
         fold_batchnorm: bool = True,
     ) -> None:
-        if (
-            len(image_size) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in image_size)
-            or min(image_size) < 1
-        ):
-            raise ConfigError(f"image_size: expected (W, H) of positive integers, got {image_size!r}")
+        check_input_size(image_size, "image_size")  # (W, H), each in 32..8192: before anything is allocated
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")
         if threads is not None and (
@@ -258,7 +253,11 @@ class Extractor:
         if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.shape[1:] != (h, w, 3):
             found = (batch.dtype, batch.shape) if isinstance(batch, np.ndarray) else type(batch).__name__
             raise ImageError(f"run_prepared: expected (N, {h}, {w}, 3) uint8 BGR images (see prepare), got {found}")
-        return self.runner.run(batch)
+        out = self.runner.run(batch)
+        if not np.all(np.isfinite(out)):
+            model = self.checkpoint or "the ImageNet model"
+            raise CheckpointError(f"{model}: produced NaN or infinite descriptors (are its weights finite?)")
+        return out
 
     def embed(self, images: Sequence[np.ndarray], color: str = "bgr") -> np.ndarray:
         """Descriptors (N, dim) float32, L2-normalised, of a sequence of images (any size/kind)."""
@@ -293,17 +292,27 @@ class Extractor:
         return self.runner.run_masks(batch)
 
     def embed_paths(self, paths: Sequence[str | os.PathLike], progress: bool = True) -> np.ndarray:
-        """Descriptors (N, dim) of image files, in order; an unreadable file raises ImageError naming it."""
+        """Descriptors (N, dim) of image files, in order.
+
+        Unreadable files raise one ImageError naming them all (the count and the first few): after
+        the first one the remaining files are still read, to find the others, but not embedded.
+        """
         from tqdm import tqdm
 
         paths = [Path(p) for p in paths]
         out = np.zeros((len(paths), self.dim), dtype=np.float32)
+        failures = UnreadableImages(len(paths))
         with tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar:
             for start in range(0, len(paths), self.batch_size):
                 chunk = paths[start : start + self.batch_size]
-                batch = np.stack([self.prepare(read_image(p), "bgr", name=str(p)) for p in chunk])
-                out[start : start + len(chunk)] = self.run_prepared(batch)
+                images = [failures.read(p) for p in chunk]
+                if not failures:
+                    batch = np.stack(
+                        [self.prepare(im, "bgr", name=str(p)) for p, im in zip(chunk, images, strict=True)]
+                    )
+                    out[start : start + len(chunk)] = self.run_prepared(batch)
                 bar.update(len(chunk))
+        failures.raise_if_any()
         return out
 
 

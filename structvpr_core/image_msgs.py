@@ -42,12 +42,17 @@ def as_uint8(data) -> np.ndarray:
     return np.asarray(data, dtype=np.uint8)
 
 
-def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigendian: bool | int, data) -> np.ndarray:
+def image_msg_to_bgr(
+    encoding: str, height: int, width: int, step: int, is_bigendian: bool | int, data, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/Image`` into a contiguous H×W×3 uint8 BGR array.
 
     16-bit images are scaled by their full range (x · 255 / 65535), like ``images.to_bgr8``.
-    Single-channel images are replicated to grey BGR. Alpha is dropped.
+    Single-channel images are replicated to grey BGR. Alpha is dropped. An image of more than
+    ``max_pixels`` (default ``images.max_image_pixels()``) is refused like a compressed one.
     """
+    from .images import max_image_pixels
+
     enc = (encoding or "").strip().lower()
     if enc not in ENCODINGS:
         raise ImageError(f"image encoding {encoding!r} is not supported (supported: {', '.join(sorted(ENCODINGS))})")
@@ -55,6 +60,9 @@ def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigen
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise ImageError(f"image message has zero size ({width}×{height})")
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    if width * height > limit:
+        raise ImageError(f"image message of {width}×{height} pixels is larger than the limit of {limit / 1e6:g} MP")
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * channels * itemsize
     if step < row_bytes:
@@ -85,19 +93,20 @@ def image_msg_to_bgr(encoding: str, height: int, width: int, step: int, is_bigen
     return np.ascontiguousarray(img)
 
 
-def compressed_msg_to_bgr(fmt: str, data) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (jpeg/png) into H×W×3 uint8 BGR."""
-    import cv2
+def compressed_msg_to_bgr(fmt: str, data, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (jpeg/png) into H×W×3 uint8 BGR.
 
-    from .images import to_bgr8
+    The size its header claims is checked against ``max_pixels`` (default
+    ``images.max_image_pixels()``) before decoding: a decompression bomb is an ImageError.
+    """
+    from .images import decode_image, to_bgr8
 
     if "compresseddepth" in (fmt or "").lower():
         raise ImageError(f"compressed image format {fmt!r} (depth) is not a camera image")
     buf = as_uint8(data)
     if buf.size == 0:
         raise ImageError("compressed image message has no data")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageError(f"compressed image (format {fmt!r}) could not be decoded")
+    name = f"compressed image (format {fmt!r})"
+    img = decode_image(buf, name, max_pixels)
     # imdecode returns BGR for colour jpeg/png whatever the "rgb8; jpeg" prefix says.
-    return to_bgr8(img, name=f"compressed image ({fmt})")
+    return to_bgr8(img, name=name)

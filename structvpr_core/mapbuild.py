@@ -268,18 +268,29 @@ def add_frames(
     total: int | None = None,
     progress: bool = True,
 ) -> int:
-    """Embed ``frames`` in batches (with local features when ``verifier``) and add them to ``mapdb``."""
+    """Embed ``frames`` in batches (with local features when ``verifier``) and add them to ``mapdb``.
+
+    Unreadable images raise one ImageError naming them all (after the first, the remaining frames
+    are still read to find the others, but nothing more is embedded or added).
+    """
     import sys
 
     from tqdm import tqdm
 
+    from .images import UnreadableImages
+
     n = 0
     batch: list[Frame] = []
     bar = tqdm(total=total, desc="build-map", unit="img", disable=not progress, file=sys.stderr)
+    failures = UnreadableImages(total or 0)  # "N of total images are unreadable"
 
     def flush():
         nonlocal n
-        images = [fr.load() for fr in batch]
+        images = [failures.load(fr.load) for fr in batch]
+        if failures:
+            bar.update(len(batch))
+            batch.clear()
+            return
         desc = extractor.embed(images)
         feats = [verifier.extract_features(im) for im in images] if verifier is not None else None
         mapdb.add(desc, [fr.keyframe for fr in batch], local_features=feats)
@@ -296,6 +307,7 @@ def add_frames(
             flush()
     finally:
         bar.close()
+    failures.raise_if_any()
     return n
 
 
@@ -380,6 +392,9 @@ def build(
         raise ConfigError("append and overwrite exclude each other")
     if out.exists() and not (append or overwrite):
         raise MapError(f"{out}: already exists (use --overwrite to replace it or --append to add to it)")
+    from .mapdb.storage import check_writable
+
+    check_writable(out.absolute())  # a read-only location fails now, not after the embedding
     if not append:  # fail on bad verification settings before the model loads
         make_verifier(conf["verification"]["features"], conf["verification"]["max_features"])
 

@@ -25,7 +25,7 @@ log = get_logger(__name__)
 
 default_conf = {
     "top_k": 5,  # candidates per image
-    "min_score": -1.0,  # drop candidates below this cosine score (clamped to [-1, 1])
+    "min_score": -1.0,  # drop candidates below this cosine score, in [-1, 1]
     "verify": False,  # local features + RANSAC, candidates re-ranked by inliers
     "verify_candidates": 0,  # search results verified (0 = top_k)
     "min_inliers": 0,  # with verify: drop candidates with fewer inliers
@@ -77,7 +77,7 @@ def detector_config(conf: dict | None = None, name=str):
     conf = merge_conf(default_conf, conf)
     cfg = DetectorConfig(
         top_k=conf["top_k"],
-        min_score=max(-1.0, min(1.0, conf["min_score"])),
+        min_score=conf["min_score"],  # out of [-1, 1] is refused by validate, not clamped
         verify=conf["verify"],
         min_inliers=conf["min_inliers"],
         mode="localization",

@@ -22,8 +22,9 @@ from structvpr_core.image_msgs import ENCODINGS, compressed_msg_to_bgr, image_ms
 from structvpr_core.images import to_bgr8
 
 
-def image_to_bgr(msg) -> np.ndarray:
-    """Decode a sensor_msgs/Image into H×W×3 uint8 BGR; ``ImageError`` when malformed."""
+def image_to_bgr(msg, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/Image into H×W×3 uint8 BGR; ``ImageError`` when malformed or larger
+    than ``max_pixels`` (default ``structvpr_core.images.max_image_pixels()``)."""
     if (msg.encoding or "").strip().lower() not in ENCODINGS:
         bridge = _real_cv_bridge()
         if bridge is not None:  # an encoding we do not decode (Bayer, YUV...) and a cv_bridge that may
@@ -31,12 +32,16 @@ def image_to_bgr(msg) -> np.ndarray:
                 return to_bgr8(bridge.imgmsg_to_cv2(msg, desired_encoding="bgr8"), name="image message")
             except Exception as e:
                 raise ImageError(f"image encoding {msg.encoding!r}: cv_bridge could not convert it ({e})") from None
-    return image_msg_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+    return image_msg_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data, max_pixels)
 
 
-def compressed_to_bgr(msg) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (jpeg, png, ...) into H×W×3 uint8 BGR."""
-    return compressed_msg_to_bgr(msg.format, msg.data)
+def compressed_to_bgr(msg, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg, png, ...) into H×W×3 uint8 BGR.
+
+    The size the image's header claims is checked against ``max_pixels`` before decoding, so a
+    decompression bomb (a few bytes claiming gigapixels) is an ``ImageError``, not an allocation.
+    """
+    return compressed_msg_to_bgr(msg.format, msg.data, max_pixels)
 
 
 def bgr_to_image(bgr: np.ndarray, header=None):

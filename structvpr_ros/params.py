@@ -14,6 +14,8 @@ parameters with the same defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +23,7 @@ from typing import Literal
 from structvpr_core.backends.providers import BACKENDS
 from structvpr_core.config import from_dict
 from structvpr_core.errors import ConfigError
+from structvpr_core.images import DEFAULT_MAX_IMAGE_PIXELS, MAX_INPUT_SIDE, MIN_INPUT_SIDE
 from structvpr_core.loopclosure import DetectorConfig
 
 # ROS parameters every rclpy node may carry that are not ours.
@@ -66,6 +69,10 @@ DESCRIPTIONS = {
     ),
     "session": "Mapping: session name stored with every keyframe added.",
     "save_map_on_shutdown": "Mapping: save the map to map_path when the node shuts down.",
+    "max_image_pixels": (
+        "Largest camera frame (width x height) decoded; a compressed frame whose header claims more is "
+        "skipped before decoding (decompression bombs)."
+    ),
     "qos_reliability": (
         "Image subscription reliability: best_effort (also receives from reliable publishers) or reliable."
     ),
@@ -115,6 +122,7 @@ class NodeParams:
     keyframe_max_similarity: float = _DETECTOR.keyframe_max_similarity
     session: str = _DETECTOR.session
     save_map_on_shutdown: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     qos_reliability: Literal["best_effort", "reliable"] = "best_effort"
     qos_depth: int = 5
     frame_id: str = ""
@@ -143,8 +151,10 @@ class NodeParams:
         )
         need(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
         need(self.cpu_threads >= 0, "cpu_threads", "must be >= 0")
-        need(32 <= self.image_width <= 8192, "image_width", "must be in 32..8192")
-        need(32 <= self.image_height <= 8192, "image_height", "must be in 32..8192")
+        sides = f"must be in {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE}"
+        need(MIN_INPUT_SIDE <= self.image_width <= MAX_INPUT_SIDE, "image_width", sides)
+        need(MIN_INPUT_SIDE <= self.image_height <= MAX_INPUT_SIDE, "image_height", sides)
+        need(self.max_image_pixels >= 1, "max_image_pixels", "must be >= 1")
         self.detector_config().validate(name=_parameter)
         need(1 <= self.qos_depth <= 1000, "qos_depth", "must be in 1..1000")
         need(self.diagnostics_period_s > 0, "diagnostics_period_s", "must be > 0")
@@ -211,12 +221,78 @@ def _typed(values: dict) -> NodeParams:
         raise ConfigError(f"parameter '{name}': {rest}") from None
 
 
-def declare_and_read(node) -> NodeParams:
+# rcl's reading of a scalar parameter value (rcl_yaml_param_parser, get_value): these words are
+# booleans, then an integer (strtol, base 0), then a float (strtod, and YAML's .inf/.nan), else a string.
+_RCL_TRUE = {"Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
+_RCL_FALSE = {"N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
+_RCL_INT = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_RCL_SPECIAL_FLOATS = {".nan": math.nan, ".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf}
+
+
+def _rcl_scalar(text: str):
+    if text in _RCL_TRUE or text in _RCL_FALSE:
+        return text in _RCL_TRUE
+    if _RCL_INT.fullmatch(text):
+        sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+        base = 16 if digits[:2] in ("0x", "0X") else 8 if len(digits) > 1 and digits[0] == "0" else 10
+        return sign * int(digits, base)
+    if text.lower() in _RCL_SPECIAL_FLOATS:
+        return _RCL_SPECIAL_FLOATS[text.lower()]
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def rcl_value(text: str):
+    """The value rcl gives ``-p name:=TEXT``: a YAML scalar typed by rcl's rules (quoted = string),
+    or a list of them; ``text`` itself when it is not YAML."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return text
+    if isinstance(node, yaml.ScalarNode):
+        return node.value if node.style in ("'", '"') else _rcl_scalar(node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return [c.value if c.style in ("'", '"') else _rcl_scalar(c.value) for c in node.value if hasattr(c, "style")]
+    return text
+
+
+def command_line_values(argv, node_names) -> dict:
+    """The values given by ``-p NAME:=VALUE`` / ``--param`` in the ``--ros-args`` sections of
+    ``argv`` (the last one wins), typed as rcl types them; ``NODE:NAME:=VALUE`` counts when NODE is
+    one of ``node_names``."""
+    values, in_ros, args = {}, False, list(argv or [])
+    for i, arg in enumerate(args):
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif in_ros and arg in ("-p", "--param") and i + 1 < len(args):
+            name, sep, text = args[i + 1].partition(":=")
+            if not sep:
+                continue
+            node, colon, param = name.rpartition(":")
+            if colon and node not in node_names:
+                continue
+            values[param] = rcl_value(text)
+    return values
+
+
+def declare_and_read(node, argv=None) -> NodeParams:
     """Declare all parameters on ``node`` and return their validated values.
 
     Parameters are declared with dynamic typing so that a value of the wrong type reaches
     our validation (and its message naming the parameter) instead of an rclpy exception; all but
     ``LIVE_PARAMETERS`` are read-only, so that rclpy refuses to set them on a running node.
+
+    ``argv``: the command line the node was started with. rcl keeps one slot per type for a
+    parameter given twice, and rclpy reads bool, then int, then float, then string: so with
+    ``--params-file`` holding ``top_k: 5``, ``-p top_k:=abc`` (or ``:=2.5``) comes out as the
+    file's 5 and the mistake is lost. An override whose rcl type differs from the value rclpy
+    reports is therefore taken from ``argv`` itself, and validated like any other value.
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
@@ -228,6 +304,10 @@ def declare_and_read(node) -> NodeParams:
         )
         param = node.declare_parameter(field.name, getattr(defaults, field.name), descriptor)
         values[field.name] = param.value
+    names = {node.get_name(), node.get_fully_qualified_name(), node.get_fully_qualified_name().lstrip("/")}
+    for name, value in command_line_values(argv, names).items():
+        if name in values and type(value) is not type(values[name]):
+            values[name] = value  # the override rclpy lost behind another source's value of another type
     # A misspelt name in a params file would otherwise be ignored silently. rclpy keeps the
     # overrides given to the node in a private attribute; check them when it is there.
     overrides = getattr(node, "_parameter_overrides", None) or {}

@@ -3,7 +3,10 @@
 Thin by design: parameters and messages in, ``structvpr_core.LoopClosureDetector`` calls,
 messages out. Processing never queues behind the camera: the image callback only stores
 the newest frame in a one-slot buffer (a frame replaced before it was processed counts as
-dropped) and one worker thread processes whatever is newest when it becomes free.
+dropped) and one worker thread processes whatever is newest when it becomes free. A frame that
+fails (malformed, a decompression bomb, any exception in extraction, search or verification)
+costs that frame only: it is counted, logged rate-limited and, when it repeats, reported in
+/diagnostics at ERROR with its cause (frame_failures.py); ~/reset clears that state.
 
 Topics:   sub  <image_topic> (Image or CompressedImage), [camera_info_topic], [pose_topic]
           pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics,
@@ -18,6 +21,7 @@ they are checked like at start and apply from the next frame. The other paramete
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -28,11 +32,13 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from structvpr_core.errors import ConfigError, ImageError, StructVPRError
+from structvpr_core.errors import ConfigError, MapError
 from structvpr_core.geometry import Pose, interpolate_pose
+from structvpr_core.images import limit_decoder_pixels
 
 from .candidates_msg import detection_to_msg, stamp_to_sec
 from .entry import run_with_rclpy
+from .frame_failures import ERROR, WARN, FrameFailures, LogLimiter
 from .image_conversion import bgr_to_image, compressed_to_bgr, image_to_bgr
 from .latest_slot import LatestSlot
 from .params import DESCRIPTIONS, LIVE_PARAMETERS, PARAMETER_NAMES, NodeParams, declare_and_read, with_changes
@@ -51,11 +57,14 @@ def build_detector(params: NodeParams, logger):
     """
     from pathlib import Path
 
-    from structvpr_core.errors import MapError
     from structvpr_core.extractor import Extractor
     from structvpr_core.loopclosure import LoopClosureDetector
     from structvpr_core.mapdb import MapDatabase
 
+    if params.mode == "mapping":  # before the model loads: a session that cannot be saved is refused
+        from structvpr_core.mapdb.storage import check_writable
+
+        check_writable(Path(params.map_path).absolute())
     if params.cpu_threads > 0:
         import torch
 
@@ -82,6 +91,10 @@ def build_detector(params: NodeParams, logger):
             if "input_size" in str(e):  # the usual cause: parameters left at another size
                 raise MapError(f"{e}; set the parameters image_width/image_height to the map's input size") from None
             raise
+    if params.mode == "mapping":
+        from structvpr_core.mapdb.storage import check_writable
+
+        check_writable(Path(params.map_path).absolute(), mapdb.estimated_bytes())  # room for a save
     from structvpr_core.verify import GeometricVerifier, VerifyConfig
 
     verifier = GeometricVerifier(VerifyConfig(feature=params.verify_feature))
@@ -89,32 +102,20 @@ def build_detector(params: NodeParams, logger):
     return detector, extractor
 
 
-class _LogLimiter:
-    """Lets ``burst`` messages through, then one per ``period_s`` (with a suppressed count)."""
-
-    def __init__(self, burst: int = 10, period_s: float = 5.0) -> None:
-        self.burst, self.period_s = burst, period_s
-        self._sent, self._last, self._suppressed = 0, 0.0, 0
-
-    def allow(self) -> tuple[bool, int]:
-        now = time.monotonic()
-        if self._sent < self.burst or now - self._last >= self.period_s:
-            self._sent, self._last = self._sent + 1, now
-            suppressed, self._suppressed = self._suppressed, 0
-            return True, suppressed
-        self._suppressed += 1
-        return False, 0
-
-
 class VprNode(Node):
-    def __init__(self, **node_kwargs) -> None:
+    def __init__(self, ros_argv: list[str] | None = None, **node_kwargs) -> None:
+        """``ros_argv``: the command line rclpy was initialised with (see ``declare_and_read``)."""
         super().__init__(NODE_NAME, **node_kwargs)
         # destroy_node may come for a half-made node (rclpy destroys the nodes of its context at
         # shutdown, also one whose set-up failed): it stops and saves only what was started.
         self._worker: threading.Thread | None = None
         self._stopped = False
-        self.params = declare_and_read(self)  # ConfigError -> the node refuses to start
+        self.save_error: str | None = None  # why the session could not be saved at shutdown (exit 1)
+        self._last_save_error: str | None = None  # a failed ~/save_map, until one succeeds
+        argv = [*(ros_argv or []), *(node_kwargs.get("cli_args") or [])]
+        self.params = declare_and_read(self, argv)  # ConfigError -> the node refuses to start
         p = self.params
+        limit_decoder_pixels(p.max_image_pixels)  # OpenCV's own limit too (before it is imported)
         log = self.get_logger()
         query_model = f", queries embedded by {p.query_checkpoint}" if p.query_checkpoint else ""
         log.info(
@@ -134,7 +135,8 @@ class VprNode(Node):
         self._lock = threading.Lock()  # the detector: used by the worker and by ~/reset
         self._slot: LatestSlot = LatestSlot()
         self._stats = NodeStats()
-        self._malformed_log = _LogLimiter()
+        self._failures = FrameFailures()  # per-frame failures: counted, logged rate-limited, reported
+        self._input_log = LogLimiter()  # unusable camera_info / pose messages
         self._poses: deque = deque(maxlen=2000)  # (stamp, Pose), newest last
         self._poses_lock = threading.Lock()
         self._stop = threading.Event()
@@ -160,8 +162,7 @@ class VprNode(Node):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
-        self._worker = threading.Thread(target=self._work, name="structvpr-worker", daemon=True)
-        self._worker.start()
+        self._start_worker()
         kind = "CompressedImage" if p.compressed else "Image"
         log.info(
             f"ready: {kind} on {self._resolved(p.image_topic)} ({p.qos_reliability}, depth "
@@ -243,12 +244,21 @@ class VprNode(Node):
         import numpy as np
 
         K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if K[0, 0] > 0 and K[1, 1] > 0:
+        if np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0:
             self._detector.set_camera_matrix(K)
+        else:
+            self._input_warning(f"ignoring camera_info with an unusable K {K.ravel().tolist()}")
 
     def _on_pose(self, stamp, pose_msg) -> None:
         p, q = pose_msg.position, pose_msg.orientation
-        pose = Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+        values = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+        try:
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError("not finite")
+            pose = Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+        except Exception as e:  # a callback must not raise: it would stop the executor
+            self._input_warning(f"ignoring a pose on {self.params.pose_topic} ({e}): {values}")
+            return
         with self._poses_lock:
             t = stamp_to_sec(stamp)
             if self._poses and t < self._poses[-1][0]:
@@ -263,17 +273,25 @@ class VprNode(Node):
         try:
             n = self._save_map()
             response.success, response.message = True, f"saved {n} keyframes to {self.params.map_path}"
+            self._last_save_error = None
         except Exception as e:  # report, never kill the node from a service call
             response.success, response.message = False, f"save failed: {e}"
-        self.get_logger().info(response.message)
+            self._last_save_error = response.message
+        (self.get_logger().info if response.success else self.get_logger().error)(response.message)
         return response
 
     def _on_reset(self, request, response):
+        """Forget the session state and the recent failures; restart processing if it had stopped."""
         with self._lock:
             self._detector.reset()
         with self._poses_lock:
             self._poses.clear()
+        self._failures.reset()
         response.success, response.message = True, "session state reset"
+        if self._worker is not None and not self._worker.is_alive() and not self._stop.is_set():
+            self._worker_error = None
+            self._start_worker()
+            response.message += "; processing restarted"
         self.get_logger().info(response.message)
         return response
 
@@ -296,41 +314,60 @@ class VprNode(Node):
             pose = poses[-1]  # the image is newer than the newest pose, but not by much
         return pose
 
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._work, name="structvpr-worker", daemon=True)
+        self._worker.start()
+
     def _work(self) -> None:
         try:
             while not self._stop.is_set():
                 item = self._slot.take(timeout=0.2)
                 if item is not None:
-                    self._process(*item)
-        except Exception:  # a bug: keep it visible in the log and in /diagnostics
+                    self._handle(item)
+        except Exception:  # not a frame's failure (those stay in _handle): keep it visible
             self._worker_error = traceback.format_exc(limit=5)
             self.get_logger().error(f"processing thread died:\n{self._worker_error}")
+
+    def _handle(self, item) -> None:
+        """Process one (message, arrival time); any exception costs this frame only."""
+        msg = item[0]
+        try:
+            self._process(*item)
+        except Exception as e:  # cv2.error, sqlite3 errors, MapError, bugs ...: the next frame goes on
+            self._frame_failed(msg, e, malformed=False)
+
+    def _frame_failed(self, msg, exc: Exception, malformed: bool) -> None:
+        (self._stats.on_malformed if malformed else self._stats.on_failed)()
+        text = self._failures.record(exc, malformed=malformed)
+        if text is None:  # rate-limited
+            return
+        where = f"(stamp {stamp_to_sec(msg.header.stamp):.3f}, frame '{msg.header.frame_id}')"
+        if malformed:
+            self.get_logger().warning(f"skipping malformed image {where}: {text}")
+        else:
+            self.get_logger().error(f"frame not processed {where}: {text}")
+
+    def _input_warning(self, text: str) -> None:
+        ok, suppressed = self._input_log.allow()
+        if ok:
+            self.get_logger().warning(text + (f" ({suppressed} more not logged)" if suppressed else ""))
 
     def _process(self, msg, t_rx: float) -> None:
         p = self.params
         try:
-            bgr = compressed_to_bgr(msg) if p.compressed else image_to_bgr(msg)
-        except ImageError as e:
-            self._stats.on_malformed()
-            ok, suppressed = self._malformed_log.allow()
-            if ok:
-                more = f" ({suppressed} more suppressed)" if suppressed else ""
-                self.get_logger().warning(
-                    f"skipping malformed image (stamp {stamp_to_sec(msg.header.stamp):.3f}, "
-                    f"frame '{msg.header.frame_id}'): {e}{more}"
-                )
+            if p.compressed:
+                bgr = compressed_to_bgr(msg, p.max_image_pixels)
+            else:
+                bgr = image_to_bgr(msg, p.max_image_pixels)
+        except Exception as e:  # ImageError, cv2.error, MemoryError ...: the frame is malformed
+            self._frame_failed(msg, e, malformed=True)
             return
         stamp = stamp_to_sec(msg.header.stamp)
         if stamp == 0.0:  # an unstamped camera: use arrival time for temporal exclusion
             stamp = self.get_clock().now().nanoseconds * 1e-9
         pose = self._pose_at(stamp) if p.pose_topic else None
-        try:
-            with self._lock:
-                det = self._detector.process(bgr, stamp, pose=pose, source=f"{p.image_topic}@{stamp:.9f}")
-        except StructVPRError as e:
-            self._stats.on_failed()
-            self.get_logger().error(f"frame at {stamp:.3f} not processed: {e}")
-            return
+        with self._lock:  # any exception here is the frame's failure (see _handle)
+            det = self._detector.process(bgr, stamp, pose=pose, source=f"{p.image_topic}@{stamp:.9f}")
         if not det.is_keyframe:  # the keyframe policy skipped it: nothing to publish
             self._stats.on_skipped()
             return
@@ -361,11 +398,19 @@ class VprNode(Node):
         s = self._stats.snapshot()
         p = self.params
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: loop closure", hardware_id=self._device)
+        failures, problem = self._failures.status()
         if self._worker_error or not self._worker.is_alive():
-            status.level, status.message = DiagnosticStatus.ERROR, "processing thread stopped"
+            status.level = DiagnosticStatus.ERROR
+            status.message = "processing thread stopped (call ~/reset to restart it)"
+        elif failures == ERROR:
+            status.level, status.message = DiagnosticStatus.ERROR, problem
+        elif self._last_save_error:
+            status.level, status.message = DiagnosticStatus.ERROR, f"map not saved: {self._last_save_error}"
         elif s["input_rate_hz"] == 0.0:
             status.level = DiagnosticStatus.WARN
             status.message = f"no images on {self._resolved(p.image_topic)}"
+        elif failures == WARN:
+            status.level, status.message = DiagnosticStatus.WARN, problem
         else:
             status.level = DiagnosticStatus.OK
             status.message = f"processing {s['processing_rate_hz']:.1f} Hz of {s['input_rate_hz']:.1f} Hz input"
@@ -377,6 +422,8 @@ class VprNode(Node):
             "frames_dropped": self._slot.dropped,
             "frames_malformed": s["malformed"],
             "frames_failed": s["failed"],
+            "recent_failures": self._failures.recent_count(),
+            "last_failure": self._failures.last.cause if self._failures.last else "",
             "frames_not_keyframes": s["skipped"],
             "map_size": len(self._detector.mapdb),
             "mode": p.mode,
@@ -410,11 +457,32 @@ class VprNode(Node):
             self._worker.join(timeout=30.0)
         super().destroy_node()
         if started and self.params.mode == "mapping" and self.params.save_map_on_shutdown:
-            try:
-                n = self._save_map()
-                self.get_logger().info(f"saved {n} keyframes to {self.params.map_path}")
-            except Exception as e:
-                self.get_logger().error(f"could not save the map to {self.params.map_path}: {e}")
+            self.save_error = self._save_session()
+
+    def _save_session(self) -> str | None:
+        """Save the map to map_path, or else to a fallback location named in the log (beside the
+        map, then under $STRUCTVPR_CACHE) so that the session's keyframes are not lost. Returns
+        None when saved to map_path, else the error the node exits with."""
+        from pathlib import Path
+
+        from structvpr_core.mapdb.storage import fallback_locations
+
+        log, mapdb, target = self.get_logger(), self._detector.mapdb, Path(self.params.map_path)
+        try:
+            saved, failures = mapdb.save_or_fallback(target, fallback_locations(target, time.strftime("%Y%m%d-%H%M%S")))
+        except Exception as e:  # MapError: nowhere worked (or a bug): the keyframes are lost, say so loudly
+            log.error(f"could not save the map, its {len(mapdb)} keyframes are lost: {e}")
+            return f"could not save the map to {target}: {e}"
+        if not failures:
+            log.info(f"saved {len(mapdb)} keyframes to {target}")
+            return None
+        for failure in failures:
+            log.error(f"could not save the map: {failure}")
+        log.error(
+            f"the session's {len(mapdb)} keyframes were saved to {saved} instead: move it to {target} "
+            f"or start the node with map_path:={saved}"
+        )
+        return f"could not save the map to {target} ({failures[0]}); saved to {saved} instead"
 
 
 def _own(parameters) -> dict:
@@ -434,12 +502,14 @@ def print_help() -> None:
         print(f"  {name}{live} (default {getattr(defaults, name)!r})\n      {text}")
 
 
-def _run_node() -> None:
-    node = VprNode()  # ConfigError, MapError ...: the node refuses to start (one line, exit 1)
+def _run_node(argv: list[str]) -> None:
+    node = VprNode(ros_argv=argv)  # ConfigError, MapError ...: the node refuses to start (one line, exit 1)
     try:
         rclpy.spin(node)
     finally:
         node.destroy_node()
+        if node.save_error:  # a mapping session not saved where asked: exit 1, whatever ended the spin
+            raise MapError(node.save_error)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -448,7 +518,7 @@ def main(args: list[str] | None = None) -> int:
     if "-h" in own or "--help" in own:
         print_help()
         return 0
-    return run_with_rclpy("structvpr_node", args, _run_node)
+    return run_with_rclpy("structvpr_node", args, lambda: _run_node(sys.argv if args is None else list(args)))
 
 
 if __name__ == "__main__":

@@ -81,3 +81,28 @@ def test_help(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "--checkpoint" in text and "sorted by name" in text
+
+
+def test_decompression_bomb_and_absurd_size_are_one_line_errors(tmp_path, capsys):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"  # 69 bytes claiming 40000×30000 RGB pixels (3.6 GB decoded)
+    ihdr = struct.pack(">IIBBBBB", 40000, 30000, 8, 2, 0, 0, 0)
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(4))) + chunk(b"IEND", b"")
+    )
+    assert bomb.stat().st_size == 69
+    out = tmp_path / "d.npy"
+    assert main(["embed", str(bomb), "--size", "64", "48", "--device", "cpu", "--no-progress", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("structvpr embed: error: ") and "header claims 40000×30000" in err[0]
+    assert not out.exists()
+
+    for cmd in (["embed", str(bomb), "--out", str(out)], ["build-map", "--images", str(tmp_path), "--out", str(out)]):
+        assert main([*cmd, "--size", "100000", "100000"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--size: W and H must be in 32..8192 pixels, got 100000 100000" in err[0], err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,9 +196,11 @@ def test_failures_are_one_line_errors(route, tmp_path, capsys):
     # A map whose fingerprint names other weights is refused by query.
     other = tmp_path / "other"
     shutil.copytree(route / "map", other)
+    from structvpr_core.mapdb.integrity import seal
+
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["fingerprint"]["weights_sha256"] = "0" * 64
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    (other / "manifest.json").write_text(json.dumps(seal(manifest)))  # as that model's own map would be
     code, _, err = run(capsys, "query", "--map", other, route / "ref" / "0000001.jpg")
     assert code == 1 and "built with another model" in err and "weights_sha256" in err
     code, _, err = run(capsys, "build-map", "--bag", tmp_path, "--out", tmp_path / "x")
@@ -239,3 +242,76 @@ def test_thin_frames_keeps_what_the_keyframe_policy_keeps():
     assert [f.keyframe["stamp"] for f in thin_frames(frames, min_interval_s=1.0)] == [10.0, 11.0, 12.0, 13.0, 14.0]
     assert [f.keyframe["stamp"] for f in thin_frames(frames, min_distance_m=1.5)] == [10.0, 11.5, 13.0]
     assert len(list(thin_frames(frames))) == 9
+
+
+def test_map_info_verify_and_map_repair(route, tmp_path, capsys):
+    m = tmp_path / "map"
+    shutil.copytree(route / "map", m)
+    code, out, _ = run(capsys, "map-info", "--verify", m)
+    assert code == 0 and out.strip().splitlines()[-1].endswith("every check passes")
+    assert all(line.startswith("ok   ") for line in out.strip().splitlines()[:-1])
+    data = bytearray((m / "index.faiss").read_bytes())
+    data[-64:] = bytes(64)  # part of the last descriptor zeroed
+    (m / "index.faiss").write_bytes(bytes(data))
+    code, out, _ = run(capsys, "map-info", "--verify", m)
+    assert code == 1 and "BAD  " in out and "index.faiss: checksum mismatch" in out and "1 problem(s)" in out
+    code, out, err = run(capsys, "map-repair", m)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "descriptors are stored nowhere else" in err
+    code, _, err = run(capsys, "query", "--map", m, route / "ref" / "0000001.jpg")
+    assert code == 1 and "index.faiss: checksum mismatch" in err and len(err.strip().splitlines()) == 1
+
+
+# -- a full or read-only filesystem (a real tmpfs, mounted in a user + mount namespace) --------------
+
+
+def _tmpfs_run(mount, size: str, argv: list[str], readonly: bool = False):
+    """Run ``python -m structvpr_core.cli ARGV`` with a ``size`` tmpfs at ``mount`` (read-only on
+    request), then list what is left there; (returncode, stdout, stderr, entries left)."""
+    import os
+    import subprocess
+    import sys
+
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here (unshare --user --mount is not permitted)")
+    remount = 'mount -o remount,ro "$m" && ' if readonly else ""
+    script = (
+        f'm="$1"; shift; mount -t tmpfs -o size={size} structvpr-test "$m" && {remount}'
+        '"$@"; rc=$?; echo "LEFT:$(ls -A "$m" | tr "\\n" " ")"; exit $rc'
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount), sys.executable,
+         "-m", "structvpr_core.cli", *map(str, argv)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    out, _, left = r.stdout.rpartition("LEFT:")
+    return r.returncode, out, r.stderr, left.split()
+
+
+def test_build_map_on_a_full_disk_removes_its_partial_map_and_says_what_it_needed(route, tmp_path):
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    map_bytes = sum(f.stat().st_size for f in (route / "map").iterdir())
+    size_kb = max(64, map_bytes // 2048)  # half the map: the save runs out of space part way
+    argv = ["build-map", "--images", route / "ref", "--out", mount / "map", *SIZE, "--device", "cpu", "--no-progress"]
+    code, _, err, left = _tmpfs_run(mount, f"{size_kb}k", argv)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"structvpr build-map: error: {mount / 'map'}: no space left to save the map")
+    assert "it needs about " in lines[0] and "free there; nothing was changed" in lines[0]
+    assert left == [], f"left on the full disk: {left}"
+
+
+def test_build_map_on_a_read_only_disk_is_one_line(route, tmp_path):
+    mount = tmp_path / "ro_disk"
+    mount.mkdir()
+    argv = ["build-map", "--images", route / "ref", "--out", mount / "map", *SIZE, "--device", "cpu", "--no-progress"]
+    code, _, err, left = _tmpfs_run(mount, "1m", argv, readonly=True)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert "map: the map cannot be saved there (Read-only file system): choose a writable location" in lines[0]
+    assert left == []

@@ -5,6 +5,7 @@ Descriptors here are synthetic (random unit vectors, labelled so); faiss and SQL
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -147,7 +148,7 @@ def test_crash_during_swap_leaves_old_map_loadable(small_map, monkeypatch, fail_
     db = MapDatabase.load(path)
     db.add(synthetic_desc(3, seed=5), keyframes(3, session="s2"))
     _crash_on_call(monkeypatch, fail_at)  # 1: renaming old aside fails; 2: renaming new in fails
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(MapError, match="could not move the saved map in place \\(simulated crash\\)"):
         db.save()
     monkeypatch.undo()
     old = MapDatabase.load(path)
@@ -160,7 +161,7 @@ def test_crash_between_renames_is_recovered_on_load(small_map, monkeypatch):
     db = MapDatabase.load(path)
     db.add(synthetic_desc(3, seed=5), keyframes(3, session="s2"))
     _crash_on_call(monkeypatch, {2, 3})  # the new->target rename and the undo both "crash"
-    with pytest.raises(OSError):
+    with pytest.raises(MapError):
         db.save()
     monkeypatch.undo()
     assert not path.exists()
@@ -169,18 +170,23 @@ def test_crash_between_renames_is_recovered_on_load(small_map, monkeypatch):
     assert path.is_dir() and len(recovered) == 63
 
 
-def test_crash_while_writing_keeps_old_map_and_next_save_cleans_up(small_map, monkeypatch):
+def test_failure_while_writing_keeps_old_map_and_removes_the_partial_copy(small_map, monkeypatch):
     _, _, _, path = small_map
     db = MapDatabase.load(path)
     db.add(synthetic_desc(2, seed=3), keyframes(2))
 
-    def broken_write(*a, **k):
-        raise OSError("disk full (simulated)")
+    def broken_write(self, dest):
+        dest.write_bytes(bytes(1000))  # part of the file written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(MapDatabase, "_write_db", broken_write)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(MapError) as e:
         db.save()
     monkeypatch.undo()
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: no space left to save the map (No space left on device); it needs about ")
+    assert msg.endswith("free there; nothing was changed") and "\n" not in msg
+    assert sorted(p.name for p in path.parent.iterdir()) == ["map"]  # the half-written copy is gone
     assert len(MapDatabase.load(path)) == 60
     db.save()
     assert len(MapDatabase.load(path)) == 62
@@ -237,35 +243,165 @@ def _drop_row(path):
     _edit_manifest(path, lambda m: m["files"].update({"keyframes.sqlite": f.stat().st_size}))
 
 
+def _index_data_offset(f) -> int:
+    """Where the float32 vectors of a saved IndexFlatIP start (its header: fourcc, d, ntotal, ...)."""
+    import faiss
+
+    n_bytes = faiss.read_index(str(f)).ntotal * DIM * 4
+    return f.stat().st_size - n_bytes
+
+
+def _garbage_keep_header(f):
+    """Same-size garbage after the header (the case that loaded and scored 1e37)."""
+    data = bytearray(f.read_bytes())
+    start = _index_data_offset(f)
+    data[start:] = np.random.default_rng(1).integers(0, 255, len(data) - start, dtype=np.uint8).tobytes()
+    f.write_bytes(bytes(data))
+
+
+def _zero_vectors(f, rows=(4, 5, 6)):
+    data = bytearray(f.read_bytes())
+    start = _index_data_offset(f)
+    for r in rows:
+        data[start + r * DIM * 4 : start + (r + 1) * DIM * 4] = bytes(DIM * 4)
+    f.write_bytes(bytes(data))
+
+
+def _unseal(path):
+    """What a map saved before checksums looks like: no sha256, no manifest_sha256."""
+    _edit_manifest(path, lambda m: (m.pop("sha256"), m.pop("manifest_sha256")))
+
+
+# case: (damage, message for a map saved with checksums, message for an older map without them)
+EDITED = "manifest.json: edited or damaged since the map was saved"
 CORRUPTIONS = {
-    "manifest missing": (lambda p: (p / "manifest.json").unlink(), "manifest.json: missing"),
-    "manifest not json": (lambda p: (p / "manifest.json").write_text("{not json"), "manifest.json: unreadable"),
-    "manifest foreign": (lambda p: (p / "manifest.json").write_text('{"format": "x"}'), "not a structvpr map manifest"),
-    "format version": (lambda p: _edit_manifest(p, lambda m: m.update(format_version=99)), "version 99"),
-    "manifest fields": (lambda p: _edit_manifest(p, lambda m: m.pop("counts")), "lacks or has invalid"),
-    "index missing": (lambda p: (p / "index.faiss").unlink(), "index.faiss: missing"),
-    "index truncated": (lambda p: _truncate(p / "index.faiss"), "index.faiss: size"),
-    "index garbage": (lambda p: _garbage_same_size(p / "index.faiss"), "not a readable faiss index"),
-    "db missing": (lambda p: (p / "keyframes.sqlite").unlink(), "keyframes.sqlite: missing"),
-    "db truncated": (lambda p: _truncate(p / "keyframes.sqlite"), "keyframes.sqlite: size"),
-    "db garbage": (lambda p: _garbage_same_size(p / "keyframes.sqlite"), "not a keyframe database"),
-    "db foreign": (_foreign_sqlite_manifest_size, "no keyframes table"),
-    "db row missing": (_drop_row, "holds 59 keyframes"),
-    "count mismatch": (lambda p: _edit_manifest(p, lambda m: m["counts"].update(keyframes=61)), "manifest says 61"),
-    "not a dir": (lambda p: (shutil.rmtree(p), p.write_text("x")), "not a directory"),
-    "absent": (lambda p: shutil.rmtree(p), "no such map directory"),
+    "manifest missing": (lambda p: (p / "manifest.json").unlink(), "manifest.json: missing", None),
+    "manifest not json": (lambda p: (p / "manifest.json").write_text("{not json"), "manifest.json: unreadable", None),
+    "manifest foreign": (
+        lambda p: (p / "manifest.json").write_text('{"format": "x"}'),
+        "not a structvpr map manifest",
+        None,
+    ),
+    "format version": (lambda p: _edit_manifest(p, lambda m: m.update(format_version=99)), "version 99", None),
+    "manifest fields": (lambda p: _edit_manifest(p, lambda m: m.pop("counts")), "counts must be an object", None),
+    "input size absurd": (
+        lambda p: _edit_manifest(p, lambda m: m["fingerprint"].update(input_size=[100000, 100000])),
+        r"fingerprint.input_size must be \[W, H\] with W and H in 1..8192, got \[100000, 100000\]",
+        None,
+    ),
+    "input size edited": (
+        lambda p: _edit_manifest(p, lambda m: m["fingerprint"].update(input_size=[640, 480])),
+        EDITED,
+        "loads",  # nothing can tell a plausible edit of an unsealed manifest
+    ),
+    "checkpoint not a path": (
+        lambda p: _edit_manifest(p, lambda m: m["meta"].update(checkpoint=123)),
+        "meta.checkpoint must be a file path or null, got 123",
+        None,
+    ),
+    "features unknown": (
+        lambda p: _edit_manifest(p, lambda m: m["meta"].update(features="surf")),
+        'meta.features must be one of sift, orb, none, got "surf"',
+        None,
+    ),
+    "dim a string": (
+        lambda p: _edit_manifest(p, lambda m: m.update(descriptor_dim="32")),
+        'descriptor_dim must be an integer in 1..65536, got "32"',
+        None,
+    ),
+    "index missing": (lambda p: (p / "index.faiss").unlink(), "index.faiss: missing", None),
+    "index truncated": (lambda p: _truncate(p / "index.faiss"), "index.faiss: size", None),
+    "index garbage": (
+        lambda p: _garbage_same_size(p / "index.faiss"),
+        "index.faiss: checksum mismatch",
+        "not a readable faiss index",
+    ),
+    "index garbage after header": (
+        lambda p: _garbage_keep_header(p / "index.faiss"),
+        "index.faiss: checksum mismatch",
+        "index.faiss: descriptors that are not unit vectors",
+    ),
+    "zeroed vectors": (
+        lambda p: _zero_vectors(p / "index.faiss"),
+        "index.faiss: checksum mismatch",
+        r"index.faiss: descriptors that are not unit vectors \(keyframes 5, 6, 7: norm 0, 0, 0, not 1\)",
+    ),
+    "db missing": (lambda p: (p / "keyframes.sqlite").unlink(), "keyframes.sqlite: missing", None),
+    "db truncated": (lambda p: _truncate(p / "keyframes.sqlite"), "keyframes.sqlite: size", None),
+    "db garbage": (
+        lambda p: _garbage_same_size(p / "keyframes.sqlite"),
+        "keyframes.sqlite: checksum mismatch",
+        "not a keyframe database",
+    ),
+    "db row damaged": (
+        lambda p: _damage_row(p, 7),
+        "keyframes.sqlite: checksum mismatch",
+        "loads",  # the row is read when a search names it: then a MapError naming it (test_node_robustness)
+    ),
+    "db foreign": (_foreign_sqlite_manifest_size, EDITED, "no keyframes table"),
+    "db row missing": (_drop_row, EDITED, "holds 59 keyframes"),
+    "count mismatch": (
+        lambda p: _edit_manifest(p, lambda m: m["counts"].update(keyframes=61)),
+        EDITED,
+        "manifest says 61",
+    ),
+    "not a dir": (lambda p: (shutil.rmtree(p), p.write_text("x")), "not a directory", None),
+    "absent": (lambda p: shutil.rmtree(p), "no such map directory", None),
 }
 
 
+@pytest.mark.parametrize("sealed", [True, False], ids=["with-checksums", "older-map"])
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))
-def test_damaged_map_gives_its_message_fast(small_map, case):
+def test_damaged_map_gives_its_message_fast(small_map, case, sealed):
     _, _, _, path = small_map
-    damage, expected = CORRUPTIONS[case]
+    damage, expected_sealed, expected_old = CORRUPTIONS[case]
+    expected = expected_sealed if sealed else (expected_old or expected_sealed)
+    if not sealed:
+        _unseal(path)
     damage(path)
     t = time.perf_counter()
+    if expected == "loads":
+        MapDatabase.load(path).close()
+        return
     with pytest.raises(MapError, match=expected) as e:
         MapDatabase.load(path)
     assert time.perf_counter() - t < 5.0 and "\n" not in str(e.value)
+
+
+def test_older_map_without_checksums_loads_with_a_warning(small_map, caplog):
+    _, x, _, path = small_map
+    _unseal(path)
+    with caplog.at_level("WARNING", logger="structvpr"):
+        db = MapDatabase.load(path)
+    assert any("without checksums" in r.getMessage() and "map-info --verify" in r.getMessage() for r in caplog.records)
+    assert db.search(x[:1], 1)[0][0][0] == 1
+    db.close()
+
+
+def test_saved_map_carries_checksums_of_its_files(small_map):
+    import hashlib
+
+    _, _, _, path = small_map
+    m = json.loads((path / "manifest.json").read_text())
+    for name in ("index.faiss", "keyframes.sqlite"):
+        assert m["sha256"][name] == hashlib.sha256((path / name).read_bytes()).hexdigest()
+    assert len(m["manifest_sha256"]) == 64
+
+
+def test_descriptors_that_are_not_unit_vectors_are_refused_on_add():
+    db = MapDatabase.create(FP, DIM)
+    x = synthetic_desc(5)
+    x[2] = 0.0
+    x[4] *= 3.0
+    with pytest.raises(
+        MapError, match=r"map.add: descriptors that are not unit vectors \(keyframes 3, 5: norm 0, 3, not 1\)"
+    ):
+        db.add(x, keyframes(5))
+    assert len(db) == 0
+    nan = synthetic_desc(1)
+    nan[0, 0] = np.nan
+    with pytest.raises(MapError, match="NaN"):
+        db.add(nan, keyframes(1))
 
 
 # -- index types -----------------------------------------------------------------------------
@@ -376,3 +512,109 @@ def test_100k_synthetic_index_returns_exact_top1(synthetic_100k, kind, params, f
     top1 = np.array([r[0][0] for r in m.search(q, 1)])
     agreement = float(np.mean(top1 == exact))
     assert agreement >= floor, f"{kind}: top-1 agreement with exact search {agreement:.3f} < {floor}"
+
+
+# -- full check and repair -----------------------------------------------------------------------
+
+
+def _damage_row(path, kid, column="source"):
+    con = sqlite3.connect(path / "keyframes.sqlite")
+    with con:
+        kind = "TEXT" if column == "source" else "BLOB"
+        con.execute(f"UPDATE keyframes SET {column} = CAST(X'fffe41' AS {kind}) WHERE id = ?", (kid,))
+    con.close()
+
+
+def test_verify_reads_everything_and_goes_on_after_a_problem(small_map):
+    from structvpr_core.mapdb import verify_map
+
+    _, _, _, path = small_map
+    report = verify_map(path)
+    assert report.ok and report.sealed, report.problems
+    assert any("60 keyframe rows and 40 local-feature sets decode" in c for c in report.checked)
+    assert any("flat index of 60 finite unit descriptors" in c for c in report.checked)
+
+    _unseal(path)  # an older map: a damaged row loads, only the full check finds it
+    _damage_row(path, 7)
+    _damage_row(path, 8, column="features")
+    _zero_vectors(path / "index.faiss", rows=(9,))
+    report = verify_map(path)
+    assert not report.ok and not report.sealed
+    problems = "\n".join(report.problems)
+    assert "keyframes.sqlite: 1 unreadable keyframe row(s): ids 7" in problems
+    assert "keyframes.sqlite: 1 corrupted local-feature set(s): ids 8" in problems
+    assert "index.faiss: descriptors that are not unit vectors (keyframe 10: norm 0, not 1)" in problems
+
+
+def test_repair_seals_an_older_map_and_refuses_what_it_cannot_rebuild(small_map, caplog):
+    from structvpr_core.mapdb import repair_map, verify_map
+
+    _, _, _, path = small_map
+    assert "nothing to repair" in repair_map(path)
+    _unseal(path)
+    assert "checksums added" in repair_map(path)
+    with caplog.at_level("WARNING", logger="structvpr"):
+        MapDatabase.load(path).close()
+    assert not [r for r in caplog.records if "without checksums" in r.getMessage()]
+    assert verify_map(path).sealed
+
+    _edit_manifest(path, lambda m: m["fingerprint"].update(input_size=[128, 96]))
+    with pytest.raises(MapError, match="--accept-edited-manifest"):
+        repair_map(path)
+    assert "re-sealed as edited" in repair_map(path, accept_edited_manifest=True)
+    assert MapDatabase.load(path).fingerprint["input_size"] == [128, 96]
+
+    _garbage_keep_header(path / "index.faiss")
+    with pytest.raises(MapError, match=r"index\.faiss is damaged and the descriptors are stored nowhere else"):
+        repair_map(path)
+
+
+def test_a_damaged_row_of_an_older_map_is_a_map_error_naming_it(small_map):
+    _, _, _, path = small_map
+    _unseal(path)
+    _damage_row(path, 7)
+    db = MapDatabase.load(path)  # the row is not read on load
+    with pytest.raises(MapError, match=r"keyframes\.sqlite: keyframe 7 is unreadable \(OperationalError: Could not"):
+        db.keyframe(7)
+    assert db.keyframe(8).source == "img0007.jpg"
+    db.close()
+
+
+# -- saving where it cannot be saved ---------------------------------------------------------------
+# chmod does not stop root; a regular file where a directory should be stops everyone.
+
+
+def test_an_unwritable_location_is_found_by_the_probe_and_by_save(small_map, tmp_path):
+    from structvpr_core.mapdb.storage import check_writable
+
+    db, _, _, _ = small_map
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the map's parent directory should be")
+    target = blocker / "map"
+    reason = rf"\({blocker} is a file, not a directory\)"
+    with pytest.raises(MapError, match=rf"not_a_dir/map: the map cannot be saved there {reason}: choose a writable"):
+        check_writable(target)
+    with pytest.raises(MapError, match=rf"not_a_dir/map: cannot save the map there {reason}; nothing was changed") as e:
+        db.save(target)
+    assert "\n" not in str(e.value)
+    check_writable(tmp_path / "fresh" / "deeper" / "map")  # missing parents are made, like save does
+    assert not list((tmp_path / "fresh" / "deeper").iterdir())  # the probe is gone
+    with pytest.raises(MapError, match=r"free in .*, saving this map needs about"):
+        check_writable(tmp_path / "map2", needed_bytes=2**62)
+
+
+def test_save_or_fallback_names_where_the_keyframes_went(small_map, tmp_path):
+    from structvpr_core.mapdb.storage import fallback_locations
+
+    db, _, _, _ = small_map
+    blocker = tmp_path / "blocked"
+    blocker.write_text("x")
+    target = blocker / "map"
+    first, cache = fallback_locations(target, "20250101-000000")
+    assert first.name == "map.unsaved-20250101-000000" and first.parent == blocker
+    assert cache.parent.name == "unsaved-maps" and cache.name == "map.unsaved-20250101-000000"
+    saved, failures = db.save_or_fallback(target, [first, tmp_path / "elsewhere" / "map"])
+    assert saved == tmp_path / "elsewhere" / "map" and len(failures) == 2
+    assert len(MapDatabase.load(saved)) == 60
+    with pytest.raises(MapError, match="could not be saved anywhere"):
+        db.save_or_fallback(target, [first])

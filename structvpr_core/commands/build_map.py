@@ -102,15 +102,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def human_bytes(n: float) -> str:
-    """``n`` bytes for a person: B, KB, MB or GB with one decimal."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def conf_from_args(args) -> dict:
     """The mapbuild configuration the flags describe."""
     return {
@@ -131,7 +122,11 @@ def conf_from_args(args) -> dict:
 
 def run(args) -> int:
     from ..errors import ConfigError
+    from ..images import check_input_size
     from ..mapbuild import BagSpec, build
+    from ..mapdb.storage import human_bytes
+
+    check_input_size(args.size, "--size")
 
     # Only the flag combinations are checked here; mapbuild checks the values (and --out).
     if args.bag is not None and not args.image_topic:

@@ -84,9 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import degrade_sweep
     from ..errors import ConfigError
+    from ..images import check_input_size
 
-    if min(args.size) < 32:
-        raise ConfigError(f"--size: W and H must be >= 32, got {args.size}")
+    check_input_size(args.size, "--size")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot: {args.plot}: the plot is a PNG, give a file name ending in .png")
     conf = {

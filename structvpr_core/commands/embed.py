@@ -74,6 +74,9 @@ def run(args) -> int:
 
     from ..atomic import atomic_write
     from ..extractor import Extractor
+    from ..images import check_input_size
+
+    check_input_size(args.size, "--size")  # before any image is read or model loaded
 
     paths = collect_images(args.images)
     start = time.perf_counter()

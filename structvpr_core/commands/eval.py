@@ -108,11 +108,11 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..evaluate import evaluate, format_result
     from ..extractor import Extractor
+    from ..images import check_input_size
 
     if any(n < 1 for n in args.recall):
         raise ConfigError(f"--recall: N must be >= 1, got {args.recall}")
-    if min(args.size) < 32:
-        raise ConfigError(f"--size: W and H must be >= 32, got {args.size}")
+    check_input_size(args.size, "--size")
     degradation = parse_degradation(args.query_degrade)  # a bad spec fails before any model loads
     fmt = detect_format(args.dataset) if args.format == "auto" else args.format
     options = {"frame_tolerance": args.frame_tolerance} if fmt == "nordland" else {}  # the one format-only flag

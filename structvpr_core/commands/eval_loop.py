@@ -93,6 +93,9 @@ def conf_from_args(args) -> dict:
 
 def run(args) -> int:
     from .. import loop_eval
+    from ..images import check_input_size
+
+    check_input_size(args.size, "--size")
 
     report = loop_eval.main(conf_from_args(args), args.dataset, json_out=args.json, map_dir=args.map)
     tag = " (synthetic)" if report["synthetic"] else ""

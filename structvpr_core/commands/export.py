@@ -109,10 +109,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..errors import ConfigError
     from ..export import choose_calibration_images, choose_parity_images, export_model_files, load_eval_dataset
+    from ..images import check_input_size
 
-    w, h = args.size
-    if w < 32 or h < 32:
-        raise ConfigError(f"--size: width and height must be >= 32, got {w} {h}")
+    w, h = check_input_size(args.size, "--size")
     if args.calibration_count < 1 or args.parity_count < 1:
         raise ConfigError("--calibration-count and --parity-count must be >= 1")
     if args.calibration is not None and not args.int8:

@@ -13,18 +13,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import MapError
+from ..log import get_logger
 from . import storage
 from .index import DescriptorIndex
+from .integrity import check_descriptors, check_file_digest, file_sha256
 from .keyframe import Keyframe, as_keyframe
 from .stamps import SessionStamps
 from .storage import DB_FILE, INDEX_FILE
 from .store import KeyframeStore
+
+log = get_logger(__name__)
 
 
 def _now() -> str:
@@ -141,6 +146,7 @@ class MapDatabase:
         ``local_features``: per keyframe a ``verify.LocalFeatures``, raw bytes, or None.
         """
         x = self._index.check(descriptors)
+        check_descriptors(x, "map.add", np.arange(len(self) + 1, len(self) + 1 + len(x)))  # L2-normalised only
         kfs = [as_keyframe(k) for k in keyframes]
         if len(kfs) != len(x):
             raise ValueError(f"{len(x)} descriptors but {len(kfs)} keyframes")
@@ -231,10 +237,30 @@ class MapDatabase:
             raise MapError("save(): no path given and the map was never saved or loaded")
         target = target.absolute()
         with self._lock:
-            storage.save_map_dir(target, self._write_files, self.manifest())
+            storage.save_map_dir(target, self._write_files, self.manifest(), self.estimated_bytes())
             self._store.rebase(target / DB_FILE)  # the saved file now holds every keyframe
             self._path = target
         return target
+
+    def estimated_bytes(self) -> int:
+        """About the disk space a save of this map takes."""
+        with self._lock:
+            return int(self._index.estimated_bytes() + self._store.estimated_bytes() + 16384)
+
+    def save_or_fallback(self, path: str | os.PathLike, fallbacks: Sequence[Path]) -> tuple[Path, list[str]]:
+        """Save to ``path``; when that fails, to the first of ``fallbacks`` where it works.
+
+        Returns (where the map was saved, the failures on the way, one line each). MapError
+        listing every failure when no location worked: the keyframes added since the last save
+        are then only in memory.
+        """
+        failures = []
+        for where in [Path(path), *fallbacks]:
+            try:
+                return self.save(where), failures
+            except MapError as e:
+                failures.append(str(e))
+        raise MapError("the map could not be saved anywhere: " + " | ".join(failures))
 
     def _write_files(self, directory: Path) -> None:
         self._index.write(directory / INDEX_FILE)
@@ -255,13 +281,17 @@ class MapDatabase:
     ) -> MapDatabase:
         """Open a saved map. MapError (one line, naming the file) on anything wrong with it.
 
-        Checks, cheapest first: manifest (format, version, keys), the model fingerprint against
-        ``expected_fingerprint`` (a query encoder for the map's model passes with its
-        ``query_encoder_for``: see ``check_fingerprint``), presence and sizes of the files, the index's type, dim and
-        count, the keyframe table's columns and ids.
+        Checks, cheapest first: manifest (format, version, the schema of every field, its own
+        checksum), the model fingerprint against ``expected_fingerprint`` (a query encoder for the
+        map's model passes with its ``query_encoder_for``: see ``check_fingerprint``), presence,
+        sizes and sha256 of the files, the index's type, dim and count, every descriptor finite
+        and of unit norm, the keyframe table's columns and ids. A map saved before checksums
+        existed loads with a warning (``structvpr map-info --verify`` checks it fully,
+        ``structvpr map-repair`` adds them).
         """
         path = storage.recover(Path(path).absolute())
         manifest = storage.read_manifest(path)
+        sealed = storage.check_manifest_seal(path, manifest)
         idx_info = manifest["index"]
         meta = manifest.get("meta")
         self = cls(
@@ -277,12 +307,26 @@ class MapDatabase:
         if expected_fingerprint is not None:
             self.check_fingerprint(expected_fingerprint, where=str(path), query_encoder_for=query_encoder_for)
         storage.check_files(path, manifest)
+        sums = storage.file_checksums(manifest)
         count = manifest["counts"]["keyframes"]
-        self._index.read(path / INDEX_FILE, trained=bool(idx_info.get("trained", True)))
-        if self._index.ntotal != count:
-            raise MapError(f"{path / INDEX_FILE}: holds {self._index.ntotal} descriptors, manifest says {count}")
+        # The keyframe file (local features: ~130 KB a keyframe) is hashed in a thread while the
+        # index is hashed, read and checked (hashlib and file reads release the GIL).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            db_digest = pool.submit(file_sha256, path / DB_FILE) if sums[DB_FILE] is not None else None
+            self._index.read(path / INDEX_FILE, trained=bool(idx_info.get("trained", True)), sha256=sums[INDEX_FILE])
+            if self._index.ntotal != count:
+                raise MapError(f"{path / INDEX_FILE}: holds {self._index.ntotal} descriptors, manifest says {count}")
+            self._index.check_integrity(str(path / INDEX_FILE))
+            if db_digest is not None:
+                check_file_digest(path / DB_FILE, db_digest.result(), sums[DB_FILE])
         rows = self._store.attach(path / DB_FILE, count)
         self._stamps.extend([st for st, _ in rows], [se for _, se in rows])
+        if not sealed:
+            log.warning(
+                "%s: saved by an older structvpr without checksums: its files are not verified "
+                "(check it with structvpr map-info --verify, then add checksums with structvpr map-repair)",
+                path,
+            )
         return self
 
     def close(self) -> None:

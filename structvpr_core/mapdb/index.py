@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import MapError
 from ..log import get_logger
+from .integrity import check_descriptors, check_file_digest, file_sha256
 from .search import Hits, exclusion_params, search_batched, search_filtered
 
 log = get_logger(__name__)
@@ -238,17 +239,37 @@ class DescriptorIndex:
         del keep  # the selectors faiss pointed to were needed until here
         return hits
 
+    def estimated_bytes(self) -> int:
+        """About the size of the saved index file (for "needs about ..." messages)."""
+        n, d = self.ntotal, self.dim
+        if self.kind == "hnsw":
+            return n * (d * 4 + int(self.params["M"]) * 2 * 4 * 1.1) + 4096
+        if self.trained and self.kind == "ivfpq":
+            nlist, m = int(self.params.get("nlist") or 1), int(self.params.get("pq_m") or max(1, d // 8))
+            return n * (m * int(self.params["pq_bits"]) // 8 + 8) + nlist * d * 4 + 256 * d * 4 + 4096
+        if self.trained and self.kind == "ivfflat":
+            return n * (d * 4 + 8) + int(self.params.get("nlist") or 1) * d * 4 + 4096
+        return n * d * 4 + 4096
+
     # -- files ---------------------------------------------------------------------------------
 
     def write(self, f: Path) -> None:
         _faiss().write_index(self._index, str(f))
 
-    def read(self, f: Path, trained: bool) -> None:
-        """Replace the index by the one saved in ``f``; MapError naming ``f`` unless it is of this type and dim."""
+    def read(self, f: Path, trained: bool, sha256: str | None = None) -> None:
+        """Replace the index by the one saved in ``f``; MapError naming ``f`` unless it is of this type
+        and dim (and, when ``sha256`` is given, unless the file has that checksum).
+
+        The checksum is computed before faiss parses the file: a damaged header could otherwise
+        make faiss allocate what it claims (hashing and then reading costs the same as hashing
+        while reading, the second pass coming from the page cache).
+        """
         faiss = _faiss()
+        if sha256 is not None:
+            check_file_digest(f, file_sha256(f), sha256)
         try:
             index = faiss.read_index(str(f))
-        except RuntimeError as e:
+        except (RuntimeError, MemoryError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
             raise MapError(f"{f}: not a readable faiss index ({first[:120]})") from None
         if index.d != self.dim:
@@ -272,3 +293,54 @@ class DescriptorIndex:
         self._index = index
         self._gpu_index = None
         self.trained = trained
+
+    # -- integrity -------------------------------------------------------------------------------
+
+    def _vectors(self, chunk: int = 65536):
+        """(ids, vectors) in chunks: the stored descriptors, viewed without copying where faiss allows."""
+        faiss = _faiss()
+        index = self._index
+        if isinstance(index, faiss.IndexHNSW):
+            index = faiss.downcast_index(index.storage)
+        if isinstance(index, faiss.IndexFlat):
+            n, d = index.ntotal, index.d
+            if n:
+                xb = faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+                for start in range(0, n, chunk):
+                    yield np.arange(start, min(n, start + chunk), dtype=np.int64), xb[start : start + chunk]
+            return
+        if isinstance(index, faiss.IndexIVFFlat):
+            lists = index.invlists
+            for no in range(index.nlist):
+                size = lists.list_size(no)
+                if size:
+                    codes = faiss.rev_swig_ptr(lists.get_codes(no), size * lists.code_size)
+                    ids = faiss.rev_swig_ptr(lists.get_ids(no), size)
+                    yield np.array(ids, dtype=np.int64), np.frombuffer(codes, dtype=np.float32).reshape(size, index.d)
+
+    def check_integrity(self, where: str) -> None:
+        """MapError naming ``where`` unless every stored descriptor is finite and unit-norm and every
+        keyframe id is stored once (flat, hnsw, ivfflat); for ivfpq, whose codes are compressed, the
+        codebooks and list centroids must be finite (the file's checksum covers the codes)."""
+        faiss = _faiss()
+        if isinstance(self._index, faiss.IndexIVFPQ):
+            parts = [faiss.vector_to_array(self._index.pq.centroids)]
+            quant = faiss.downcast_index(self._index.quantizer)
+            if isinstance(quant, faiss.IndexFlat) and quant.ntotal:
+                parts.append(quant.reconstruct_n(0, quant.ntotal).ravel())
+            if not all(np.all(np.isfinite(p)) for p in parts):
+                raise MapError(f"{where}: the ivfpq codebooks hold NaN or infinity")
+            return
+        seen = 0
+        all_ids = []
+        for ids, x in self._vectors():
+            check_descriptors(x, where, ids + 1)
+            seen += len(ids)
+            if isinstance(self._index, faiss.IndexIVF):
+                all_ids.append(ids)
+        if all_ids:
+            ids = np.concatenate(all_ids)
+            if ids.min() < 0 or ids.max() >= self.ntotal or np.unique(ids).size != ids.size:
+                raise MapError(f"{where}: the inverted lists hold ids outside 1..{self.ntotal} or twice")
+        if seen != self.ntotal:
+            raise MapError(f"{where}: {seen} descriptors found in the index, it counts {self.ntotal}")

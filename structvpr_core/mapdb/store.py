@@ -33,7 +33,7 @@ COLUMNS = "id, stamp, px, py, pz, qx, qy, qz, qw, lat, lon, session, source"
 _INSERT = f"INSERT INTO keyframes ({COLUMNS}, features) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
-def _row_to_keyframe(row) -> Keyframe:
+def row_to_keyframe(row) -> Keyframe:
     kid, stamp, px, py, pz, qx, qy, qz, qw, lat, lon, session, source = row
     pose = None if px is None else Pose((px, py, pz), (qx, qy, qz, qw))
     gps = None if lat is None else (lat, lon)
@@ -121,6 +121,12 @@ class KeyframeStore:
         finally:
             out.close()
 
+    def estimated_bytes(self) -> int:
+        """About the size of the file ``write`` makes: the loaded file plus the keyframes added since."""
+        base = self._base_file.stat().st_size if self._base_file is not None and self._base_file.exists() else 0
+        pages, page_size = (self._new.execute(f"PRAGMA {k}").fetchone()[0] for k in ("page_count", "page_size"))
+        return base + pages * page_size
+
     def rebase(self, f: Path) -> None:
         """After a save: read every keyframe from the saved file ``f`` and empty the in-memory part."""
         if self._base is not None:
@@ -164,22 +170,38 @@ class KeyframeStore:
             raise KeyError(f"no keyframe with id {kid} (map has ids 1..{self.count})")
         return self._base if kid <= self._base_count else self._new
 
+    def _fetch(self, kid: int, columns: str):
+        """The row of keyframe ``kid``; MapError naming the file and the keyframe when SQLite cannot
+        read it (a damaged row or page: invalid text, a malformed database image)."""
+        conn = self._conn_for(kid)
+        try:
+            return conn.execute(f"SELECT {columns} FROM keyframes WHERE id = ?", (kid,)).fetchone()
+        except sqlite3.Error as e:
+            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            raise MapError(
+                f"{self._where(kid)}: keyframe {kid} is unreadable ({type(e).__name__}: {reason}); "
+                "check the map with structvpr map-info --verify"
+            ) from None
+
     def keyframe(self, kid: int) -> Keyframe:
-        row = self._conn_for(kid).execute(f"SELECT {COLUMNS} FROM keyframes WHERE id = ?", (kid,)).fetchone()
+        row = self._fetch(kid, COLUMNS)
         if row is None:
             raise MapError(f"{self._where(kid)}: keyframe {kid} missing")
-        return _row_to_keyframe(row)
+        try:
+            return row_to_keyframe(row)
+        except (TypeError, ValueError) as e:  # e.g. a pose column holding text
+            raise MapError(f"{self._where(kid)}: keyframe {kid} holds invalid values ({e})") from None
 
     def local_features(self, kid: int):
         """The stored ``verify.LocalFeatures`` of keyframe ``kid``, or None if none were stored."""
         from ..verify import LocalFeatures  # lazy: verify imports OpenCV
 
-        row = self._conn_for(kid).execute("SELECT features FROM keyframes WHERE id = ?", (kid,)).fetchone()
+        row = self._fetch(kid, "features")
         if row is None or row[0] is None:
             return None
         try:
             return LocalFeatures.from_bytes(bytes(row[0]))
-        except (ValueError, OSError, KeyError) as e:
+        except Exception as e:  # ValueError, KeyError, zipfile.BadZipFile, EOFError ...: whatever a bad blob raises
             raise MapError(f"{self._where(kid)}: local features of keyframe {kid} are corrupted ({e})") from None
 
     def keyframes(self) -> Iterator[Keyframe]:
@@ -189,7 +211,7 @@ class KeyframeStore:
             for conn in (self._base, self._new)
             if conn is not None
         ]
-        return (_row_to_keyframe(row) for row in chain.from_iterable(parts))
+        return (row_to_keyframe(row) for row in chain.from_iterable(parts))
 
     def close(self) -> None:
         if self._base is not None:

@@ -328,6 +328,8 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got a {type(data).__name__}")
     for item in overrides:
         apply_override(data, item)
     return from_dict(TrainConfig, data, where=path.name)

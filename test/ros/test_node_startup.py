@@ -54,3 +54,29 @@ def test_misspelt_parameter_in_file_is_reported(tmp_path):
     r = _run_node(["--params-file", str(params)])
     assert r.returncode != 0
     assert "unknown parameter 'topk'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    "override, refusal",
+    [
+        ("top_k:=abc", "parameter 'top_k': expected an integer, got 'abc'"),
+        ("top_k:=2.5", "parameter 'top_k': expected an integer, got 2.5"),
+        ("verify:=maybe", "parameter 'verify': expected true/false, got 'maybe'"),
+        ("structvpr:min_inliers:=lots", "parameter 'min_inliers': expected an integer, got 'lots'"),
+    ],
+)
+def test_mistyped_override_is_refused_with_the_shipped_params_file(tmp_path, override, refusal):
+    """rcl keeps the file's value beside an override of another type, and rclpy reads the file's:
+    the node must still see the override and refuse it, as it does without the file."""
+    shipped = REPO / "config" / "vpr_node.yaml"
+    r = _run_node(["--params-file", str(shipped), "-p", f"map_path:={tmp_path}", "-p", override])
+    assert r.returncode == 1, r.stderr
+    assert refusal in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_well_typed_overrides_of_the_params_file_are_used(tmp_path):
+    """An override of the file's type still wins as before: qos_depth 5 in the file, :=2000 refused."""
+    shipped = REPO / "config" / "vpr_node.yaml"
+    r = _run_node(["--params-file", str(shipped), "-p", f"map_path:={tmp_path / 'none'}", "-p", "qos_depth:=2000"])
+    assert r.returncode == 1 and "parameter 'qos_depth': must be in 1..1000, got 2000" in r.stderr, r.stderr

@@ -391,3 +391,41 @@ def test_fastdds_profile_is_a_default_profile_with_large_shared_memory():
     assert participant.findtext(".//d:useBuiltinTransports", namespaces=ns) == "false"
     used = [e.text for e in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
     assert sorted(used) == sorted(descriptors)
+
+
+# ---- -p overrides as rcl types them ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("abc", "abc"),
+        ("2.5", 2.5),
+        ("1e3", 1000.0),
+        ("7", 7),
+        ("-7", -7),
+        ("0x10", 16),
+        ("010", 8),
+        ("true", True),
+        ("Off", False),
+        ("maybe", "maybe"),
+        ("'5'", "5"),
+        ('"true"', "true"),
+        (".inf", float("inf")),
+        ("[1, 2]", [1, 2]),
+        ("", ""),
+    ],
+)
+def test_override_values_are_typed_like_rcl(text, value):
+    from structvpr_ros.params import rcl_value
+
+    got = rcl_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_command_line_values_reads_ros_sections_and_node_prefixes():
+    from structvpr_ros.params import command_line_values
+
+    argv = ["prog", "-p", "top_k:=1", "--ros-args", "-p", "top_k:=abc", "--params-file", "f.yaml", "-r", "a:=b",
+            "--param", "structvpr:verify:=maybe", "-p", "other_node:min_score:=2", "--", "-p", "mode:=x"]  # fmt: skip
+    assert command_line_values(argv, {"structvpr", "/structvpr"}) == {"top_k": "abc", "verify": "maybe"}
