@@ -72,6 +72,10 @@ DESCRIPTIONS = {
     "qos_depth": "Image subscription queue depth (the node keeps only the newest frame anyway).",
     "frame_id": "frame_id written into published headers; '' = the image's own frame_id.",
     "diagnostics_period_s": "Period of /diagnostics messages in seconds.",
+    "debug_image": (
+        "Publish ~/debug_image (query beside its best match, score, inliers, match lines); rendered only "
+        "while someone subscribes."
+    ),
 }
 
 
@@ -114,6 +118,7 @@ class NodeParams:
     qos_depth: int = 5
     frame_id: str = ""
     diagnostics_period_s: float = 1.0
+    debug_image: bool = False
 
     def validate(self) -> None:
         """The node's own values here; the detector's are checked by DetectorConfig (one rule, in the core).
@@ -194,8 +199,14 @@ def with_changes(params: NodeParams, changes: dict) -> NodeParams:
 
 def _typed(values: dict) -> NodeParams:
     """``NodeParams`` with the declared types, validated; errors name the parameter."""
+    return typed_parameters(NodeParams, values)
+
+
+def typed_parameters(cls, values: dict):
+    """Dataclass ``cls`` of a node's parameters from plain values, with the declared types and
+    validated; a ``ConfigError`` names the parameter (``parameter 'x': ...``)."""
     try:
-        return from_dict(NodeParams, values, where="")
+        return from_dict(cls, values, where="")
     except ConfigError as e:
         msg = str(e).lstrip(": ")
         if msg.startswith("parameter '"):
