@@ -6,7 +6,8 @@ the newest frame in a one-slot buffer (a frame replaced before it was processed 
 dropped) and one worker thread processes whatever is newest when it becomes free.
 
 Topics:   sub  <image_topic> (Image or CompressedImage), [camera_info_topic], [pose_topic]
-          pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics
+          pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics,
+               [~/debug_image] (sensor_msgs/Image, with debug_image: true; see debug_image.py)
 Services: ~/save_map, ~/reset (std_srvs/Trigger)
 Run:      structvpr_node --ros-args --params-file config/vpr_node.yaml -p map_path:=MAP
 
@@ -31,8 +32,9 @@ from structvpr_core.errors import ConfigError, ImageError, StructVPRError
 from structvpr_core.geometry import Pose, interpolate_pose
 
 from .candidates_msg import detection_to_msg, stamp_to_sec
+from .debug_image import KeyframeImages, render_debug
 from .entry import run_with_rclpy
-from .image_conversion import compressed_to_bgr, image_to_bgr
+from .image_conversion import bgr_to_image, compressed_to_bgr, image_to_bgr
 from .latest_slot import LatestSlot
 from .params import DESCRIPTIONS, LIVE_PARAMETERS, PARAMETER_NAMES, NodeParams, declare_and_read, with_changes
 from .stats import LATENCY_KEYS, NodeStats
@@ -140,6 +142,12 @@ class VprNode(Node):
 
         self._pub = self.create_publisher(LoopClosureCandidates, "~/loop_closures", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._debug_pub = None
+        if p.debug_image:
+            from sensor_msgs.msg import Image
+
+            self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
+            self._keyframe_images = KeyframeImages()
         self._create_subscriptions()
         self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -330,6 +338,19 @@ class VprNode(Node):
             return
         self._pub.publish(out)
         self._stats.on_processed(det.extract_ms, det.search_ms, det.verify_ms, (time.monotonic() - t_rx) * 1000.0)
+        if self._debug_pub is not None:
+            self._publish_debug(det, bgr, out.header)
+
+    def _publish_debug(self, det, bgr, header) -> None:
+        """The query beside its best match, only while someone subscribes (rendering costs a few ms)."""
+        if det.query_id:
+            self._keyframe_images.add(det.query_id, bgr)
+        if self._debug_pub.get_subscription_count() == 0:
+            return
+        best = det.candidates[0] if det.candidates else None
+        keyframe = self._keyframe_images.get(best.map_id, best.source) if best is not None else None
+        caption = f"query {det.query_id}" if det.query_id else "query"
+        self._debug_pub.publish(bgr_to_image(render_debug(bgr, best, keyframe, caption), header))
 
     # ---- diagnostics ------------------------------------------------------------------------
 
