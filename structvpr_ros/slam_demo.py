@@ -2,7 +2,7 @@
 
     structvpr_slam_demo [--out slam_demo_out] [--no-verify]     (what `make slam-demo` runs)
 
-1. draws a synthetic route that drives around a block of streets twice (SYNTHETIC images,
+1. draws a synthetic route that drives laps around a block of streets (SYNTHETIC images,
    ground-truth poses known; ``structvpr_core.data.synthetic_route``);
 2. starts the structvpr node (mapping mode, geometric verification) and the pose-graph node
    (``structvpr_pose_graph``) with config/slam_demo.yaml, unless ``--external-nodes`` (the
@@ -11,7 +11,7 @@
    and waits for the node's candidates before the next frame (no frame is dropped);
 4. then compares with ground truth: absolute trajectory error (RMSE, evo, SE(3)-aligned) of the
    odometry and of the corrected path, loop closures accepted / rejected / false (a closure is
-   false when its two keyframes are more than FALSE_LOOP_M apart in truth), timings;
+   false when its two keyframes are more than 10 m apart in truth), timings;
 5. prints that, writes OUT/result.json and OUT/trajectories.png (top-down: ground truth,
    odometry, corrected, loop closures), and a few debug images of loop closures in OUT/debug/.
 """
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--laps", type=int, default=2, help="laps around the block (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic streets and the odometry noise")
+    p.add_argument(
+        "--street-length", type=float, default=36.0, help="metres driven along each street, at most 36 (default 36)"
+    )
     p.add_argument("--device", default="auto", help="where the structvpr node runs its model: auto, cpu or cuda")
     p.add_argument(
         "--external-nodes",
@@ -77,6 +82,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(own)
     if args.laps < 2:
         p.error("--laps must be >= 2: the second lap revisits the places of the first")
+    if not 4.0 <= args.street_length <= 36.0:
+        p.error("--street-length must be in [4, 36] metres")
     args.params_file = args.params_file or _config_file("slam_demo.yaml")
     if not args.params_file.is_file():
         p.error(f"--params-file: no such file {args.params_file}")
@@ -258,48 +265,77 @@ def _graph_config(args):
     return typed_parameters(PoseGraphConfig, values)
 
 
+@dataclass
+class Drive:
+    """What driving the route collected from the two nodes."""
+
+    stamps: list[float]  # image stamps, one per frame
+    answers: list  # LoopClosureCandidates, one per frame
+    round_trip_s: list[float]  # image published -> candidates received
+    loops: list[tuple[int, int]]  # (keyframe frame index, query frame index) the pose graph accepted
+    path: object  # the last nav_msgs/Path
+    edges: object  # the last visualization_msgs/MarkerArray
+    graph_status: dict  # the pose graph's last /diagnostics values
+    debug_images: dict  # stamp -> BGR debug image of a loop closure
+    seconds: float
+
+
 def run(args, rclpy_args: list[str] | None = None) -> dict:
+    """Render the route, drive it through the two nodes, evaluate; returns what result.json holds."""
+    from tqdm import tqdm
+
+    from structvpr_core.data.synthetic_route import RouteConfig, make_route, render_frame
+
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if (args.out / "map").exists():
+        import shutil
+
+        shutil.rmtree(args.out / "map")  # a new mapping session every run
+    route = RouteConfig(laps=args.laps, seed=args.seed, street_length_m=args.street_length)
+    frames = make_route(route)
+    images = [render_frame(f, route) for f in tqdm(frames, desc="rendering the synthetic route", unit="frame")]
+    render_s = time.perf_counter() - started
+    _prepare_env()
+    procs = [] if args.external_nodes else _start_nodes(args, args.out)
+    try:
+        drive = _drive(args, route, frames, images, procs, rclpy_args)
+    finally:
+        _stop(procs)
+    result = _evaluate(args, route, frames, drive)
+    result["timings"]["render_s"] = round(render_s, 2)
+    result["timings"]["wall_s"] = round(time.perf_counter() - started, 1)
+    from structvpr_core.atomic import atomic_write_json
+
+    atomic_write_json(args.out / "result.json", result)
+    return result
+
+
+def _drive(args, route, frames, images, procs, rclpy_args) -> Drive:
+    """Publish odometry, camera info and image frame by frame, each after the node answered the previous one."""
     import rclpy
     from tqdm import tqdm
 
-    from structvpr_core.atomic import atomic_write_json
-    from structvpr_core.data.synthetic_route import RouteConfig, camera_matrix, make_route, render_frame
+    from structvpr_core.data.synthetic_route import camera_matrix
 
     from .candidates_msg import stamp_to_sec
     from .image_conversion import image_to_bgr
     from .pose_graph import select_loop
-    from .slam_eval import ate_rmse, plot_route
 
-    started = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "map").exists():
-        import shutil
-
-        shutil.rmtree(out / "map")  # a new mapping session every run
-    route_cfg = RouteConfig(laps=args.laps, seed=args.seed)
-    frames = make_route(route_cfg)
-    t_render = time.perf_counter()
-    images = [render_frame(f, route_cfg) for f in tqdm(frames, desc="rendering the synthetic route", unit="frame")]
-    render_s = time.perf_counter() - t_render
-
-    _prepare_env()
-    procs = [] if args.external_nodes else _start_nodes(args, out)
     node = None
     try:
         rclpy.init(args=rclpy_args)
         node = rclpy.create_node("structvpr_slam_demo")
-        driver = Driver(node, camera_matrix(route_cfg), route_cfg.size)
-        print(f"[slam-demo] waiting for the structvpr node and the pose graph (logs in {out}) ...", flush=True)
+        driver = Driver(node, camera_matrix(route), route.size)
+        print(f"[slam-demo] waiting for the structvpr node and the pose graph (logs in {args.out}) ...", flush=True)
         _wait_ready(driver, procs, timeout=300.0)
         t0 = float(round(time.time()))  # whole seconds: stamps t0 + k·period are exact
         stamps = [t0 + f.stamp for f in frames]
+        index_of = {round(t, 3): i for i, t in enumerate(stamps)}
         config = _graph_config(args)
         known: set[int] = set()
-        loops = []  # (keyframe frame index, query frame index)
-        index_of = {round(t, 3): i for i, t in enumerate(stamps)}
-        sent = {}
-        t_drive = time.perf_counter()
+        loops, sent = [], {}
+        started = time.perf_counter()
         for frame, image, stamp in tqdm(
             list(zip(frames, images, stamps, strict=True)), desc="driving (odometry + camera)", unit="frame"
         ):
@@ -311,122 +347,149 @@ def run(args, rclpy_args: list[str] | None = None) -> dict:
                 raise StructVPRError(
                     f"no answer from the structvpr node to frame {frame.index} in {args.frame_timeout:g} s"
                 )
+            # The pose graph's rule, applied to what it received: which closures it accepted.
             msg = driver.answers[key]
             loop = select_loop(msg.candidates, msg.query_id, config, known)
             known.add(msg.query_id)
             if loop is not None:
                 loops.append((index_of[round(stamp_to_sec(loop.map_stamp), 3)], frame.index))
                 driver.want_debug.add(key)
-        drive_s = time.perf_counter() - t_drive
+        seconds = time.perf_counter() - started
+        # The pose graph's last update, its diagnostics and edges, and the debug images asked for.
         n = len(frames)
         if not driver.spin_until(lambda: driver.path is not None and len(driver.path.poses) >= n, 60.0, procs):
             got = 0 if driver.path is None else len(driver.path.poses)
             raise StructVPRError(f"the pose graph published {got} of {n} keyframes")
         driver.spin_until(lambda: driver.graph_status.get("keyframes") == str(n), 5.0)
+        driver.spin_until(
+            lambda: (
+                driver.edges is not None
+                and driver.edges.markers
+                and len(driver.edges.markers[0].points) == 2 * len(loops)
+            ),
+            5.0,
+        )
         driver.spin_until(lambda: len(driver.debug_images) >= min(DEBUG_IMAGES_KEPT, len(loops)), 3.0)
-        debug_images = {t: image_to_bgr(m) for t, m in driver.debug_images.items()}
-        answers = [driver.answers[round(t, 3)] for t in stamps]
-        latency = [driver.answer_wall[round(t, 3)] - sent[round(t, 3)] for t in stamps]
-        path, status = driver.path, driver.graph_status
+        return Drive(
+            stamps=stamps,
+            answers=[driver.answers[round(t, 3)] for t in stamps],
+            round_trip_s=[driver.answer_wall[round(t, 3)] - sent[round(t, 3)] for t in stamps],
+            loops=loops,
+            path=driver.path,
+            edges=driver.edges,
+            graph_status=dict(driver.graph_status),
+            debug_images={t: image_to_bgr(m) for t, m in driver.debug_images.items()},
+            seconds=seconds,
+        )
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        _stop(procs)
 
-    # ---- evaluation --------------------------------------------------------------------------
+
+def _evaluate(args, route, frames, drive: Drive) -> dict:
+    """Ground truth against odometry and the corrected path (evo), loop-closure truth, the plot."""
     from structvpr_core.geometry import Pose
 
+    from .candidates_msg import stamp_to_sec
+    from .slam_eval import ate_rmse, plot_route
+
+    out, stamps, loops = args.out, drive.stamps, drive.loops
     truth = [f.pose for f in frames]
     odometry = [f.odometry for f in frames]
-    path_stamps = [stamp_to_sec(ps.header.stamp) for ps in path.poses]
+    path_stamps = [stamp_to_sec(ps.header.stamp) for ps in drive.path.poses]
     corrected = [
         Pose(
             (ps.pose.position.x, ps.pose.position.y, ps.pose.position.z),
             (ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z, ps.pose.orientation.w),
         )
-        for ps in path.poses
+        for ps in drive.path.poses
     ]
-    ate = {
-        "odometry": ate_rmse(stamps, truth, stamps, odometry),
-        "corrected": ate_rmse(stamps, truth, path_stamps, corrected),
-    }
-    ate_unaligned = {
-        "odometry": ate_rmse(stamps, truth, stamps, odometry, align=False),
-        "corrected": ate_rmse(stamps, truth, path_stamps, corrected, align=False),
-    }
-
-    def distance(i: int, j: int) -> float:
-        return float(np.linalg.norm(np.subtract(truth[i].position, truth[j].position)))
-
-    false = [(i, j) for i, j in loops if distance(i, j) > FALSE_LOOP_M]
-    with_candidates = sum(1 for m in answers if m.candidates)
+    ate, ate_unaligned = {}, {}
+    for name, st, poses in (("odometry", stamps, odometry), ("corrected", path_stamps, corrected)):
+        ate[name] = round(ate_rmse(stamps, truth, st, poses), 3)
+        ate_unaligned[name] = round(ate_rmse(stamps, truth, st, poses, align=False), 3)
+    false = {(i, j) for i, j in loops if math.dist(truth[i].position, truth[j].position) > FALSE_LOOP_M}
+    downweighted = _downweighted_edges(drive.edges, drive.path)
+    how = "with" if not args.no_verify else "without"
     plot = plot_route(
         out / "trajectories.png",
         truth,
         odometry,
         corrected,
-        [(corrected[i], corrected[j], (i, j) not in false) for i, j in loops],
+        [(corrected[i], corrected[j], (i, j) not in false, (i, j) in downweighted) for i, j in loops],
         title=(
-            f"SYNTHETIC route, {args.laps} laps, {'with' if not args.no_verify else 'without'} geometric verification: "
+            f"SYNTHETIC route, {args.laps} laps, {how} geometric verification: "
             f"ATE odometry {ate['odometry']:.2f} m -> corrected {ate['corrected']:.2f} m"
         ),
     )
-    debug_dir = out / "debug"
-    if debug_images:
+    index_of = {round(t, 3): i for i, t in enumerate(stamps)}
+    debug_names = {t: f"debug/loop_{index_of[t]:04d}.png" for t in drive.debug_images}
+    if drive.debug_images:
         import cv2
 
-        debug_dir.mkdir(exist_ok=True)
-        for t, img in sorted(debug_images.items()):
-            cv2.imwrite(str(debug_dir / f"loop_{index_of[t]:04d}.png"), img)
+        (out / "debug").mkdir(exist_ok=True)
+        for t, img in drive.debug_images.items():
+            cv2.imwrite(str(out / debug_names[t]), img)
 
     def p50(values) -> float:
         return round(float(np.percentile(values, 50)), 2) if len(values) else float("nan")
 
     def graph_value(key: str):
-        value = status.get(key)
+        value = drive.graph_status.get(key)
         return None if value is None else float(value)
 
-    result = {
+    return {
         "synthetic": True,
         "route": {
-            "streets": route_cfg.streets,
+            "streets": route.streets,
             "laps": args.laps,
             "keyframes": len(frames),
-            "length_m": round(route_cfg.streets * route_cfg.street_length_m * args.laps, 1),
+            "length_m": round(route.streets * route.street_length_m * args.laps, 1),
             "seed": args.seed,
-            "image_size": list(route_cfg.size),
+            "image_size": list(route.size),
         },
         "geometric_verification": not args.no_verify,
-        "ate_rmse_m": {k: round(v, 3) for k, v in ate.items()},
-        "ate_rmse_m_unaligned": {k: round(v, 3) for k, v in ate_unaligned.items()},
+        "ate_rmse_m": ate,
+        "ate_rmse_m_unaligned": ate_unaligned,
         "ate_method": "evo APE, translation part, RMSE; stamps associated, SE(3) Umeyama alignment without scale",
         "loop_closures": {
             "accepted": len(loops),
-            "rejected": with_candidates - len(loops),
+            "rejected": sum(1 for m in drive.answers if m.candidates) - len(loops),
             "false": len(false),
             "true": len(loops) - len(false),
-            "downweighted_by_kernel": int(graph_value("loops_downweighted") or 0),
+            "downweighted_by_kernel": len(downweighted),
+            "false_downweighted": len(false & downweighted),
             "false_means": f"keyframes more than {FALSE_LOOP_M:g} m apart in ground truth",
             "accepted_by_pose_graph_node": int(graph_value("loops_accepted") or 0),
         },
         "timings": {
-            "render_s": round(render_s, 2),
-            "drive_s": round(drive_s, 2),
-            "frame_round_trip_ms_p50": p50([v * 1e3 for v in latency]),
-            "extract_ms_p50": p50([m.extract_ms for m in answers]),
-            "search_ms_p50": p50([m.search_ms for m in answers]),
-            "verify_ms_p50": p50([m.verify_ms for m in answers]),
+            "drive_s": round(drive.seconds, 2),
+            "frame_round_trip_ms_p50": p50([v * 1e3 for v in drive.round_trip_s]),
+            "extract_ms_p50": p50([m.extract_ms for m in drive.answers]),
+            "search_ms_p50": p50([m.search_ms for m in drive.answers]),
+            "verify_ms_p50": p50([m.verify_ms for m in drive.answers]),
             "pose_graph_update_ms_p50": graph_value("update_ms_p50"),
             "pose_graph_loop_update_ms_p50": graph_value("loop_update_ms_p50"),
             "pose_graph_loop_update_ms_max": graph_value("loop_update_ms_max"),
-            "wall_s": round(time.perf_counter() - started, 1),
         },
         "plot": plot.name,
-        "debug_images": sorted(f"debug/loop_{index_of[t]:04d}.png" for t in debug_images),
+        "debug_images": sorted(debug_names.values()),
     }
-    atomic_write_json(out / "result.json", result)
-    return result
+
+
+def _downweighted_edges(edges, path) -> set[tuple[int, int]]:
+    """(keyframe index, query index) of the loop edges the pose graph drew as down-weighted (red):
+    the marker's points are the corrected positions of the two keyframes, as in the path."""
+    if edges is None or not edges.markers:
+        return set()
+    index = {(p.pose.position.x, p.pose.position.y, p.pose.position.z): i for i, p in enumerate(path.poses)}
+    marker = edges.markers[0]
+    out = set()
+    for a, b, colour in zip(marker.points[::2], marker.points[1::2], marker.colors[::2], strict=True):
+        if colour.r > colour.g:
+            out.add((index[(a.x, a.y, a.z)], index[(b.x, b.y, b.z)]))
+    return out
 
 
 def _print(result: dict, out: Path) -> None:
@@ -436,8 +499,8 @@ def _print(result: dict, out: Path) -> None:
         f"SLAM demo (SYNTHETIC route: {result['route']['keyframes']} keyframes, {result['route']['length_m']:g} m, "
         f"{how} geometric verification)\n"
         f"  ATE RMSE (evo, aligned): odometry {ate['odometry']:.2f} m -> corrected {ate['corrected']:.2f} m\n"
-        f"  loop closures: {lc['accepted']} accepted ({lc['false']} false, {lc['downweighted_by_kernel']} "
-        f"down-weighted by the robust kernel), {lc['rejected']} queries rejected\n"
+        f"  loop closures: {lc['accepted']} accepted, {lc['false']} of them false; the robust kernel down-weighted "
+        f"{lc['downweighted_by_kernel']} ({lc['false_downweighted']} false); {lc['rejected']} queries rejected\n"
         f"  pose-graph update: {tm['pose_graph_update_ms_p50']} ms p50, with a loop closure "
         f"{tm['pose_graph_loop_update_ms_p50']} ms p50 ({tm['pose_graph_loop_update_ms_max']} ms max)\n"
         f"  structvpr per frame: extract {tm['extract_ms_p50']} ms, verify {tm['verify_ms_p50']} ms (p50); "

@@ -51,11 +51,12 @@ def plot_route(
     truth: Sequence[Pose],
     odometry: Sequence[Pose],
     corrected: Sequence[Pose],
-    loops: Sequence[tuple[Pose, Pose, bool]] = (),
+    loops: Sequence[tuple[Pose, Pose, bool, bool]] = (),
     title: str = "",
 ) -> Path:
     """Top-down PNG: ground truth, odometry, corrected trajectory, and loop closures drawn between
-    the corrected poses of their two keyframes (``loops``: (pose a, pose b, true?))."""
+    the corrected poses of their two keyframes (``loops``: (pose a, pose b, true?, down-weighted
+    by the robust kernel?); green true, red false, dotted when down-weighted)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,17 +70,19 @@ def plot_route(
     ax.plot(*xy(truth), color="0.55", lw=3, label="ground truth")
     ax.plot(*xy(odometry), color="tab:orange", lw=1.5, label="odometry")
     ax.plot(*xy(corrected), color="tab:blue", lw=1.5, label="corrected (pose graph)")
-    for kind, colour in ((True, "tab:green"), (False, "tab:red")):
-        segments = [(a.position[:2], b.position[:2]) for a, b, ok in loops if ok == kind]
-        for i, (a, b) in enumerate(segments):
-            ax.plot(
-                [a[0], b[0]],
-                [a[1], b[1]],
-                color=colour,
-                lw=0.8,
-                alpha=0.8,
-                label=(f"loop closure ({'true' if kind else 'false'})" if i == 0 else None),
-            )
+    labelled = set()
+    for a, b, true, downweighted in loops:
+        kind = ("true" if true else "false") + (", down-weighted" if downweighted else "")
+        ax.plot(
+            [a.position[0], b.position[0]],
+            [a.position[1], b.position[1]],
+            color="tab:green" if true else "tab:red",
+            ls=":" if downweighted else "-",
+            lw=0.8,
+            alpha=0.8,
+            label=None if kind in labelled else f"loop closure ({kind})",
+        )
+        labelled.add(kind)
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")

@@ -94,7 +94,11 @@ def test_ate_is_evo_aligned_rmse():
 def test_plot_route_writes_a_png(tmp_path):
     truth = _square()
     path = plot_route(
-        tmp_path / "t.png", truth, truth, truth, [(truth[0], truth[20], True), (truth[1], truth[30], False)]
+        tmp_path / "t.png",
+        truth,
+        truth,
+        truth,
+        [(truth[0], truth[20], True, False), (truth[1], truth[30], False, True)],
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -193,3 +197,30 @@ def test_pose_graph_node_refuses_a_bad_parameter(tmp_path, override, name):
     assert r.returncode == 1
     assert f"structvpr_pose_graph: error: parameter '{name}'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.ros
+def test_slam_demo_end_to_end_on_a_short_route(tmp_path):
+    """structvpr_slam_demo with its two nodes over DDS on a short route (4 streets of 10 m, two laps):
+    result.json, the plot and the debug images of loop closures are written."""
+    import json
+
+    data = yaml.safe_load((REPO / "config" / "slam_demo.yaml").read_text())
+    data["/structvpr"]["ros__parameters"].update(temporal_exclusion_s=8.0, device="cpu", cpu_threads=1, top_k=3)
+    params = tmp_path / "slam_demo.yaml"
+    params.write_text(yaml.safe_dump(data), encoding="utf-8")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "structvpr_ros.slam_demo", "--out", str(out), "--street-length", "10"]
+    r = subprocess.run([*cmd, "--params-file", str(params)], capture_output=True, text=True, timeout=240, cwd=str(REPO))
+    assert r.returncode == 0, r.stderr[-3000:] + (out / "structvpr.log").read_text(errors="replace")[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["synthetic"] is True and result["route"]["keyframes"] == 40
+    loops = result["loop_closures"]
+    assert loops["accepted"] >= 5 and loops["false"] == 0
+    assert loops["accepted"] == loops["accepted_by_pose_graph_node"]  # the demo counts what the node did
+    assert loops["false_downweighted"] <= loops["downweighted_by_kernel"] <= loops["accepted"]
+    assert 0 < result["ate_rmse_m"]["corrected"] < result["ate_rmse_m"]["odometry"]
+    assert result["timings"]["pose_graph_loop_update_ms_p50"] > 0
+    assert (out / "trajectories.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["debug_images"] and all((out / p).is_file() for p in result["debug_images"])
+    assert "ATE RMSE (evo, aligned): odometry" in r.stdout
