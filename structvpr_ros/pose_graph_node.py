@@ -41,10 +41,9 @@ from structvpr_core.geometry import Pose, interpolate_pose, quat_to_matrix
 from .candidates_msg import pose_to_msg, sec_to_stamp, stamp_to_sec
 from .entry import run_with_rclpy
 from .params import typed_parameters
-from .pose_graph import PoseGraph, PoseGraphConfig, loop_measurement, select_loop, to_pose3
+from .pose_graph import DOWNWEIGHTED, PoseGraph, PoseGraphConfig, loop_measurement, select_loop, to_pose3
 
 NODE_NAME = "structvpr_pose_graph"
-DOWNWEIGHTED = 0.25  # a loop edge whose robust weight is below this is drawn (and counted) as rejected
 
 
 @dataclass(frozen=True)

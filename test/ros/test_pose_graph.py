@@ -19,6 +19,7 @@ from slam_helpers import camera_rotation, false_closures, recorded_closures
 from structvpr_core.data.synthetic_route import RouteConfig, camera_matrix, make_route, render_frame, yaw_of
 from structvpr_core.errors import ConfigError
 from structvpr_ros.pose_graph import (
+    DOWNWEIGHTED,
     OPTICAL_CAMERA_IN_BASE,
     PoseGraph,
     PoseGraphConfig,
@@ -26,7 +27,6 @@ from structvpr_ros.pose_graph import (
     select_loop,
     to_pose3,
 )
-from structvpr_ros.pose_graph_node import DOWNWEIGHTED
 from structvpr_ros.slam_eval import ate_rmse
 
 gtsam = pytest.importorskip("gtsam")

@@ -22,7 +22,6 @@ from structvpr_core.geometry import Pose
 from structvpr_ros import slam_demo
 from structvpr_ros.params import params_from_dict, typed_parameters
 from structvpr_ros.pose_graph import PoseGraphConfig
-from structvpr_ros.pose_graph_node import DESCRIPTIONS, NodeSettings
 from structvpr_ros.slam_eval import ate_rmse, plot_route
 
 # ---- the synthetic route ---------------------------------------------------------------------
@@ -107,6 +106,9 @@ def test_plot_route_writes_a_png(tmp_path):
 
 
 def test_shipped_pose_graph_params_file_is_complete_and_valid():
+    pytest.importorskip("rclpy")
+    from structvpr_ros.pose_graph_node import DESCRIPTIONS, NodeSettings
+
     values = yaml.safe_load((REPO / "config" / "pose_graph.yaml").read_text())["/**"]["ros__parameters"]
     defaults = {**dataclasses.asdict(NodeSettings()), **dataclasses.asdict(PoseGraphConfig())}
     assert set(values) == set(defaults) == set(DESCRIPTIONS)
@@ -117,6 +119,9 @@ def test_shipped_pose_graph_params_file_is_complete_and_valid():
 
 
 def test_slam_demo_params_are_valid_for_both_nodes(tmp_path):
+    pytest.importorskip("rclpy")
+    from structvpr_ros.pose_graph_node import DESCRIPTIONS, NodeSettings
+
     data = yaml.safe_load((REPO / "config" / "slam_demo.yaml").read_text())
     vpr = params_from_dict({**data["/structvpr"]["ros__parameters"], "map_path": str(tmp_path / "map")})
     assert (vpr.mode, vpr.verify, vpr.image_topic) == ("mapping", True, slam_demo.IMAGE_TOPIC)
