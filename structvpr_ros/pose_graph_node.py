@@ -114,7 +114,6 @@ class PoseGraphNode(Node):
         self.graph = PoseGraph(config)
         self._odometry: deque = deque()  # (stamp, Pose), oldest first
         self._waiting: deque = deque()  # candidate messages waiting for odometry to reach their stamp
-        self._previous_key: int | None = None
         self._counts = {"keyframes": 0, "loops_accepted": 0, "queries_rejected": 0}
         self._update_ms: list[float] = []
         self._loop_update_ms: list[float] = []
@@ -178,6 +177,9 @@ class PoseGraphNode(Node):
     def _add_keyframe(self, msg, stamp: float, odometry: Pose) -> None:
         graph = self.graph
         key = int(msg.query_id)
+        if key in graph:  # the structvpr node restarted on a map it had not saved: ids repeat
+            self.get_logger().warning(f"keyframe {key} is already in the graph: skipped (restart both nodes)")
+            return
         graph.add_keyframe(key, stamp, to_pose3(odometry))
         self._counts["keyframes"] += 1
         loop = select_loop(msg.candidates, key, graph.config, graph)
