@@ -361,11 +361,12 @@ def _drive(args, route, frames, images, procs, rclpy_args) -> Drive:
             got = 0 if driver.path is None else len(driver.path.poses)
             raise StructVPRError(f"the pose graph published {got} of {n} keyframes")
         driver.spin_until(lambda: driver.graph_status.get("keyframes") == str(n), 5.0)
+        # The loop edges of the same (last) update as the path: the marker carries the path's header.
         driver.spin_until(
             lambda: (
                 driver.edges is not None
                 and driver.edges.markers
-                and len(driver.edges.markers[0].points) == 2 * len(loops)
+                and driver.edges.markers[0].header.stamp == driver.path.header.stamp
             ),
             5.0,
         )
@@ -481,8 +482,8 @@ def _evaluate(args, route, frames, drive: Drive) -> dict:
 def _downweighted_edges(edges, path) -> set[tuple[int, int]]:
     """(keyframe index, query index) of the loop edges the pose graph drew as down-weighted (red):
     the marker's points are the corrected positions of the two keyframes, as in the path."""
-    if edges is None or not edges.markers:
-        return set()
+    if edges is None or not edges.markers or edges.markers[0].header.stamp != path.header.stamp:
+        return set()  # no edges of the path's update arrived
     index = {(p.pose.position.x, p.pose.position.y, p.pose.position.z): i for i, p in enumerate(path.poses)}
     marker = edges.markers[0]
     out = set()

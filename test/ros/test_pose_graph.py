@@ -247,14 +247,17 @@ def _feed(ros_node, frames, closures, tmp_path):
             spin_until(ros_node, lambda: False, 0.005)
         done = spin_until(ros_node, lambda: "path" in got and len(got["path"].poses) == len(frames), 20)
         assert done, node.output()[-2000:]
-        spin_until(ros_node, lambda: False, 0.3)
-        return got["path"], got["edges"], node.output()
+        # The loop edges of the same (last) update: the marker carries the path's header.
+        same = spin_until(ros_node, lambda: "edges" in got and got["edges"].markers[0].header == got["path"].header, 10)
+        assert same, node.output()[-2000:]
     finally:
-        assert node.stop() == 0, node.output()[-2000:]
+        code = node.stop()
         for s in subs:
             ros_node.destroy_subscription(s)
         ros_node.destroy_publisher(odom_pub)
         ros_node.destroy_publisher(cand_pub)
+    assert code == 0, node.output()[-2000:]  # SIGTERM ends it cleanly
+    return got["path"], got["edges"], node.output()
 
 
 def _path_poses(path):
