@@ -18,7 +18,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
-        (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
     ],
     # Runtime dependencies are pinned in requirements.txt (installed by `make setup`);
     # they are not repeated here so that a ROS install or a CUDA torch is never replaced.
@@ -33,6 +33,8 @@ setup(
             "structvpr = structvpr_core.cli:main",
             "structvpr_node = structvpr_ros.vpr_node:main",
             "structvpr_replay = structvpr_ros.replay:main",
+            "structvpr_pose_graph = structvpr_ros.pose_graph_node:main",
+            "structvpr_slam_demo = structvpr_ros.slam_demo:main",
         ],
     },
 )

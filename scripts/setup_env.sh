@@ -57,7 +57,7 @@ fi
 "$VENV/bin/python" "$ROOT/scripts/link_data_files.py" "$VENV"
 # launch_ros looks for a package's executables in <prefix>/lib/<package>/.
 mkdir -p "$VENV/lib/structvpr_ros"
-for exe in structvpr_node structvpr_replay; do
+for exe in structvpr_node structvpr_replay structvpr_pose_graph structvpr_slam_demo; do
   [ "$(readlink "$VENV/lib/structvpr_ros/$exe")" = "$VENV/bin/$exe" ] || ln -sfn "$VENV/bin/$exe" "$VENV/lib/structvpr_ros/$exe"
 done
 

@@ -110,6 +110,7 @@ class Candidate:
     inliers: int | None = None  # None = not verified
     relative_rotation: np.ndarray | None = None  # 3×3: X_map = R · X_query + t
     relative_translation: np.ndarray | None = None  # (3,), unit length (monocular)
+    inlier_points: tuple[np.ndarray, np.ndarray] | None = None  # verified matches (query, map pixels)
 
 
 @dataclass
@@ -317,6 +318,7 @@ class LoopClosureDetector:
             r = self._verifier.verify(query_features, feats, K=self._K)
             c.inliers = r.inliers
             c.relative_rotation, c.relative_translation = r.R, r.t
+            c.inlier_points = r.inlier_points
             if r.inliers >= min_inliers:
                 verified.append(c)
         verified.sort(key=lambda c: (-c.inliers, -c.score))

@@ -108,6 +108,8 @@ class VerifyResult:
     R: np.ndarray | None = None  # X_b = R · X_a + t (camera frames), only with K
     t: np.ndarray | None = None  # unit length (monocular scale is unknown)
     matches: int = 0  # matches that passed the ratio test
+    # The inlier matches (query points, map points; K×2 pixels of the original images), for drawing.
+    inlier_points: tuple[np.ndarray, np.ndarray] | None = None
 
 
 ImageOrFeatures = np.ndarray | LocalFeatures
@@ -243,7 +245,8 @@ class GeometricVerifier:
         if model is None or mask is None or model.shape != (3, 3):
             # findFundamentalMat can return several stacked solutions (7-point); none is "the" model
             return VerifyResult(0, matches=n)
-        inliers = int(mask.ravel().astype(bool).sum())
+        keep = mask.ravel().astype(bool)
+        inliers = int(keep.sum())
         # Back to original pixel coordinates: x_b' = H x_a' with x' = S x.
         if cfg.ransac == "homography":
             model = np.linalg.inv(Sb) @ model @ Sa
@@ -253,7 +256,7 @@ class GeometricVerifier:
         R = t = None
         if K is not None and n >= 5:
             R, t = self._relative_pose(pa, pb, np.asarray(K, dtype=np.float64))
-        return VerifyResult(inliers, model.astype(np.float64), R, t, matches=n)
+        return VerifyResult(inliers, model.astype(np.float64), R, t, matches=n, inlier_points=(pa[keep], pb[keep]))
 
     def _relative_pose(self, pa: np.ndarray, pb: np.ndarray, K: np.ndarray):
         import cv2

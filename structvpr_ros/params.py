@@ -84,6 +84,10 @@ DESCRIPTIONS = {
         "bgr8) on ~/label_masks for every processed keyframe. Needs a StructVPR++ checkpoint; costs one more "
         "forward pass per keyframe."
     ),
+    "debug_image": (
+        "Publish ~/debug_image (query beside its best match, score, inliers, match lines); rendered only "
+        "while someone subscribes."
+    ),
 }
 
 
@@ -128,6 +132,7 @@ class NodeParams:
     frame_id: str = ""
     diagnostics_period_s: float = 1.0
     publish_masks: bool = False
+    debug_image: bool = False
 
     def validate(self) -> None:
         """The node's own values here; the detector's are checked by DetectorConfig (one rule, in the core).
@@ -210,8 +215,14 @@ def with_changes(params: NodeParams, changes: dict) -> NodeParams:
 
 def _typed(values: dict) -> NodeParams:
     """``NodeParams`` with the declared types, validated; errors name the parameter."""
+    return typed_parameters(NodeParams, values)
+
+
+def typed_parameters(cls, values: dict):
+    """Dataclass ``cls`` of a node's parameters from plain values, with the declared types and
+    validated; a ``ConfigError`` names the parameter (``parameter 'x': ...``)."""
     try:
-        return from_dict(NodeParams, values, where="")
+        return from_dict(cls, values, where="")
     except ConfigError as e:
         msg = str(e).lstrip(": ")
         if msg.startswith("parameter '"):

@@ -11,6 +11,7 @@ costs that frame only: it is counted, logged rate-limited and, when it repeats, 
 Topics:   sub  <image_topic> (Image or CompressedImage), [camera_info_topic], [pose_topic]
           pub  ~/loop_closures (structvpr_msgs/LoopClosureCandidates), /diagnostics,
                [~/label_masks (sensor_msgs/Image): publish_masks, a StructVPR++ debug view]
+               [~/debug_image] (sensor_msgs/Image, with debug_image: true; see debug_image.py)
 Services: ~/save_map, ~/reset (std_srvs/Trigger)
 Run:      structvpr_node --ros-args --params-file config/vpr_node.yaml -p map_path:=MAP
 
@@ -37,6 +38,7 @@ from structvpr_core.geometry import Pose, interpolate_pose
 from structvpr_core.images import limit_decoder_pixels
 
 from .candidates_msg import detection_to_msg, stamp_to_sec
+from .debug_image import KeyframeImages, render_debug
 from .entry import run_with_rclpy
 from .frame_failures import ERROR, WARN, FrameFailures, LogLimiter
 from .image_conversion import bgr_to_image, compressed_to_bgr, image_to_bgr
@@ -154,6 +156,12 @@ class VprNode(Node):
             from sensor_msgs.msg import Image
 
             self._masks_pub = self.create_publisher(Image, "~/label_masks", 2)
+        self._debug_pub = None
+        if p.debug_image:
+            from sensor_msgs.msg import Image
+
+            self._debug_pub = self.create_publisher(Image, "~/debug_image", 2)
+            self._keyframe_images = KeyframeImages()
         self._create_subscriptions()
         self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -381,6 +389,8 @@ class VprNode(Node):
         self._stats.on_processed(det.extract_ms, det.search_ms, det.verify_ms, (time.monotonic() - t_rx) * 1000.0)
         if self._masks_pub is not None:
             self._publish_masks(bgr, header)
+        if self._debug_pub is not None:
+            self._publish_debug(det, bgr, out.header)
 
     def _publish_masks(self, bgr, header) -> None:
         """The debug overlay of the student's soft label masks (after the candidates: never delays them)."""
@@ -389,6 +399,17 @@ class VprNode(Node):
         image = self._extractor.prepare(bgr)
         overlay = render_overlay(image, self._extractor.masks([image])[0])
         self._masks_pub.publish(bgr_to_image(overlay, header))
+
+    def _publish_debug(self, det, bgr, header) -> None:
+        """The query beside its best match, only while someone subscribes (rendering costs a few ms)."""
+        if det.query_id:
+            self._keyframe_images.add(det.query_id, bgr)
+        if self._debug_pub.get_subscription_count() == 0:
+            return
+        best = det.candidates[0] if det.candidates else None
+        keyframe = self._keyframe_images.get(best.map_id, best.source) if best is not None else None
+        caption = f"query {det.query_id}" if det.query_id else "query"
+        self._debug_pub.publish(bgr_to_image(render_debug(bgr, best, keyframe, caption), header))
 
     # ---- diagnostics ------------------------------------------------------------------------
 

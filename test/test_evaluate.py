@@ -81,7 +81,8 @@ def test_precision_recall_hand_built_and_brute_force():
     n_pos = 180  # some queries have a true match that their best match missed
     pr = precision_recall(scores, correct, n_pos)
     expected = brute_force_pr(scores, correct, n_pos)
-    assert list(zip(pr["recall"], pr["precision"], strict=True)) == pytest.approx(expected)
+    # approx compares arrays element-wise (pytest >= 9 refuses nested lists of tuples)
+    assert np.array(list(zip(pr["recall"], pr["precision"], strict=True))) == pytest.approx(np.array(expected))
     best = max([r for r, p in expected if p == 1.0] + [0.0])
     assert pr["recall_at_100_precision"] == pytest.approx(best)
 
