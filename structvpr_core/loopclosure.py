@@ -9,7 +9,9 @@ Per incoming frame ``LoopClosureDetector.process``:
    keyframe's descriptor exceeds ``keyframe_max_similarity``;
 3. search the map for the top-K (score >= ``min_score``); in mapping mode keyframes of the
    current session newer than ``stamp - temporal_exclusion_s`` are excluded (the robot is
-   trivially "here" where it was a moment ago);
+   trivially "here" where it was a moment ago); with ``label_rescore`` (StructVPR++ students
+   only, off by default) re-order them by the label-aware alignment of
+   ``models.label_features.aligned_scores`` on the stored map descriptors, which becomes their score;
 4. optionally verify the candidates geometrically, re-rank them by inliers and drop those
    with fewer than ``min_inliers``;
 5. in mapping mode add the keyframe (with local features when verifying) to the map.
@@ -57,6 +59,9 @@ class DetectorConfig:
     keyframe_max_similarity: float = 1.0  # novelty: 1.0 = every frame is novel enough
     session: str = "default"
     verify_candidates: int = 0  # how many search results to verify (0 = top_k)
+    # StructVPR++ only: re-order the fetched candidates by the min-presence label alignment
+    # (label_features.aligned_scores). Off: measured, no consistent gain (README, StructVPR++).
+    label_rescore: bool = False
 
     # What ``set_config`` may change while frames are processed: thresholds read per frame.
     # mode and session decide what the map is and receives; they stay as the detector was built.
@@ -180,6 +185,8 @@ class LoopClosureDetector:
         teacher = getattr(extractor, "query_encoder_for", None)
         if fp is not None:
             mapdb.check_fingerprint(fp, query_encoder_for=teacher)
+        self._label_layout = getattr(extractor, "label_layout", None)
+        self._check_label_rescore(config, mapdb, (fp or {}).get("architecture", "not one"))
         if teacher is not None and config.mode == "mapping":
             raise ConfigError(
                 "mode mapping: the model is a query encoder (a low-quality-query student): it may query "
@@ -222,6 +229,31 @@ class LoopClosureDetector:
         if config.verify:
             self._ensure_verifier()  # before the swap: the worker sees verify=True only with a verifier
         self.config = config
+
+    def _check_label_rescore(self, config: DetectorConfig, mapdb, arch: str) -> None:
+        """ConfigError when ``label_rescore`` is asked for and this model or map cannot give it."""
+        if not config.label_rescore:
+            return
+        if self._label_layout is None:
+            raise ConfigError(f"label_rescore: needs a StructVPR++ student (its label parts); the model is {arch}")
+        if not mapdb.exact_vectors:
+            raise ConfigError(
+                f"label_rescore: the map's {mapdb.index_type} index stores compressed codes, not the "
+                "descriptors the re-scoring needs; use a flat, ivfflat or hnsw map"
+            )
+
+    def _rescore(self, desc: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+        """Candidates re-ordered (best first) by the label-aware alignment, which becomes their score."""
+        from .models.label_features import aligned_scores
+
+        if not candidates:
+            return candidates
+        stored = self._mapdb.vectors([c.map_id for c in candidates])
+        scores = aligned_scores(desc, stored, *self._label_layout)
+        for c, s in zip(candidates, scores, strict=True):
+            c.score = float(s)
+        order = np.argsort(-scores, kind="stable")
+        return [candidates[i] for i in order]
 
     def _ensure_verifier(self) -> None:
         if self._verifier is None:
@@ -267,6 +299,8 @@ class LoopClosureDetector:
         for kid, score in hits:
             kf = self._mapdb.keyframe(kid)
             candidates.append(Candidate(kid, score, kf.stamp, kf.pose, kf.source))
+        if cfg.label_rescore:
+            candidates = self._rescore(desc, candidates)
         search_ms = (time.perf_counter() - t1) * 1e3
 
         verify_ms = 0.0

@@ -59,6 +59,10 @@ DESCRIPTIONS = {
     "min_score": "Candidates with a lower descriptor similarity (inner product, -1..1) are not published.",
     "verify": "Geometric verification of candidates (local features + RANSAC).",
     "verify_feature": "Local features for verification: sift or orb.",
+    "label_rescore": (
+        "StructVPR++ checkpoints only: re-order the top_k candidates by the label-aware alignment (each label "
+        "weighted by the smaller of its two presences), which becomes their score. Off: no consistent gain measured."
+    ),
     "min_inliers": "Verified candidates with fewer RANSAC inliers are not published.",
     "mode": "localization (search a prebuilt map) or mapping (grow the map online; loop closures within a session).",
     "temporal_exclusion_s": "Mapping: keyframes more recent than this (seconds before the query) are not candidates.",
@@ -119,6 +123,7 @@ class NodeParams:
     verify: bool = _DETECTOR.verify
     verify_feature: Literal["sift", "orb"] = "sift"
     min_inliers: int = _DETECTOR.min_inliers
+    label_rescore: bool = _DETECTOR.label_rescore
     mode: Literal["localization", "mapping"] = _DETECTOR.mode
     temporal_exclusion_s: float = _DETECTOR.temporal_exclusion_s
     keyframe_min_interval_s: float = _DETECTOR.keyframe_min_interval_s

@@ -311,3 +311,88 @@ def test_mapping_mode_on_the_corridor_route(corridor, extractor_160):
         hits += bool(d.candidates) and d.candidates[0].map_id <= len(refs) and abs(d.candidates[0].map_id - 1 - i) <= 2
     # Measured 0.76 (28/37): the verified top-1 is the right place of the first pass.
     assert hits / tried >= 0.6, f"{hits}/{tried} revisits closed at the right place"
+
+
+# -- StructVPR++ label-aware re-scoring (label_rescore) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pp_extractor(tmp_path_factory):
+    """A StructVPR++ student (ImageNet backbone, random label head: this tests the mechanics)."""
+    import torch
+
+    from structvpr_core.checkpoint import save_checkpoint
+    from structvpr_core.models import PP_RGB_ARCHITECTURE, build_pp_student
+    from structvpr_core.slme import label_retrieval_weights
+
+    torch.manual_seed(0)
+    model = build_pp_student(pretrained=True, weights=label_retrieval_weights(6)).eval()
+    path = tmp_path_factory.mktemp("pp-rescore") / "pp.pt"
+    save_checkpoint(path, model, architecture=PP_RGB_ARCHITECTURE, descriptor_dim=model.dim, config={})
+    return Extractor(path, device="cpu", backend="torch", image_size=(160, 120), threads=1)
+
+
+def test_label_rescore_orders_like_brute_force(corridor, pp_extractor):
+    from structvpr_core.models.label_features import aligned_scores
+
+    assert pp_extractor.label_layout == (448, 6, 64)
+    refs = sorted((corridor / "ref").glob("*.jpg"))[::4]
+    stored = pp_extractor.embed([read_image(p) for p in refs])
+    mapdb = MapDatabase.create(pp_extractor.fingerprint, pp_extractor.dim)
+    mapdb.add(stored, [{"stamp": float(i)} for i in range(len(refs))])
+    off = LoopClosureDetector(pp_extractor, mapdb, DetectorConfig(top_k=10))
+    on = LoopClosureDetector(pp_extractor, mapdb, DetectorConfig(top_k=10, label_rescore=True))
+    reordered = 0
+    for p in sorted((corridor / "query").glob("*.jpg"))[::20]:
+        img = read_image(p)
+        q = pp_extractor.embed([img])[0]
+        # off: exactly the map's search, ids and scores bit for bit
+        hits = mapdb.search(q[None], 10)[0]
+        assert [(c.map_id, c.score) for c in off.process(img, 0.0).candidates] == hits
+        # on: the same candidates, ordered by the brute-force alignment on the test's own copy
+        ids = np.array([kid for kid, _ in hits])
+        brute = aligned_scores(q, stored[ids - 1], 448, 6, 64)
+        got = on.process(img, 0.0).candidates
+        assert [c.map_id for c in got] == ids[np.argsort(-brute, kind="stable")].tolist()
+        np.testing.assert_allclose([c.score for c in got], np.sort(brute)[::-1], rtol=0, atol=1e-6)
+        reordered += [c.map_id for c in got] != ids.tolist()
+    assert reordered  # the alignment is not the inner product: on these frames it re-orders
+
+
+def test_map_vectors_read_back_the_stored_descriptors():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for kind in ("flat", "hnsw", "ivfflat", "ivfpq"):
+        mapdb = MapDatabase.create(FP, DIM, index=kind)
+        mapdb.add(x[:290], [{"stamp": 0.0}] * 290)
+        mapdb.train()  # IVF: trained; after that faiss keeps the direct map up to date on adds
+        if kind == "ivfpq":
+            assert not mapdb.exact_vectors
+            with pytest.raises(MapError, match="ivfpq map stores compressed codes"):
+                mapdb.vectors([1])
+            continue
+        assert mapdb.exact_vectors and mapdb.vectors([]).shape == (0, DIM)
+        np.testing.assert_array_equal(mapdb.vectors([3, 1, 290]), x[[2, 0, 289]])
+        mapdb.add(x[290:], [{"stamp": 0.0}] * 10)
+        np.testing.assert_array_equal(mapdb.vectors(np.array([300, 291])), x[[299, 290]])
+        with pytest.raises(MapError, match="keyframe id 301 is not in the map"):
+            mapdb.vectors([301])
+
+
+def test_label_rescore_refusals(pp_extractor):
+    with pytest.raises(ConfigError, match=r"label_rescore: needs a StructVPR\+\+ student .* the model is stand-in"):
+        detector(label_rescore=True)
+    assert detector().config.label_rescore is False  # off by default
+    det = detector()
+    with pytest.raises(ConfigError, match="label_rescore: cannot change while the detector runs"):
+        det.set_config(dataclasses.replace(det.config, label_rescore=True))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, pp_extractor.dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pq = MapDatabase.create(pp_extractor.fingerprint, pp_extractor.dim, index="ivfpq")
+    pq.add(x, [{"stamp": 0.0}] * len(x))
+    LoopClosureDetector(pp_extractor, pq, DetectorConfig(label_rescore=True))  # untrained ivfpq: still exact
+    pq.train()
+    with pytest.raises(ConfigError, match="label_rescore: the map's ivfpq index stores compressed codes"):
+        LoopClosureDetector(pp_extractor, pq, DetectorConfig(label_rescore=True))

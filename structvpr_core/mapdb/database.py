@@ -188,6 +188,23 @@ class MapDatabase:
         with self._lock:
             return self._index.search(q, k, min_score, exclude_ids, by_id)
 
+    @property
+    def exact_vectors(self) -> bool:
+        """Whether ``vectors`` can read the stored descriptors back (not from a trained ivfpq index)."""
+        return self._index.exact_vectors
+
+    def vectors(self, ids: Iterable[int]) -> np.ndarray:
+        """The stored descriptors of keyframes ``ids``, (n, dim) float32 in the order given.
+
+        MapError for an id not in the map, or when the index holds only compressed codes (ivfpq).
+        """
+        pos = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(-1) - 1
+        with self._lock:
+            bad = pos[(pos < 0) | (pos >= self._index.ntotal)]
+            if bad.size:
+                raise MapError(f"keyframe id {int(bad[0]) + 1} is not in the map (ids 1..{self._index.ntotal})")
+            return self._index.reconstruct(pos)
+
     def recent_ids(self, session: str, newer_than: float) -> np.ndarray:
         """Ids of keyframes of ``session`` with stamp > ``newer_than`` (for temporal exclusion)."""
         with self._lock:

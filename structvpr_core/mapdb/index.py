@@ -239,6 +239,31 @@ class DescriptorIndex:
         del keep  # the selectors faiss pointed to were needed until here
         return hits
 
+    @property
+    def exact_vectors(self) -> bool:
+        """Whether ``reconstruct`` gives the stored descriptors exactly (all types but a trained ivfpq,
+        whose product-quantised codes give only approximations)."""
+        return not (self.kind == "ivfpq" and self.trained)
+
+    def reconstruct(self, positions: np.ndarray) -> np.ndarray:
+        """The stored descriptors at ``positions`` (int64, in range), (n, dim) float32.
+
+        flat and hnsw reconstruct directly; an IVF index needs faiss' direct map (position → list
+        entry, 8 bytes per vector), made on first use and kept up to date by faiss on later adds.
+        MapError for a trained ivfpq index (compressed codes: not the stored descriptors).
+        """
+        if not self.exact_vectors:
+            raise MapError(
+                "an ivfpq map stores compressed codes, not its descriptors: they cannot be read back exactly"
+            )
+        faiss = _faiss()
+        index = self._index
+        if isinstance(index, faiss.IndexIVF) and index.direct_map.type == faiss.DirectMap.NoMap:
+            index.make_direct_map()
+        if not len(positions):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(index.reconstruct_batch(np.ascontiguousarray(positions, dtype=np.int64)), dtype=np.float32)
+
     def estimated_bytes(self) -> int:
         """About the size of the saved index file (for "needs about ..." messages)."""
         n, d = self.ntotal, self.dim
