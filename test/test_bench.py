@@ -14,7 +14,14 @@ from structvpr_core.bench.timing import summarise
 from structvpr_core.cli import main
 from structvpr_ros.bench_node import ros_missing
 
-VARIANTS = ("torch_eager", "torch_channels_last", "onnxruntime_fp32", "onnxruntime_int8", "auto")
+VARIANTS = (
+    "torch_eager",
+    "torch_channels_last",
+    "onnxruntime_fp32",
+    "onnxruntime_int8",
+    "auto",
+    "structvpr_pp_onnxruntime_fp32",
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,7 @@ def test_quick_bench_has_the_agreed_shape(quick):
         stats = ex["320x240"][v]
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p95_ms"] and stats["repeats"] == 3
     assert ex["320x240"]["auto"]["backend"] == "onnxruntime"  # auto picks ORT on this CPU
+    assert ex["variants"] == list(VARIANTS) and ex["320x240"]["ratios"]["structvpr_pp_over_structvpr_fp32"] > 0
     assert r["search"]["synthetic"] is True
     for kind in ("flat", "ivfpq", "hnsw"):
         e = r["search"][kind]["10000"]

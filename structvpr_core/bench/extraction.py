@@ -9,7 +9,10 @@ variants alike and the ratios stay meaningful (see ``time_interleaved``).
 - torch_channels_last: the Extractor's PyTorch backend (BatchNorm folded, channels_last);
 - onnxruntime_fp32 / onnxruntime_int8: ONNX Runtime on the fp32 export / its int8 quantisation
   (calibrated on Corridor reference frames, or on synthetic noise images when absent: labelled);
-- auto: ``Extractor()`` with every option at its default.
+- auto: ``Extractor()`` with every option at its default;
+- structvpr_pp_onnxruntime_fp32: ONNX Runtime fp32 on a StructVPR++ student (ImageNet backbone,
+  untrained label head, saved to a temporary checkpoint: the weights do not change the cost), to
+  compare with onnxruntime_fp32 (StructVPR) in the ratio ``structvpr_pp_over_structvpr_fp32``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("torch_eager", "torch_channels_last", "onnxruntime_fp32", "onnxruntime_int8", "auto")
+VARIANTS = (
+    "torch_eager",
+    "torch_channels_last",
+    "onnxruntime_fp32",
+    "onnxruntime_int8",
+    "auto",
+    "structvpr_pp_onnxruntime_fp32",
+)
 
 
 def bench_image(size: tuple[int, int]) -> tuple[np.ndarray, str]:
@@ -54,7 +64,22 @@ def calibration_images(count: int, workdir: Path) -> tuple[list[Path], str]:
     return paths, "synthetic noise images"
 
 
-def make_extractors(size, threads: int, calibration: list[Path], workdir: Path) -> dict:
+def pp_student_checkpoint(workdir: Path) -> Path:
+    """A StructVPR++ student with the default label settings (ImageNet backbone, seeded random head)."""
+    import torch
+
+    from ..checkpoint import save_checkpoint
+    from ..models import PP_RGB_ARCHITECTURE, build_pp_student
+    from ..slme import label_retrieval_weights
+
+    torch.manual_seed(0)
+    model = build_pp_student(pretrained=True, weights=label_retrieval_weights(6)).eval()
+    path = workdir / "structvpr_pp_student.pt"
+    save_checkpoint(path, model, architecture=PP_RGB_ARCHITECTURE, descriptor_dim=model.dim, config={})
+    return path
+
+
+def make_extractors(size, threads: int, calibration: list[Path], workdir: Path, pp_checkpoint: Path) -> dict:
     from ..export import write_int8_export
     from ..extractor import Extractor
 
@@ -79,6 +104,9 @@ def make_extractors(size, threads: int, calibration: list[Path], workdir: Path) 
             device="cpu", backend="onnxruntime", image_size=size, threads=threads, onnx_model=int8_path
         ),
         "auto": Extractor(image_size=size),
+        "structvpr_pp_onnxruntime_fp32": Extractor(
+            pp_checkpoint, device="cpu", backend="onnxruntime", image_size=size, threads=threads
+        ),
     }
 
 
@@ -118,12 +146,13 @@ def run(cfg: dict) -> dict:
     out: dict = {"threads": threads, "batch": 1, "variants": list(VARIANTS)}
     with tempfile.TemporaryDirectory(prefix="structvpr-bench-") as tmp:
         calibration, calib_source = calibration_images(int(cfg["calibration_images"]), Path(tmp))
+        pp_checkpoint = pp_student_checkpoint(Path(tmp))
         out["int8_calibration"] = {"images": len(calibration), "source": calib_source}
         for key in cfg["skipped_sizes"]:
             out[key] = {"skipped": "--quick leaves out the largest input size"}
         for w, h in cfg["sizes"]:
             image, source = bench_image((w, h))
-            extractors = make_extractors((w, h), threads, calibration, Path(tmp))
+            extractors = make_extractors((w, h), threads, calibration, Path(tmp), pp_checkpoint)
             result = time_interleaved(extractors, image, int(cfg["repeats"]), int(cfg["warmup"]))
             auto = extractors["auto"]
             result["auto"].update(backend=auto.backend, precision=auto.precision, providers=auto.providers)
@@ -134,6 +163,7 @@ def run(cfg: dict) -> dict:
                 "int8_speedup_over_fp32": p50["onnxruntime_fp32"] / p50["onnxruntime_int8"],
                 "onnxruntime_fp32_speedup_over_torch_eager": p50["torch_eager"] / p50["onnxruntime_fp32"],
                 "channels_last_speedup_over_eager": p50["torch_eager"] / p50["torch_channels_last"],
+                "structvpr_pp_over_structvpr_fp32": p50["structvpr_pp_onnxruntime_fp32"] / p50["onnxruntime_fp32"],
             }
             if cfg.get("recall") and (w, h) == tuple(cfg["recall_size"]):
                 result["int8_recall"] = int8_recall(extractors["onnxruntime_fp32"], extractors["onnxruntime_int8"])
