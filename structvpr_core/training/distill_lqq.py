@@ -6,7 +6,7 @@ teacher sees the high-quality (HQ) image, a student initialised from the teacher
 low-quality (LQ) version of it, and the student learns the teacher's global descriptor (MSE)
 and its inter-channel correlations (ICKD, ``losses_kd.ickd_loss``). No place labels are needed.
 
-Our design (see ``../shared/notes/low-quality-queries.md``):
+Our design (the README, "Training a low-quality-query student", says which parts are the paper's):
 
 - teacher: any RGB branch: the ImageNet model, a StructVPR checkpoint, or this run's stage II;
   the student is the same architecture with the teacher's weights;
