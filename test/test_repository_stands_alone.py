@@ -9,7 +9,13 @@ import pytest
 from structvpr_core.paths import corridor_root
 
 # Written split so that this file does not match itself.
-SIBLING_PATTERNS = ("../" + "shared", "/" + "shared/data", '"' + 'shared" / "data"')
+SIBLING_PATTERNS = (
+    "../" + "shared",
+    "/" + "shared/data",
+    '"' + 'shared" / "data"',
+    "shared/" + "notes",
+    "shared/" + "DESIGN",
+)
 
 
 def tracked_text_files(repo_root):

@@ -2,8 +2,8 @@
 
 StructVPR++ (Shen et al., TPAMI 2025) decouples label-specific features from the global
 descriptor and compares images label by label. Only the paper's abstract was readable here,
-so the formulas below are **our design (paper text unavailable)**, written down in
-``shared/notes/structvpr-plus-plus.md``:
+so the formulas below are **our design (paper text unavailable)**, summarised in
+the README section "StructVPR vs StructVPR++":
 
 - G = concat(F4, upsample(F5)): 96 + 320 = 416 channels at stride 16 (F5 is upsampled
   bilinearly to F4's size, which is ×2 except when an odd stride-16 size rounds up);

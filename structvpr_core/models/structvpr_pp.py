@@ -2,8 +2,8 @@
 
 Only the abstract of StructVPR++ (Shen et al., TPAMI 2025) was readable here; everything in
 this file beyond "label-specific features decoupled from the global descriptor, compared label
-by label, no segmentation at inference" is **our design (paper text unavailable)**, as written
-in ``shared/notes/structvpr-plus-plus.md``. The formulas are in ``label_features``.
+by label, no segmentation at inference" is **our design (paper text unavailable)**, as summarised
+in the README section "StructVPR vs StructVPR++". The formulas are in ``label_features``.
 
 Student ``structvpr-pp-rgb-mobilenetv2`` (what runs on the robot): the StructVPR RGB branch
 (MobileNetV2 stages, x_g = MC(F3, F4, F5), 448-d) plus a label head on

@@ -1,7 +1,7 @@
 """StructVPR++'s weighted label-aware distillation: stage II when ``model.label_features`` is on.
 
 Only the abstract of StructVPR++ (Shen et al., TPAMI 2025) was readable; the loss below is
-**our design (paper text unavailable)**, from ``shared/notes/structvpr-plus-plus.md``. Per
+**our design (paper text unavailable)**, summarised in the README section "StructVPR vs StructVPR++". Per
 tuple (q, p, n_1..n_K), with the student's global part x_g^S, label features l_c^S and soft
 masks A^S, and the frozen stage-I ++ teacher's x_g^D, t_c and presence::
 
