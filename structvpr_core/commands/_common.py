@@ -8,6 +8,18 @@ from pathlib import Path
 from ..backends.providers import BACKENDS
 
 
+def add_size_argument(p: argparse.ArgumentParser, what: str = "network input size") -> None:
+    """--size W H, default the paper's 640×480 (``what``: what the size is in this command)."""
+    p.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=(640, 480),
+        metavar=("W", "H"),
+        help=f"{what} (default: 640 480, the paper's)",
+    )
+
+
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",

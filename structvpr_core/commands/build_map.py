@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..mapbuild import AUTO_IVFFLAT_AT, FEATURES, INDEXES
-from ._common import add_backend_argument
+from ._common import add_backend_argument, add_size_argument
 
 NAME = "build-map"
 HELP = "build a map database (faiss index + SQLite keyframes) from images or a rosbag2 bag"
@@ -59,14 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"faiss index type (default: auto = flat below {AUTO_IVFFLAT_AT} keyframes, "
         "ivfflat from there; see above)",
     )
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("W", "H"),
-        default=(640, 480),
-        help="network input size (default: 640 480, the paper's)",
-    )
+    add_size_argument(p, "network input size")
     p.add_argument(
         "--features",
         choices=FEATURES,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..data import FORMATS, SPLITS
-from ._common import add_backend_argument
+from ._common import add_backend_argument, add_size_argument
 
 NAME = "degrade-sweep"
 HELP = "Recall@N as the queries get worse (JPEG, downscaling, ...): a table and a plot, for one or more query models"
@@ -61,14 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="a further query model: a query encoder trained for the database model (repeatable)",
     )
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        default=[640, 480],
-        metavar=("W", "H"),
-        help="network input size of every model (default: 640 480, the paper's)",
-    )
+    add_size_argument(p, "network input size of every model")
     p.add_argument("--recall", type=int, nargs="+", default=[1, 5], metavar="N", help="Recall@N values (default: 1 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of specs with ranges (query i uses [seed, i]; default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")

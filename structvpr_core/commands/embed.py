@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_backend_argument
+from ._common import add_backend_argument, add_size_argument
 
 NAME = "embed"
 HELP = "compute StructVPR global descriptors of images and save them as an (N, D) .npy file"
@@ -33,14 +33,7 @@ def add_arguments(parser) -> None:
         help="where the network runs; auto = cuda when available (default: auto)",
     )
     add_backend_argument(parser)
-    parser.add_argument(
-        "--size",
-        nargs=2,
-        type=int,
-        default=(640, 480),
-        metavar=("W", "H"),
-        help="network input size, images are resized to it (default: 640 480)",
-    )
+    add_size_argument(parser, "network input size, images are resized to it")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per step (default: 8)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data import FORMATS, SPLITS
-from ._common import add_backend_argument, add_query_arguments
+from ._common import add_backend_argument, add_query_arguments, add_size_argument
 
 NAME = "eval"
 HELP = "Recall@N of a model on a place-recognition dataset (+ precision-recall for sequences)"
@@ -62,14 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="Recall@N values to report (default: 1 5 10 20)",
     )
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        default=[640, 480],
-        metavar=("W", "H"),
-        help="network input size (default: 640 480, the paper's)",
-    )
+    add_size_argument(p, "network input size")
     p.add_argument(
         "--pos-dist",
         type=float,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_backend_argument, add_query_arguments
+from ._common import add_backend_argument, add_query_arguments, add_size_argument
 
 NAME = "eval-loop"
 HELP = "run a dataset's queries through the loop-closure detector: Recall@N, PR AUC, timings"
@@ -40,14 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="model checkpoint (default: the one recorded in --map, else ImageNet init)",
     )
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("W", "H"),
-        default=(640, 480),
-        help="network input size when building the map (default: 640 480)",
-    )
+    add_size_argument(p, "network input size when building the map")
     p.add_argument("--verify", action="store_true", help="also evaluate with geometric verification")
     p.add_argument("--features", choices=("sift", "orb"), default="sift", help="local features (default: sift)")
     p.add_argument(

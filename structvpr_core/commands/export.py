@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_size_argument
+
 NAME = "export"
 HELP = "export the RGB branch or StructVPR++ student (head included) to ONNX, fp32 or int8, with a parity check"
 DESCRIPTION = """\
@@ -45,14 +47,7 @@ def add_arguments(parser) -> None:
         metavar="MODEL.onnx",
         help="output model; MODEL.onnx.json is written beside it (both atomically)",
     )
-    parser.add_argument(
-        "--size",
-        nargs=2,
-        type=int,
-        default=(640, 480),
-        metavar=("W", "H"),
-        help="input size the model is exported for (default: 640 480)",
-    )
+    add_size_argument(parser, "input size the model is exported for")
     parser.add_argument("--int8", action="store_true", help="write a statically quantised int8 model")
     parser.add_argument(
         "--calibration",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_backend_argument
+from ._common import add_backend_argument, add_size_argument
 
 NAME = "masks"
 HELP = "draw a StructVPR++ student's soft label masks over images (coloured PNG overlays)"
@@ -28,14 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="StructVPR++ student (.pt or .onnx)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if absent)")
-    parser.add_argument(
-        "--size",
-        nargs=2,
-        type=int,
-        default=(640, 480),
-        metavar=("W", "H"),
-        help="network input size; images are resized to it and the overlay has it (default: 640 480)",
-    )
+    add_size_argument(parser, "network input size; images are resized to it and the overlay has it")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the colours over the image (default 0.5)")
     parser.add_argument("--no-legend", action="store_true", help="no legend strip under the picture")
     parser.add_argument(
