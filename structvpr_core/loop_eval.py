@@ -87,9 +87,10 @@ def database_map(dataset, conf: dict, verifier, map_dir: Path | None = None):
     model), else the map's model.
     """
     from .errors import MapError
-    from .mapbuild import add_frames, frames_from_images, make_extractor
+    from .mapbuild import add_frames, make_extractor
     from .mapdb import MapDatabase
     from .mapquery import open_map
+    from .mapsources import frames_from_images
 
     model, query_checkpoint = conf["model"], conf["query"]["checkpoint"]
     if map_dir is not None:

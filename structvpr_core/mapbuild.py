@@ -2,34 +2,35 @@
 
 A script or a notebook calls the whole pipeline::
 
-    from structvpr_core import mapbuild
+    from structvpr_core import mapbuild, mapsources
     conf = {"model": {"checkpoint": "run/stage2.pt"}, "index": "flat"}
     mapbuild.build_map(Path("data/corridor/ref"), Path("maps/corridor"), conf)
-    mapbuild.build_map(mapbuild.BagSpec(Path("run1"), "/camera/image_raw", "/odom"), Path("maps/run1"))
+    mapbuild.build_map(mapsources.BagSpec(Path("run1"), "/camera/image_raw", "/odom"), Path("maps/run1"))
 
-or the steps it is made of: ``read_pose_csv`` → ``frames_from_images`` (or ``frames_from_bag``,
-which ``thin_frames``) → ``add_frames`` into a ``MapDatabase`` → train → save. A *frame* is a
-``Frame(load, keyframe)``: a loader of the BGR image (images are read only when their batch is
-embedded) and the keyframe dict ``MapDatabase.add`` takes (pose, stamp, gps, session, source).
+or the steps it is made of (the sources live in ``mapsources``): ``read_pose_csv`` →
+``frames_from_images`` (or ``frames_from_bag``, which ``thin_frames``) → ``add_frames`` into a
+``MapDatabase`` → train → save. A *frame* is a ``Frame(load, keyframe)``: a loader of the BGR
+image (images are read only when their batch is embedded) and the keyframe dict
+``MapDatabase.add`` takes (pose, stamp, gps, session, source).
 ``structvpr build-map`` is a thin argument parser over ``build``.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from .config import merge_conf
-from .errors import ConfigError, DatasetError, ImageError, MapError
+from .errors import ConfigError, MapError
 from .log import get_logger
+from .mapsources import BagSpec, Frame, folder_images, frames_from_bag, frames_from_images, read_pose_csv
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 # Heavy modules (torch via the extractor, faiss via mapdb, OpenCV, rosbags) are imported inside
 # the functions that need them: `structvpr --help` imports this module and must stay instant.
@@ -77,128 +78,6 @@ def _check_conf(conf: dict) -> None:
     for key, value in conf["thinning"].items():
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ConfigError(f"conf.thinning.{key}: must be a finite number >= 0, got {value!r}")
-
-
-@dataclass(frozen=True)
-class BagSpec:
-    """A rosbag2 recording as a map source: its image topic and, optionally, a pose topic."""
-
-    path: Path
-    image_topic: str
-    pose_topic: str | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", Path(self.path))  # a str from a notebook is fine too
-
-
-class Frame(NamedTuple):
-    """One image to add to a map; a plain ``(load, keyframe)`` tuple works as well."""
-
-    load: Callable[[], np.ndarray]  # the BGR image, read when its batch is embedded
-    keyframe: dict  # what MapDatabase.add stores: pose, stamp, gps, session, source
-
-
-# -- sources -----------------------------------------------------------------------------------
-
-
-def read_pose_csv(path: Path) -> dict[str, dict]:
-    """Poses/stamps by image file name: a header row with 'image' and x,y[,z][,qx,qy,qz,qw][,stamp]."""
-    from .geometry import Pose
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
-    if not rows or "image" not in rows[0]:
-        raise DatasetError(f"{path}: needs a header row with an 'image' column (and x,y[,z][,qx,qy,qz,qw][,stamp])")
-    out = {}
-    for i, r in enumerate(rows, start=2):
-        try:
-            kf: dict = {}
-            if r.get("x") not in (None, "") and r.get("y") not in (None, ""):
-                q = (0, 0, 0, 1) if r.get("qw") in (None, "") else tuple(float(r[k]) for k in ("qx", "qy", "qz", "qw"))
-                kf["pose"] = Pose((float(r["x"]), float(r["y"]), float(r.get("z") or 0.0)), q)
-            if r.get("stamp") not in (None, ""):
-                kf["stamp"] = float(r["stamp"])
-        except (ValueError, KeyError) as e:
-            raise DatasetError(f"{path}: line {i}: bad number ({e})") from None
-        out[r["image"]] = kf
-    return out
-
-
-def folder_keyframe(path: Path) -> dict:
-    """Pose (UTM east, north, 0) and GPS (lat, lon) from a folder-format name, when it carries them."""
-    from .data.utm_names import parse_name
-    from .geometry import Pose
-
-    coords = parse_name(path)
-    if coords is None:
-        return {}  # not a folder-format name: the image simply has no position
-    kf: dict = {}
-    if math.isfinite(coords.east) and math.isfinite(coords.north):
-        kf["pose"] = Pose((coords.east, coords.north, 0.0))
-    if coords.lat_lon is not None:
-        kf["gps"] = coords.lat_lon
-    return kf
-
-
-def folder_images(folder: Path) -> list[Path]:
-    """The images of a plain folder, or of a folder-format root's database/; ``ImageError`` if none."""
-    from .images import list_images
-
-    images = list_images(folder)
-    if not images and (folder / "database").is_dir():
-        images = list_images(folder / "database")  # a folder-format root
-    if not images:
-        raise ImageError(f"{folder}: no images")
-    return images
-
-
-def frames_from_images(
-    images: Iterable[Path], poses: dict[str, dict] | None = None, session: str = "default"
-) -> Iterator[Frame]:
-    """A frame per image, positioned by its folder-format name and/or ``poses`` (by file name)."""
-    from .images import read_image
-
-    for p in images:
-        p = Path(p)
-        kf = folder_keyframe(p) if "@" in p.name else {}
-        if poses is not None:
-            kf.update(poses.get(p.name, {}))
-        kf.update(session=session, source=str(p.resolve()))
-        yield Frame(lambda p=p: read_image(p), kf)
-
-
-def thin_frames(frames: Iterable[Frame], min_interval_s: float = 0.0, min_distance_m: float = 0.0) -> Iterator[Frame]:
-    """The frames the node's keyframe policy would keep (time and travelled distance; no novelty test).
-
-    Every frame needs a ``stamp``; its ``pose`` (if any) measures the distance travelled.
-    """
-    from .loopclosure import KeyframePolicy
-
-    policy = KeyframePolicy(min_interval_s, min_distance_m)
-    for fr in frames:
-        stamp = fr.keyframe["stamp"]
-        if policy.due(stamp, fr.keyframe.get("pose")):
-            policy.accept(stamp)
-            yield fr
-
-
-def frames_from_bag(
-    bag: BagSpec, session: str, min_interval_s: float = 0.0, min_distance_m: float = 0.0
-) -> Iterator[Frame]:
-    """The bag's images with poses interpolated to their stamps, thinned by time and distance."""
-    from .bagio import read_frames
-
-    frames = (
-        Frame(lambda im=fr.image: im, {"stamp": fr.stamp, "pose": fr.pose, "session": session, "source": fr.source})
-        for fr in read_frames(bag.path, bag.image_topic, bag.pose_topic)
-    )
-    return thin_frames(frames, min_interval_s, min_distance_m)
-
-
-# -- building ----------------------------------------------------------------------------------
 
 
 def auto_index(total: int) -> str:

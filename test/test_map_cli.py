@@ -236,7 +236,7 @@ def test_mapbuild_library_call_returns_the_map(route, tmp_path):
 
 
 def test_thin_frames_keeps_what_the_keyframe_policy_keeps():
-    from structvpr_core.mapbuild import Frame, thin_frames
+    from structvpr_core.mapsources import Frame, thin_frames
 
     frames = [Frame(lambda: None, {"stamp": 10.0 + 0.5 * i, "pose": Pose((0.5 * i, 0.0, 0.0))}) for i in range(9)]
     assert [f.keyframe["stamp"] for f in thin_frames(frames, min_interval_s=1.0)] == [10.0, 11.0, 12.0, 13.0, 14.0]

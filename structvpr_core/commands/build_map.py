@@ -116,8 +116,9 @@ def conf_from_args(args) -> dict:
 def run(args) -> int:
     from ..errors import ConfigError
     from ..images import check_input_size
-    from ..mapbuild import BagSpec, build
+    from ..mapbuild import build
     from ..mapdb.storage import human_bytes
+    from ..mapsources import BagSpec
 
     check_input_size(args.size, "--size")
 
