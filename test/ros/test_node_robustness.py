@@ -427,6 +427,7 @@ def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(
 
     from structvpr_core.images import read_image
     from structvpr_core.mapdb import MapDatabase
+    from structvpr_msgs.msg import LoopClosureCandidates
     from structvpr_ros.image_conversion import bgr_to_image
 
     maps = tmp_path / "maps"
@@ -437,6 +438,10 @@ def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(
     pub = ros_node.create_publisher(
         Image, "/mapping_fail/image_raw", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
     )
+    answered: set[int] = set()
+    sub = ros_node.create_subscription(
+        LoopClosureCandidates, "/mapfail/structvpr/loop_closures", lambda m: answered.add(m.header.stamp.sec), 10
+    )
     try:
         node.wait_ready(ros_node, "/mapping_fail/image_raw")
         assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10)
@@ -444,7 +449,9 @@ def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(
             header = Header(frame_id="cam")
             header.stamp.sec = 100 + 10 * i
             pub.publish(bgr_to_image(read_image(corridor_map["queries"][q]), header))
-            time.sleep(0.5)
+            # One at a time, each until the node has answered it: on a loaded machine a frame sent
+            # while the node is busy would replace the waiting one (that is the design).
+            assert spin_until(ros_node, lambda sec=header.stamp.sec: sec in answered, 30), node.output()[-2000:]
         # The disk goes away under the running node: its map directory is now a file.
         os.rename(maps, tmp_path / "maps_gone")
         maps.write_text("not a directory any more")
@@ -460,6 +467,7 @@ def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(
     finally:
         code = node.stop()
         ros_node.destroy_publisher(pub)
+        ros_node.destroy_subscription(sub)
     out = node.output()
     assert code == 1, out[-3000:]
     assert "[ERROR]" in out and "save failed:" in out  # ~/save_map's failure, at ERROR
