@@ -2,7 +2,8 @@
 
 rclpy start-up and shut-down, user errors on one line, and the exit codes: 0 when the work ends
 or is interrupted (Ctrl-C raises ``KeyboardInterrupt``; SIGTERM shuts the context down, so
-spinning raises ``ExternalShutdownException``: both are a normal end, as in ros2/demos), 1 for a
+spinning raises ``ExternalShutdownException``, or rclpy's ``RCLError`` when the signal lands while
+the executor builds its wait set: all a normal end, as in ros2/demos), 1 for a
 ``StructVPRError`` (a user error: one line, no traceback), 2 for malformed ``--ros-args``.
 rclpy is imported only when used, so that ``--help`` and argument errors need no ROS.
 """
@@ -38,6 +39,11 @@ def run_with_rclpy(prog: str, rclpy_args: list[str] | None, work: Callable[[], o
         work()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # rclpy's shutdown race: a signal shut the context down while the executor was building
+        # its wait set ("RCLError: ... the given context is not valid"): the same normal end.
+        if rclpy.ok():
+            raise
     except StructVPRError as e:
         print_error(prog, str(e))
         return 1

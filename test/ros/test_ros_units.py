@@ -429,3 +429,23 @@ def test_command_line_values_reads_ros_sections_and_node_prefixes():
     argv = ["prog", "-p", "top_k:=1", "--ros-args", "-p", "top_k:=abc", "--params-file", "f.yaml", "-r", "a:=b",
             "--param", "structvpr:verify:=maybe", "-p", "other_node:min_score:=2", "--", "-p", "mode:=x"]  # fmt: skip
     assert command_line_values(argv, {"structvpr", "/structvpr"}) == {"top_k": "abc", "verify": "maybe"}
+
+
+def test_shutdown_race_in_spin_is_a_normal_end_and_other_runtime_errors_are_not():
+    """A signal that shuts the context down while the executor builds its wait set makes spin raise
+    rclpy's RCLError (a RuntimeError); run_with_rclpy must end with 0 then, and only then."""
+    import rclpy
+
+    from structvpr_ros.entry import run_with_rclpy
+
+    def shutdown_then_fail():
+        rclpy.shutdown()  # what the SIGINT/SIGTERM handler does
+        raise RuntimeError("failed to initialize wait set: the given context is not valid")
+
+    assert run_with_rclpy("test", [], shutdown_then_fail) == 0
+
+    def fail_while_running():
+        raise RuntimeError("a real bug")
+
+    with pytest.raises(RuntimeError, match="a real bug"):
+        run_with_rclpy("test", [], fail_while_running)
