@@ -1,4 +1,6 @@
-"""Where structvpr keeps what it can recompute: ``$STRUCTVPR_CACHE``, else ``~/.cache/structvpr``."""
+"""Where things are on disk: the cache of what structvpr can recompute (``$STRUCTVPR_CACHE``, else
+``~/.cache/structvpr``) and the small real route shipped in the repository (``datasets/corridor``).
+"""
 
 from __future__ import annotations
 
