@@ -53,3 +53,19 @@ def add_query_arguments(p: argparse.ArgumentParser, *, what: str) -> None:
         default=0,
         help="seed of the random draws of a --query-degrade with ranges (query i uses [seed, i]; default: 0)",
     )
+
+
+def model_conf(args: argparse.Namespace) -> dict:
+    """The ``model`` section of a pipeline step's conf (``mapbuild.MODEL_CONF``) from the model flags.
+
+    ``batch_size`` only where the command has ``--batch-size``; otherwise the step's default stays.
+    """
+    conf = {
+        "checkpoint": args.checkpoint,
+        "image_size": tuple(args.size),
+        "device": args.device,
+        "backend": args.backend,
+    }
+    if getattr(args, "batch_size", None) is not None:
+        conf["batch_size"] = args.batch_size
+    return conf

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..mapbuild import AUTO_IVFFLAT_AT, FEATURES, INDEXES
-from ._common import add_backend_argument, add_size_argument
+from ._common import add_backend_argument, add_size_argument, model_conf
 
 NAME = "build-map"
 HELP = "build a map database (faiss index + SQLite keyframes) from images or a rosbag2 bag"
@@ -98,13 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def conf_from_args(args) -> dict:
     """The mapbuild configuration the flags describe."""
     return {
-        "model": {
-            "checkpoint": args.checkpoint,
-            "image_size": tuple(args.size),
-            "device": args.device,
-            "backend": args.backend,
-            "batch_size": args.batch_size,
-        },
+        "model": model_conf(args),
         "index": args.index,
         "verification": {"features": args.features, "max_features": args.max_features},
         "thinning": {"min_interval_s": args.min_interval, "min_distance_m": args.min_distance},

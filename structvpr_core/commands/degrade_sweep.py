@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..data import FORMATS, SPLITS
-from ._common import add_backend_argument, add_size_argument
+from ._common import add_backend_argument, add_size_argument, model_conf
 
 NAME = "degrade-sweep"
 HELP = "Recall@N as the queries get worse (JPEG, downscaling, ...): a table and a plot, for one or more query models"
@@ -83,13 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot: {args.plot}: the plot is a PNG, give a file name ending in .png")
     conf = {
-        "model": {
-            "checkpoint": args.checkpoint,
-            "image_size": tuple(args.size),
-            "device": args.device,
-            "backend": args.backend,
-            "batch_size": args.batch_size,
-        },
+        "model": model_conf(args),
         "query_checkpoints": list(args.query_checkpoint),
         "degradations": args.degrade or list(degrade_sweep.DEFAULT_DEGRADATIONS),
         "seed": args.seed,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_backend_argument, add_query_arguments, add_size_argument
+from ._common import add_backend_argument, add_query_arguments, add_size_argument, model_conf
 
 NAME = "eval-loop"
 HELP = "run a dataset's queries through the loop-closure detector: Recall@N, PR AUC, timings"
@@ -66,12 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def conf_from_args(args) -> dict:
     """The loop_eval configuration the flags describe."""
     return {
-        "model": {
-            "checkpoint": args.checkpoint,
-            "image_size": tuple(args.size),
-            "device": args.device,
-            "backend": args.backend,
-        },
+        "model": model_conf(args),
         "dataset_format": args.format,
         "verification": {
             "enabled": args.verify,
