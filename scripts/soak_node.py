@@ -38,11 +38,9 @@ from structvpr_ros.bench_node import (  # noqa: E402  (after the path set-up, to
     TOPIC_IN,
     TOPIC_OUT,
     Collector,
-    _stop,
-    _wait_for,
-    build_map,
-    ros_env,
-    write_node_params,
+    start_node,
+    stop_node,
+    wait_for,
 )
 
 
@@ -79,34 +77,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="structvpr-soak-") as tmp:
         work = Path(tmp)
-        env = ros_env(work / "ros_log")
-        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE"):
-            if key in env:
-                os.environ[key] = env[key]
-        map_dir, frames = build_map(work, size, args.threads)
-        params = write_node_params(
-            work / "params.yaml",
-            {
-                "map_path": str(map_dir),
-                "image_width": size[0],
-                "image_height": size[1],
-                "device": "cpu",
-                "cpu_threads": args.threads,
-                "image_topic": TOPIC_IN,
-            },
-        )
-        log = open(work / "node.log", "wb")  # closed in the finally below
-        node = subprocess.Popen(
-            [sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", "--params-file", str(params)],
-            env=env,
-            cwd=str(REPO),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        node, log, frames, env = start_node(work, size, args.threads)
         collector = replay = None
         result: dict = {"rate_hz": args.rate, "minutes": minutes, "image_size": list(size), "threads": args.threads}
         try:
-            if not _wait_for(lambda: b"ready:" in (work / "node.log").read_bytes() or node.poll() is not None, 300):
+            if not wait_for(lambda: b"ready:" in (work / "node.log").read_bytes() or node.poll() is not None, 300):
                 raise SystemExit("the node did not start")
             if node.poll() is not None:
                 raise SystemExit((work / "node.log").read_text(errors="replace")[-2000:])
@@ -186,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 replay.kill()
             if collector is not None:
                 collector.close()
-            result["node_peak_rss_mb"] = _stop(node)
+            result["node_peak_rss_mb"] = stop_node(node)
             result["node_exit_code"] = node.returncode
             log.close()
     args.json.parent.mkdir(parents=True, exist_ok=True)

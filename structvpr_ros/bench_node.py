@@ -194,32 +194,7 @@ def run(cfg: dict) -> dict:
     threads = int(cfg["threads"])
     with tempfile.TemporaryDirectory(prefix="structvpr-bench-node-") as tmp:
         workdir = Path(tmp)
-        env = ros_env(workdir / "ros_log")
-        os.environ.update(
-            {k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR") if k in env}
-        )
-        if "FASTDDS_DEFAULT_PROFILES_FILE" in env:
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
-        map_dir, frames = build_map(workdir, size, threads)
-        params = write_node_params(
-            workdir / "params.yaml",
-            {
-                "map_path": str(map_dir),
-                "image_width": size[0],
-                "image_height": size[1],
-                "device": "cpu",
-                "cpu_threads": threads,
-                "image_topic": TOPIC_IN,
-            },
-        )
-        log = open(workdir / "node.log", "wb")
-        node = subprocess.Popen(
-            [sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", "--params-file", str(params)],
-            env=env,
-            cwd=str(REPO),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        node, log, frames, env = start_node(workdir, size, threads)
         collector = None
         result: dict = {
             "image_size": list(size),
@@ -228,7 +203,7 @@ def run(cfg: dict) -> dict:
             "frames": f"{frames} (real), upscaled to {size[0]}x{size[1]}, raw bgr8 Image",
         }
         try:
-            ready = _wait_for(lambda: b"ready:" in (workdir / "node.log").read_bytes() or node.poll() is not None, 180)
+            ready = wait_for(lambda: b"ready:" in (workdir / "node.log").read_bytes() or node.poll() is not None, 180)
             if not ready or node.poll() is not None:
                 tail = (workdir / "node.log").read_text(errors="replace")[-800:]
                 return {"skipped": f"the node did not start (exit {node.poll()}): {tail}"}
@@ -242,10 +217,44 @@ def run(cfg: dict) -> dict:
         finally:
             if collector is not None:
                 collector.close()
-            rss = _stop(node)
+            rss = stop_node(node)
             log.close()
         result["node_peak_rss_mb"] = rss
         return result
+
+
+def start_node(workdir: Path, size: tuple[int, int], threads: int) -> tuple[subprocess.Popen, object, Path, dict]:
+    """The structvpr node in localisation against a fresh map of the Corridor reference frames.
+
+    Joins this process to the node's private ROS domain (``ros_env``), builds the map at ``size``,
+    starts ``structvpr_ros.vpr_node`` with its log in ``workdir/node.log``. Returns (process, open
+    log file — close it after ``stop_node``, query frames folder, the node's environment).
+    """
+    env = ros_env(workdir / "ros_log")
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE"):
+        if key in env:
+            os.environ[key] = env[key]
+    map_dir, frames = build_map(workdir, size, threads)
+    params = write_node_params(
+        workdir / "params.yaml",
+        {
+            "map_path": str(map_dir),
+            "image_width": size[0],
+            "image_height": size[1],
+            "device": "cpu",
+            "cpu_threads": threads,
+            "image_topic": TOPIC_IN,
+        },
+    )
+    log = open(workdir / "node.log", "wb")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "structvpr_ros.vpr_node", "--ros-args", "--params-file", str(params)],
+        env=env,
+        cwd=str(REPO),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return node, log, frames, env
 
 
 def write_node_params(path: Path, params: dict) -> Path:
@@ -255,7 +264,7 @@ def write_node_params(path: Path, params: dict) -> Path:
     return path
 
 
-def _wait_for(done, timeout: float) -> bool:
+def wait_for(done, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
@@ -264,7 +273,7 @@ def _wait_for(done, timeout: float) -> bool:
     return True
 
 
-def _stop(proc: subprocess.Popen) -> float | None:
+def stop_node(proc: subprocess.Popen) -> float | None:
     """SIGTERM the node (it shuts down cleanly), SIGKILL if it hangs; its peak RSS in MB."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
