@@ -16,6 +16,11 @@ from collections.abc import Callable
 from structvpr_core.errors import StructVPRError
 
 
+def own_arguments(argv: list[str]) -> list[str]:
+    """The program's own arguments: those before ``--ros-args`` (the rest are rcl's)."""
+    return argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+
+
 def print_error(prog: str, message: str) -> None:
     """``<prog>: error: <message>`` on stderr, the one-line form of every user error."""
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)

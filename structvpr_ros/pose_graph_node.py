@@ -39,7 +39,7 @@ from structvpr_core.errors import ConfigError
 from structvpr_core.geometry import Pose, interpolate_pose, quat_to_matrix
 
 from .candidates_msg import pose_to_msg, sec_to_stamp, stamp_to_sec
-from .entry import run_with_rclpy
+from .entry import own_arguments, run_with_rclpy
 from .params import typed_parameters
 from .pose_graph import DOWNWEIGHTED, PoseGraph, PoseGraphConfig, loop_measurement, select_loop, to_pose3
 
@@ -281,7 +281,7 @@ def _run_node() -> None:
 
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv[1:] if args is None else list(args)
-    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    own = own_arguments(argv)
     if "-h" in own or "--help" in own:
         print_help()
         return 0

@@ -33,6 +33,8 @@ import numpy as np
 
 from structvpr_core.errors import StructVPRError
 
+from .entry import own_arguments
+
 PROG = "structvpr_slam_demo"
 IMAGE_TOPIC = "/slam_demo/camera/image_raw"
 CAMERA_INFO_TOPIC = "/slam_demo/camera/camera_info"
@@ -78,7 +80,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--params-file", type=Path, default=None, help="parameters of both nodes (default config/slam_demo.yaml)"
     )
     p.add_argument("--frame-timeout", type=float, default=60.0, help="seconds to wait for the node's answer to a frame")
-    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    own = own_arguments(argv)
     args = p.parse_args(own)
     if args.laps < 2:
         p.error("--laps must be >= 2: the second lap revisits the places of the first")

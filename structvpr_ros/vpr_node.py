@@ -39,7 +39,7 @@ from structvpr_core.images import limit_decoder_pixels
 
 from .candidates_msg import detection_to_msg, stamp_to_sec
 from .debug_image import KeyframeImages, render_debug
-from .entry import run_with_rclpy
+from .entry import own_arguments, run_with_rclpy
 from .frame_failures import ERROR, WARN, FrameFailures, LogLimiter
 from .image_conversion import bgr_to_image, compressed_to_bgr, image_to_bgr
 from .latest_slot import LatestSlot
@@ -535,7 +535,7 @@ def _run_node(argv: list[str]) -> None:
 
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv[1:] if args is None else list(args)
-    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    own = own_arguments(argv)
     if "-h" in own or "--help" in own:
         print_help()
         return 0
