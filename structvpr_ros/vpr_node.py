@@ -27,81 +27,29 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from structvpr_core.errors import ConfigError, MapError
-from structvpr_core.geometry import Pose, interpolate_pose
+from structvpr_core.geometry import Pose
 from structvpr_core.images import limit_decoder_pixels
 
 from .candidates_msg import detection_to_msg, stamp_to_sec
 from .debug_image import KeyframeImages, render_debug
+from .detector_setup import build_detector
 from .entry import own_arguments, run_with_rclpy
-from .frame_failures import ERROR, WARN, FrameFailures, LogLimiter
+from .frame_failures import FrameFailures, LogLimiter
 from .image_conversion import bgr_to_image, compressed_to_bgr, image_to_bgr
 from .latest_slot import LatestSlot
+from .node_health import NodeState, health
 from .params import DESCRIPTIONS, LIVE_PARAMETERS, PARAMETER_NAMES, NodeParams, declare_and_read, with_changes
-from .stats import LATENCY_KEYS, NodeStats
+from .pose_buffer import PoseBuffer
+from .session_save import save_session
+from .stats import NodeStats
 
 NODE_NAME = "structvpr"
-
-
-def build_detector(params: NodeParams, logger):
-    """Extractor + map database + verifier -> LoopClosureDetector, from parameters.
-
-    The extractor embeds the camera frames: query_checkpoint when given (a query encoder for the
-    map's model, accepted by the map only then), else checkpoint. The verifier is made even with
-    verify off (it loads nothing until used), so that verify can be switched on while the node
-    runs, with the configured verify_feature.
-    """
-    from pathlib import Path
-
-    from structvpr_core.extractor import Extractor
-    from structvpr_core.loopclosure import LoopClosureDetector
-    from structvpr_core.mapdb import MapDatabase
-
-    if params.mode == "mapping":  # before the model loads: a session that cannot be saved is refused
-        from structvpr_core.mapdb.storage import check_writable
-
-        check_writable(Path(params.map_path).absolute())
-    if params.cpu_threads > 0:
-        import torch
-
-        torch.set_num_threads(params.cpu_threads)
-    extractor = Extractor(
-        params.query_checkpoint or params.checkpoint or None,
-        device=params.device,
-        backend=params.backend,
-        threads=params.cpu_threads or None,
-        image_size=params.image_size,
-        batch_size=1,
-    )
-    if params.mode == "mapping" and not Path(params.map_path).exists():
-        logger.info(f"mapping: no map at {params.map_path} yet, starting an empty one")
-        mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim)
-    else:
-        try:
-            mapdb = MapDatabase.load(
-                params.map_path,
-                expected_fingerprint=extractor.fingerprint,
-                query_encoder_for=extractor.query_encoder_for,
-            )
-        except MapError as e:
-            if "input_size" in str(e):  # the usual cause: parameters left at another size
-                raise MapError(f"{e}; set the parameters image_width/image_height to the map's input size") from None
-            raise
-    if params.mode == "mapping":
-        from structvpr_core.mapdb.storage import check_writable
-
-        check_writable(Path(params.map_path).absolute(), mapdb.estimated_bytes())  # room for a save
-    from structvpr_core.verify import GeometricVerifier, VerifyConfig
-
-    verifier = GeometricVerifier(VerifyConfig(feature=params.verify_feature))
-    detector = LoopClosureDetector(extractor, mapdb, params.detector_config(), verifier=verifier)
-    return detector, extractor
 
 
 class VprNode(Node):
@@ -139,8 +87,7 @@ class VprNode(Node):
         self._stats = NodeStats()
         self._failures = FrameFailures()  # per-frame failures: counted, logged rate-limited, reported
         self._input_log = LogLimiter()  # unusable camera_info / pose messages
-        self._poses: deque = deque(maxlen=2000)  # (stamp, Pose), newest last
-        self._poses_lock = threading.Lock()
+        self._poses = PoseBuffer()
         self._stop = threading.Event()
         self._worker_error: str | None = None
 
@@ -267,11 +214,7 @@ class VprNode(Node):
         except Exception as e:  # a callback must not raise: it would stop the executor
             self._input_warning(f"ignoring a pose on {self.params.pose_topic} ({e}): {values}")
             return
-        with self._poses_lock:
-            t = stamp_to_sec(stamp)
-            if self._poses and t < self._poses[-1][0]:
-                self._poses.clear()  # time went backwards (bag restarted): forget old poses
-            self._poses.append((t, pose))
+        self._poses.add(stamp_to_sec(stamp), pose)
 
     def _on_save_map(self, request, response):
         if self.params.mode != "mapping":
@@ -292,8 +235,7 @@ class VprNode(Node):
         """Forget the session state and the recent failures; restart processing if it had stopped."""
         with self._lock:
             self._detector.reset()
-        with self._poses_lock:
-            self._poses.clear()
+        self._poses.clear()
         self._failures.reset()
         response.success, response.message = True, "session state reset"
         if self._worker is not None and not self._worker.is_alive() and not self._stop.is_set():
@@ -310,17 +252,6 @@ class VprNode(Node):
         return len(mapdb)
 
     # ---- processing (worker thread) ---------------------------------------------------------
-
-    def _pose_at(self, t: float) -> Pose | None:
-        with self._poses_lock:
-            if not self._poses:
-                return None
-            stamps = [s for s, _ in self._poses]
-            poses = [q for _, q in self._poses]
-        pose = interpolate_pose(stamps, poses, t, max_gap_s=self.params.pose_max_gap_s)
-        if pose is None and stamps[-1] < t <= stamps[-1] + self.params.pose_max_gap_s:
-            pose = poses[-1]  # the image is newer than the newest pose, but not by much
-        return pose
 
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._work, name="structvpr-worker", daemon=True)
@@ -373,7 +304,7 @@ class VprNode(Node):
         stamp = stamp_to_sec(msg.header.stamp)
         if stamp == 0.0:  # an unstamped camera: use arrival time for temporal exclusion
             stamp = self.get_clock().now().nanoseconds * 1e-9
-        pose = self._pose_at(stamp) if p.pose_topic else None
+        pose = self._poses.at(stamp, p.pose_max_gap_s) if p.pose_topic else None
         with self._lock:  # any exception here is the frame's failure (see _handle)
             det = self._detector.process(bgr, stamp, pose=pose, source=f"{p.image_topic}@{stamp:.9f}")
         if not det.is_keyframe:  # the keyframe policy skipped it: nothing to publish
@@ -416,45 +347,32 @@ class VprNode(Node):
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-        s = self._stats.snapshot()
-        p = self.params
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: loop closure", hardware_id=self._device)
         failures, problem = self._failures.status()
-        if self._worker_error or not self._worker.is_alive():
-            status.level = DiagnosticStatus.ERROR
-            status.message = "processing thread stopped (call ~/reset to restart it)"
-        elif failures == ERROR:
-            status.level, status.message = DiagnosticStatus.ERROR, problem
-        elif self._last_save_error:
-            status.level, status.message = DiagnosticStatus.ERROR, f"map not saved: {self._last_save_error}"
-        elif s["input_rate_hz"] == 0.0:
-            status.level = DiagnosticStatus.WARN
-            status.message = f"no images on {self._resolved(p.image_topic)}"
-        elif failures == WARN:
-            status.level, status.message = DiagnosticStatus.WARN, problem
-        else:
-            status.level = DiagnosticStatus.OK
-            status.message = f"processing {s['processing_rate_hz']:.1f} Hz of {s['input_rate_hz']:.1f} Hz input"
-        values = {
-            "input_rate_hz": f"{s['input_rate_hz']:.2f}",
-            "processing_rate_hz": f"{s['processing_rate_hz']:.2f}",
-            "frames_received": s["received"],
-            "frames_processed": s["processed"],
-            "frames_dropped": self._slot.dropped,
-            "frames_malformed": s["malformed"],
-            "frames_failed": s["failed"],
-            "recent_failures": self._failures.recent_count(),
-            "last_failure": self._failures.last.cause if self._failures.last else "",
-            "frames_not_keyframes": s["skipped"],
-            "map_size": len(self._detector.mapdb),
-            "mode": p.mode,
-            "device": self._device,
-            "image_topic": self._resolved(p.image_topic),
-        }
-        for k in LATENCY_KEYS:
-            values[f"{k}_p50"] = f"{s[f'{k}_p50']:.1f}"
-            values[f"{k}_p95"] = f"{s[f'{k}_p95']:.1f}"
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        last = self._failures.last
+        level, message, values = health(
+            NodeState(
+                stats=self._stats.snapshot(),
+                worker_alive=self._worker is not None and self._worker.is_alive(),
+                worker_error=self._worker_error,
+                failures=failures,
+                failure_problem=problem,
+                recent_failures=self._failures.recent_count(),
+                last_failure=last.cause if last else "",
+                last_save_error=self._last_save_error,
+                dropped=self._slot.dropped,
+                map_size=len(self._detector.mapdb),
+                mode=self.params.mode,
+                device=self._device,
+                image_topic=self._resolved(self.params.image_topic),
+            )
+        )
+        status = DiagnosticStatus(
+            name=f"{self.get_fully_qualified_name()}: loop closure",
+            hardware_id=self._device,
+            level=getattr(DiagnosticStatus, level),
+            message=message,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
@@ -478,32 +396,7 @@ class VprNode(Node):
             self._worker.join(timeout=30.0)
         super().destroy_node()
         if started and self.params.mode == "mapping" and self.params.save_map_on_shutdown:
-            self.save_error = self._save_session()
-
-    def _save_session(self) -> str | None:
-        """Save the map to map_path, or else to a fallback location named in the log (beside the
-        map, then under $STRUCTVPR_CACHE) so that the session's keyframes are not lost. Returns
-        None when saved to map_path, else the error the node exits with."""
-        from pathlib import Path
-
-        from structvpr_core.mapdb.storage import fallback_locations
-
-        log, mapdb, target = self.get_logger(), self._detector.mapdb, Path(self.params.map_path)
-        try:
-            saved, failures = mapdb.save_or_fallback(target, fallback_locations(target, time.strftime("%Y%m%d-%H%M%S")))
-        except Exception as e:  # MapError: nowhere worked (or a bug): the keyframes are lost, say so loudly
-            log.error(f"could not save the map, its {len(mapdb)} keyframes are lost: {e}")
-            return f"could not save the map to {target}: {e}"
-        if not failures:
-            log.info(f"saved {len(mapdb)} keyframes to {target}")
-            return None
-        for failure in failures:
-            log.error(f"could not save the map: {failure}")
-        log.error(
-            f"the session's {len(mapdb)} keyframes were saved to {saved} instead: move it to {target} "
-            f"or start the node with map_path:={saved}"
-        )
-        return f"could not save the map to {target} ({failures[0]}); saved to {saved} instead"
+            self.save_error = save_session(self._detector.mapdb, self.params.map_path, self.get_logger())
 
 
 def _own(parameters) -> dict:
