@@ -19,7 +19,7 @@ from ros_helpers import REPO, write_params
 
 from structvpr_core.data.synthetic_route import RouteConfig, make_route, render_frame, yaw_of
 from structvpr_core.geometry import Pose
-from structvpr_ros import slam_demo
+from structvpr_ros import slam_driver
 from structvpr_ros.params import params_from_dict, typed_parameters
 from structvpr_ros.pose_graph import PoseGraphConfig
 from structvpr_ros.slam_eval import ate_rmse, plot_route
@@ -124,11 +124,11 @@ def test_slam_demo_params_are_valid_for_both_nodes(tmp_path):
 
     data = yaml.safe_load((REPO / "config" / "slam_demo.yaml").read_text())
     vpr = params_from_dict({**data["/structvpr"]["ros__parameters"], "map_path": str(tmp_path / "map")})
-    assert (vpr.mode, vpr.verify, vpr.image_topic) == ("mapping", True, slam_demo.IMAGE_TOPIC)
-    assert (vpr.camera_info_topic, vpr.pose_topic) == (slam_demo.CAMERA_INFO_TOPIC, slam_demo.ODOM_TOPIC)
+    assert (vpr.mode, vpr.verify, vpr.image_topic) == ("mapping", True, slam_driver.IMAGE_TOPIC)
+    assert (vpr.camera_info_topic, vpr.pose_topic) == (slam_driver.CAMERA_INFO_TOPIC, slam_driver.ODOM_TOPIC)
     graph = data["/structvpr_pose_graph"]["ros__parameters"]
     settings = typed_parameters(NodeSettings, {k: v for k, v in graph.items() if k in DESCRIPTIONS})
-    assert (settings.odom_topic, settings.candidates_topic) == (slam_demo.ODOM_TOPIC, slam_demo.CANDIDATES_TOPIC)
+    assert (settings.odom_topic, settings.candidates_topic) == (slam_driver.ODOM_TOPIC, slam_driver.CANDIDATES_TOPIC)
 
 
 def _calls(tree, name):
@@ -167,10 +167,10 @@ def test_rviz_config_shows_the_demo_topics_in_the_map_frame():
     manager = config["Visualization Manager"]
     topics = {d["Class"].split("/")[-1] + ":" + d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
     assert topics == {
-        f"Path:{slam_demo.PATH_TOPIC}",
-        f"MarkerArray:{slam_demo.EDGES_TOPIC}",
-        f"Image:{slam_demo.IMAGE_TOPIC}",
-        f"Image:{slam_demo.DEBUG_IMAGE_TOPIC}",
+        f"Path:{slam_driver.PATH_TOPIC}",
+        f"MarkerArray:{slam_driver.EDGES_TOPIC}",
+        f"Image:{slam_driver.IMAGE_TOPIC}",
+        f"Image:{slam_driver.DEBUG_IMAGE_TOPIC}",
     }
     graph = yaml.safe_load((REPO / "config" / "slam_demo.yaml").read_text())["/structvpr_pose_graph"]
     assert manager["Global Options"]["Fixed Frame"] == graph["ros__parameters"]["map_frame"]
