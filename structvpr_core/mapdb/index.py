@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import MapError
 from ..log import get_logger
 from .integrity import check_descriptors, check_file_digest, file_sha256
-from .search import Hits, exclusion_params, search_batched, search_filtered
+from .search import Hits, exclusion_params, gpu_max_k, search_batched, search_filtered
 
 log = get_logger(__name__)
 
@@ -232,10 +232,12 @@ class DescriptorIndex:
                     excluded = _or_in(set(ex.tolist()), excluded)
                 else:
                     params, keep = exclusion_params(self._index, ex)
+        # A GPU copy has a k limit: beyond it the same search runs on the CPU index.
+        limit = {} if index is self._index else {"max_k": gpu_max_k(), "fallback": self._index}
         if excluded is None:
-            hits = search_batched(index, q, k, min_score, params)
+            hits = search_batched(index, q, k, min_score, params, **limit)
         else:
-            hits = search_filtered(index, q, k, min_score, excluded, params)
+            hits = search_filtered(index, q, k, min_score, excluded, params, **limit)
         del keep  # the selectors faiss pointed to were needed until here
         return hits
 
