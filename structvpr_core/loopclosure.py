@@ -75,6 +75,7 @@ class DetectorConfig:
         "keyframe_min_interval_s",
         "keyframe_min_distance_m",
         "keyframe_max_similarity",
+        "label_rescore",
     )
 
     def validate(self, name: Callable[[str], str] = str) -> None:
@@ -186,7 +187,8 @@ class LoopClosureDetector:
         if fp is not None:
             mapdb.check_fingerprint(fp, query_encoder_for=teacher)
         self._label_layout = getattr(extractor, "label_layout", None)
-        self._check_label_rescore(config, mapdb, (fp or {}).get("architecture", "not one"))
+        self._architecture = (fp or {}).get("architecture", "not one")
+        self._check_label_rescore(config, mapdb)
         if teacher is not None and config.mode == "mapping":
             raise ConfigError(
                 "mode mapping: the model is a query encoder (a low-quality-query student): it may query "
@@ -216,9 +218,17 @@ class LoopClosureDetector:
         """Use ``config`` from the next frame on; ConfigError (and the old config kept) if it is bad.
 
         Safe while ``process`` runs in another thread: the config is immutable and ``process``
-        takes it once per frame, so a frame never mixes old and new settings. Only
-        ``DetectorConfig.RUNTIME_FIELDS`` may differ from the current config.
+        takes it once per frame, so a frame never mixes old and new settings.
         """
+        self.check_config(config)
+        if config.verify:
+            self._ensure_verifier()  # before the swap: the worker sees verify=True only with a verifier
+        self.config = config
+
+    def check_config(self, config: DetectorConfig) -> None:
+        """ConfigError if ``set_config(config)`` would refuse it: a bad value, a change to a field
+        outside ``DetectorConfig.RUNTIME_FIELDS``, or label_rescore this model or map cannot give.
+        Changes nothing (the node asks before it accepts a parameter change)."""
         config.validate()
         for f in fields(DetectorConfig):
             if f.name not in DetectorConfig.RUNTIME_FIELDS and getattr(config, f.name) != getattr(self.config, f.name):
@@ -226,16 +236,16 @@ class LoopClosureDetector:
                     f"{f.name}: cannot change while the detector runs, "
                     f"got {getattr(config, f.name)!r} (is {getattr(self.config, f.name)!r})"
                 )
-        if config.verify:
-            self._ensure_verifier()  # before the swap: the worker sees verify=True only with a verifier
-        self.config = config
+        self._check_label_rescore(config, self._mapdb)
 
-    def _check_label_rescore(self, config: DetectorConfig, mapdb, arch: str) -> None:
+    def _check_label_rescore(self, config: DetectorConfig, mapdb) -> None:
         """ConfigError when ``label_rescore`` is asked for and this model or map cannot give it."""
         if not config.label_rescore:
             return
         if self._label_layout is None:
-            raise ConfigError(f"label_rescore: needs a StructVPR++ student (its label parts); the model is {arch}")
+            raise ConfigError(
+                f"label_rescore: needs a StructVPR++ student (its label parts); the model is {self._architecture}"
+            )
         if not mapdb.exact_vectors:
             raise ConfigError(
                 f"label_rescore: the map's {mapdb.index_type} index stores compressed codes, not the "

@@ -15,8 +15,8 @@ Topics:   sub  <image_topic> (Image or CompressedImage), [camera_info_topic], [p
 Services: ~/save_map, ~/reset (std_srvs/Trigger)
 Run:      structvpr_node --ros-args --params-file config/vpr_node.yaml -p map_path:=MAP
 
-The detector's thresholds (top_k, min_score, verify, min_inliers, temporal_exclusion_s and the
-keyframe_* parameters) may be changed while the node runs (`ros2 param set /structvpr top_k 10`):
+The detector's thresholds (top_k, min_score, verify, min_inliers, temporal_exclusion_s, the
+keyframe_* parameters and label_rescore) may be changed while the node runs (`ros2 param set /structvpr top_k 10`):
 they are checked like at start and apply from the next frame. The other parameters are read-only.
 """
 
@@ -169,11 +169,13 @@ class VprNode(Node):
     # ---- parameters changed at run time (executor thread) ---------------------------------
 
     def _check_parameters(self, parameters):
-        """Accept a change only if the new values pass the same checks as at start (no effect yet)."""
+        """Accept a change only if the new values pass the same checks as at start (no effect yet):
+        the parameters' rules, then the detector's (e.g. label_rescore needs a StructVPR++ model)."""
         from rcl_interfaces.msg import SetParametersResult
 
         try:
-            with_changes(self.params, _own(parameters))
+            changed = with_changes(self.params, _own(parameters))
+            self._detector.check_config(changed.detector_config())  # what only the model and map know
         except ConfigError as e:
             return SetParametersResult(successful=False, reason=str(e))
         return SetParametersResult(successful=True)

@@ -384,15 +384,24 @@ def test_label_rescore_refusals(pp_extractor):
     with pytest.raises(ConfigError, match=r"label_rescore: needs a StructVPR\+\+ student .* the model is stand-in"):
         detector(label_rescore=True)
     assert detector().config.label_rescore is False  # off by default
-    det = detector()
-    with pytest.raises(ConfigError, match="label_rescore: cannot change while the detector runs"):
+    det = detector()  # switched on while running: refused for the same reason, the old config kept
+    with pytest.raises(ConfigError, match=r"label_rescore: needs a StructVPR\+\+ student"):
         det.set_config(dataclasses.replace(det.config, label_rescore=True))
+    assert det.config.label_rescore is False
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, pp_extractor.dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     pq = MapDatabase.create(pp_extractor.fingerprint, pp_extractor.dim, index="ivfpq")
     pq.add(x, [{"stamp": 0.0}] * len(x))
     LoopClosureDetector(pp_extractor, pq, DetectorConfig(label_rescore=True))  # untrained ivfpq: still exact
+    live = LoopClosureDetector(pp_extractor, pq, DetectorConfig())
+    live.check_config(dataclasses.replace(live.config, label_rescore=True))  # asks only: nothing changes
+    assert live.config.label_rescore is False
+    live.set_config(dataclasses.replace(live.config, label_rescore=True))
+    assert live.config.label_rescore is True
     pq.train()
     with pytest.raises(ConfigError, match="label_rescore: the map's ivfpq index stores compressed codes"):
         LoopClosureDetector(pp_extractor, pq, DetectorConfig(label_rescore=True))
+    live.set_config(dataclasses.replace(live.config, label_rescore=False))
+    with pytest.raises(ConfigError, match="label_rescore: the map's ivfpq index stores compressed codes"):
+        live.set_config(dataclasses.replace(live.config, label_rescore=True))

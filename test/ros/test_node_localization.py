@@ -323,6 +323,14 @@ def test_bad_value_at_run_time_is_refused_with_a_reason(loc_node, ros_node, para
     assert loc_node.proc.poll() is None
 
 
+def test_label_rescore_on_a_plain_model_is_refused_live_by_the_detector_rule(loc_node, ros_node, param_client):
+    result = _set(ros_node, param_client, "label_rescore", True)
+    assert not result.successful
+    assert "label_rescore: needs a StructVPR++ student" in result.reason, result.reason
+    assert _get(ros_node, param_client, "label_rescore") is False
+    assert loc_node.proc.poll() is None
+
+
 def test_bad_value_leaves_the_detector_as_it_was(loc_node, ros_node, results, corridor_map, param_client, query_pub):
     assert not _set(ros_node, param_client, "top_k", 0).successful
     assert _candidates_for_a_query(ros_node, query_pub, results, corridor_map, 2011) == 5

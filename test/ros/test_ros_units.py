@@ -156,6 +156,7 @@ def test_detector_parameters_follow_the_core(tmp_path):
         "keyframe_min_interval_s",
         "keyframe_min_distance_m",
         "keyframe_max_similarity",
+        "label_rescore",
     }
     assert LIVE_PARAMETERS <= set(DetectorConfig.RUNTIME_FIELDS)
 
