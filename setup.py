@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["structvpr_core", "structvpr_core.*", "structvpr_ros", "structvpr_ros.*"]),
-    package_data={"structvpr_core": ["taxonomies/*.yaml"]},
+    package_data={"structvpr_core": ["taxonomies/*.yaml", "assets/parity/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

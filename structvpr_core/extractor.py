@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 
 from .backends.onnx_cache import cached_onnx, trt_cache_dir
-from .backends.onnx_format import check_onnx_model, is_onnx_file
+from .backends.onnx_format import check_onnx_model, is_onnx_file, read_sidecar
 from .backends.providers import available_providers, plan_backend
 from .backends.runner import Runner
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, ImageError
-from .images import UnreadableImages, check_input_size, resize_image, to_bgr8
+from .images import UnreadableImages, check_input_size, read_image, resize_image, to_bgr8
 
 COLORS = ("bgr", "rgb", "gray", "grey")
 
@@ -108,18 +108,9 @@ class Extractor:
         self.fingerprint, self.dim, self.source, declared = self._identify(onnx_only)
         # A checkpoint has no input size: the student serves its teacher's maps at the size it runs at.
         self.query_encoder_for = None if declared is None else {**declared, "input_size": list(self.image_size)}
-        w, h = self.image_size
-        plan = plan_backend(
-            backend,
-            self.device.type,
-            available_providers(),
-            device_index=self.device.index,
-            onnx_only=onnx_only or onnx_model is not None,
-            half=self.half,
-            trt_cache_dir=str(trt_cache_dir()),
-            max_batch=self.batch_size,
-            input_shape=(3, h, w),
-        )
+        explicit = self.checkpoint if onnx_only else (None if onnx_model is None else Path(onnx_model))
+        file_precision = "fp32" if explicit is None else read_sidecar(explicit).get("precision", "fp32")
+        plan = self._plan(backend, onnx_only=explicit is not None, int8=file_precision == "int8")
         if plan.warning:
             warnings.warn(plan.warning, RuntimeWarning, stacklevel=2)
         if self.half and plan.runtime == "onnxruntime" and plan.name != "tensorrt":
@@ -130,17 +121,18 @@ class Extractor:
         self.onnx_path: Path | None = None
         self.channels_last = False
         self.runner: Runner | None = None
-        if plan.runtime == "onnxruntime":
-            explicit = self.checkpoint if onnx_only else (None if onnx_model is None else Path(onnx_model))
+        self.runtime_choice: dict | None = None  # auto on the CPU: what was measured and why (runtime_choice)
+        if plan.runtime in ("onnxruntime", "openvino"):
             try:
-                self._start_onnxruntime(plan, explicit)
+                plan = self._start_exported(plan, explicit)
             except Exception as e:
                 # auto with the cached export: anything going wrong there must not stop a robot
-                # that PyTorch can serve; a file the user named is their error to see.
-                if backend != "auto" or explicit is not None:
+                # that PyTorch can serve; a file the user named, or a setting ($STRUCTVPR_CPU_RUNTIME),
+                # is their error to see.
+                if backend != "auto" or explicit is not None or isinstance(e, ConfigError):
                     raise
                 warnings.warn(
-                    f"ONNX Runtime unavailable for this model ({e}); running PyTorch instead",
+                    f"{plan.runtime} unavailable for this model ({e}); running PyTorch instead",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -202,9 +194,27 @@ class Extractor:
         self.providers: list[str] = []
         self.precision = "fp16" if self.half else "fp32"
 
-    def _start_onnxruntime(self, plan, explicit: Path | None) -> None:
-        from .backends.ort_backend import OrtRunner
+    def _plan(self, backend: str, *, onnx_only: bool = False, int8: bool = False):
+        from .backends.ov_backend import cpu_precisions
 
+        w, h = self.image_size
+        return plan_backend(
+            backend,
+            self.device.type,
+            available_providers(),
+            device_index=self.device.index,
+            onnx_only=onnx_only,
+            half=self.half,
+            trt_cache_dir=str(trt_cache_dir()),
+            max_batch=self.batch_size,
+            input_shape=(3, h, w),
+            openvino_precisions=cpu_precisions() if self.device.type == "cpu" else None,
+            int8=int8,
+        )
+
+    def _start_exported(self, plan, explicit: Path | None):
+        """Run the ONNX file (``explicit``, else the cached export) with the plan's runtime, or with the
+        one ``auto`` measures fastest on this CPU; returns the plan that runs."""
         if explicit is not None:
             meta = check_onnx_model(explicit, expected_fingerprint=self.fingerprint, image_size=self.image_size)
             path = explicit
@@ -213,12 +223,70 @@ class Extractor:
                 self.fingerprint, self._build_model, source=self.source, query_encoder_for=self.query_encoder_for
             )
             meta = check_onnx_model(path, expected_fingerprint=self.fingerprint, image_size=self.image_size)
-        runner = OrtRunner(
-            path, providers=plan.providers, image_size=self.image_size, dim=self.dim, threads=self.threads
+        runner = None
+        if plan.candidates:
+            plan, runner = self._choose_cpu_runtime(plan, Path(path), meta)
+        self.runner, self.onnx_path = runner or self._make_runner(plan, path), Path(path)
+        self.providers = list(getattr(self.runner, "providers", []))
+        if meta["precision"] == "int8":
+            self.precision = "int8"
+        elif plan.runtime == "openvino":
+            self.precision = plan.precision
+        else:
+            self.precision = "fp16" if (plan.name == "tensorrt" and self.half) else meta["precision"]
+        return plan
+
+    def _make_runner(self, plan, path) -> Runner:
+        if plan.runtime == "openvino":
+            from .backends.ov_backend import OvRunner
+
+            return OvRunner(
+                path, image_size=self.image_size, dim=self.dim, threads=self.threads, precision=plan.precision
+            )
+        from .backends.ort_backend import OrtRunner
+
+        return OrtRunner(path, providers=plan.providers, image_size=self.image_size, dim=self.dim, threads=self.threads)
+
+    def _choose_cpu_runtime(self, plan, path: Path, meta: dict):
+        """``auto`` on the CPU: (the plan of the runtime measured fastest among those that pass parity,
+        its runner when it was measured now); see ``backends.runtime_choice``."""
+        from .backends.ort_backend import default_threads
+        from .backends.runtime_choice import choose_runtime
+        from .paths import parity_images
+
+        int8 = meta["precision"] == "int8"
+
+        def make_runner(name: str) -> Runner:
+            return self._make_runner(self._plan(name, onnx_only=True, int8=int8), path)
+
+        def make_reference():
+            if not int8:
+                try:
+                    import torch  # noqa: F401  (the reference export checks against, when installed)
+
+                    from .backends.torch_backend import TorchRunner
+
+                    model = TorchRunner(self._build_model(), self.device, half=False, channels_last=False, fuse=False)
+                    return model.run, "PyTorch fp32"
+                except ImportError:
+                    pass
+            name = "ONNX Runtime on this int8 export" if int8 else "ONNX Runtime fp32 (PyTorch is not installed)"
+            return make_runner("onnxruntime").run, name
+
+        def batches() -> list[np.ndarray]:
+            return [self.prepare(read_image(p))[None] for p in parity_images()]
+
+        name, runner, record = choose_runtime(
+            plan.candidates,
+            fingerprint=self.fingerprint,
+            precision=meta["precision"],
+            threads=self.threads or default_threads(),
+            make_runner=make_runner,
+            make_reference=make_reference,
+            batches=batches,
         )
-        self.runner, self.onnx_path = runner, Path(path)
-        self.providers = runner.providers
-        self.precision = "fp16" if (plan.name == "tensorrt" and self.half) else meta["precision"]
+        self.runtime_choice = record
+        return self._plan(name, onnx_only=True, int8=int8), runner
 
     def __repr__(self) -> str:
         return (

@@ -26,3 +26,9 @@ def corridor_if_present() -> Path | None:
     """``corridor_root()`` when the route is there (its ground truth exists), else None."""
     root = corridor_root()
     return root if (root / "ground_truth.csv").is_file() else None
+
+
+def parity_images() -> list[Path]:
+    """The real frames shipped with the package for runtime parity checks (``assets/parity``), sorted."""
+    folder = Path(__file__).resolve().parent / "assets" / "parity"
+    return sorted(p for p in folder.glob("*.jpg"))

@@ -51,7 +51,8 @@ DESCRIPTIONS = {
         "student, .pt or .onnx) trained for the map's model. '' = checkpoint. Localization only."
     ),
     "device": "Where the model runs: auto (cuda if available), cuda or cpu.",
-    "backend": "Inference runtime: auto (CUDA torch on a GPU, ONNX Runtime on a CPU), torch, onnxruntime or tensorrt.",
+    "backend": "Inference runtime: auto (CUDA torch on a GPU; on a CPU the fastest runtime that passes parity, "
+    "measured once per machine and model), torch, onnxruntime, openvino, openvino-bf16, openvino-fp16 or tensorrt.",
     "cpu_threads": "CPU threads of the model, torch and ONNX Runtime (0 = library default).",
     "image_width": "Model input width in pixels; must match the map.",
     "image_height": "Model input height in pixels; must match the map.",

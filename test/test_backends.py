@@ -60,7 +60,7 @@ def test_policy_on_cpu():
     with pytest.raises(ConfigError, match="cannot run an ONNX model"):
         plan_backend("torch", "cpu", [CPU_EP], onnx_only=True)
     with pytest.raises(ConfigError, match="backend: expected one of"):
-        plan_backend("openvino", "cpu", [CPU_EP])
+        plan_backend("openvino-int4", "cpu", [CPU_EP])
 
 
 def test_policy_on_cuda():

@@ -1,20 +1,28 @@
 """Which runtime embeds the images: the choice behind ``Extractor(backend=...)``.
 
-A pure function of the request, the device and the ONNX Runtime execution providers that are
-installed, so the policy is testable on any machine:
+A pure function of the request, the device and what is installed (ONNX Runtime's execution
+providers, OpenVINO's CPU precisions), so the policy is testable on any machine:
 
-============ ===================================== =========================================
-backend      on the CPU                            on CUDA (untested here: no GPU)
-============ ===================================== =========================================
-auto         ONNX Runtime (CPU EP); PyTorch with a TensorRT EP when installed, else PyTorch CUDA
-             warning when onnxruntime is missing   (half precision with ``half=True``)
-torch        PyTorch                               PyTorch CUDA
-onnxruntime  ONNX Runtime, CPU EP                  ONNX Runtime, CUDA EP (onnxruntime-gpu)
-tensorrt     error: needs CUDA                     ONNX Runtime, TensorRT EP (+ CUDA, CPU)
-============ ===================================== =========================================
+============== ======================================= =========================================
+backend        on the CPU                              on CUDA (untested here: no GPU)
+============== ======================================= =========================================
+auto           the fastest installed CPU runtime that  PyTorch with a TensorRT EP when installed,
+               passes parity, *measured* on first use  else PyTorch CUDA (half precision with
+               (``runtime_choice``): ONNX Runtime,     ``half=True``)
+               OpenVINO fp32 / bf16 / fp16; PyTorch
+               with a warning when neither is installed
+torch          PyTorch                                 PyTorch CUDA
+onnxruntime    ONNX Runtime, CPU EP                    ONNX Runtime, CUDA EP (onnxruntime-gpu)
+openvino       OpenVINO CPU plugin, fp32               error: OpenVINO runs on the CPU here
+openvino-bf16  OpenVINO, bf16 inference precision      error
+openvino-fp16  OpenVINO, fp16 inference precision      error
+tensorrt       error: needs CUDA                       ONNX Runtime, TensorRT EP (+ CUDA, CPU)
+============== ======================================= =========================================
 
 Why not ONNX Runtime's CUDA EP under ``auto``: for MobileNetV2 it is no faster than PyTorch
-with cuDNN, and PyTorch already gives half precision; TensorRT is the one that is.
+with cuDNN, and PyTorch already gives half precision; TensorRT is the one that is. Why ``auto``
+measures on the CPU instead of ranking the runtimes here: which one is fastest depends on the
+CPU (AMX, AVX-512, VNNI), the input size and the versions, by up to 2x either way.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from .onnx_format import INPUT_NAME
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "openvino-bf16", "openvino-fp16", "tensorrt")
+# The OpenVINO backends and the inference precision each asks of the CPU plugin.
+OPENVINO_BACKENDS = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-fp16": "fp16"}
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
@@ -33,12 +43,17 @@ TRT_EP = "TensorrtExecutionProvider"
 
 @dataclass(frozen=True)
 class BackendPlan:
-    """The resolved choice: ``runtime`` is "torch" or "onnxruntime"; ``providers`` the ORT ones, in order."""
+    """The resolved choice: ``runtime`` is "torch", "onnxruntime" or "openvino"; ``providers`` the ORT
+    ones, in order; ``precision`` OpenVINO's inference precision. ``candidates``: with ``auto`` on the
+    CPU, the backends to measure (``runtime_choice``) when there is more than one; the plan's own
+    runtime is then only the fallback."""
 
     runtime: str
     providers: tuple = ()
     warning: str | None = None  # said once to the user when ``auto`` had to settle for less
-    name: str = field(default="")  # what the extractor reports: torch | onnxruntime | tensorrt
+    name: str = field(default="")  # what the extractor reports: one of BACKENDS but auto
+    precision: str = "fp32"  # OpenVINO's inference precision (fp32 | bf16 | fp16)
+    candidates: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.name:
@@ -56,18 +71,32 @@ def plan_backend(
     trt_cache_dir: str | None = None,
     max_batch: int = 8,
     input_shape: tuple[int, int, int] | None = None,
+    openvino_precisions: Sequence[str] | None = None,
+    int8: bool = False,
 ) -> BackendPlan:
     """Resolve ``backend`` for ``device_type`` ("cpu"/"cuda").
 
     ``available_providers``: ``onnxruntime.get_available_providers()``, or None when
-    onnxruntime is not installed. ``onnx_only``: the model is an ONNX file (no PyTorch weights),
-    so PyTorch cannot run it. ``input_shape`` (C, H, W) sizes TensorRT's optimisation profile.
+    onnxruntime is not installed. ``openvino_precisions``: ``ov_backend.cpu_precisions()``, or
+    None when OpenVINO is not installed. ``onnx_only``: the model is an ONNX file (no PyTorch
+    weights), so PyTorch cannot run it. ``int8``: the ONNX file is an int8 export (``auto`` then
+    measures no reduced float precision on top of it). ``input_shape`` (C, H, W) sizes
+    TensorRT's optimisation profile.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     have = set(available_providers or ())
     ort_missing = available_providers is None
     cuda = device_type == "cuda"
+
+    if backend in OPENVINO_BACKENDS:
+        return _openvino_plan(backend, cuda, openvino_precisions)
+    if backend == "auto" and not cuda:
+        candidates = cpu_candidates(ort_missing, openvino_precisions, int8)
+        if len(candidates) > 1:
+            return BackendPlan("onnxruntime", (CPU_EP,), candidates=candidates)
+        if candidates == ("openvino",):  # OpenVINO but no ONNX Runtime
+            return BackendPlan("openvino", name="openvino")
 
     if backend == "torch":
         if onnx_only:
@@ -113,6 +142,30 @@ def plan_backend(
             return BackendPlan("onnxruntime", (_cuda_provider(device_index), CPU_EP))
         return BackendPlan("onnxruntime", (CPU_EP,))
     return BackendPlan("torch")  # auto on CUDA without TensorRT
+
+
+def cpu_candidates(ort_missing: bool, openvino_precisions: Sequence[str] | None, int8: bool) -> tuple[str, ...]:
+    """The CPU backends ``auto`` measures: ONNX Runtime and OpenVINO at each precision the CPU offers
+    (only fp32 on an int8 export: its float parts stay as exported), in a fixed order."""
+    out = [] if ort_missing else ["onnxruntime"]
+    for name, precision in OPENVINO_BACKENDS.items():
+        if openvino_precisions is not None and precision in openvino_precisions and (precision == "fp32" or not int8):
+            out.append(name)
+    return tuple(out)
+
+
+def _openvino_plan(backend: str, cuda: bool, openvino_precisions: Sequence[str] | None) -> BackendPlan:
+    precision = OPENVINO_BACKENDS[backend]
+    if cuda:
+        raise ConfigError(f"backend {backend!r}: OpenVINO runs on the CPU here; use device cpu")
+    if openvino_precisions is None:
+        raise ConfigError(f"backend {backend!r}: the openvino package is not installed (pip install openvino)")
+    if precision not in openvino_precisions:
+        raise ConfigError(
+            f"backend {backend!r}: this CPU offers OpenVINO {', '.join(openvino_precisions)} only "
+            "(bf16 needs AVX-512 BF16 or AMX, fp16 AVX-512 FP16 or AMX-FP16)"
+        )
+    return BackendPlan("openvino", name=backend, precision=precision)
 
 
 def _cuda_provider(device_index: int | None):

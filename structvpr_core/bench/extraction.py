@@ -1,15 +1,23 @@
-"""Extraction speed, batch 1, per runtime and input size (and int8's Recall@1 change on Corridor).
+"""Extraction speed, batch 1, per runtime, precision and input size (and int8's Recall@1 change on Corridor).
 
 Every variant is timed through the public ``Extractor.embed([image])`` on the same real frame
 (already at the input size), so pre-processing is included alike for all. The repeats are
-interleaved (one call of each variant in turn) so that a shared machine's load shifts all
-variants alike and the ratios stay meaningful (see ``time_interleaved``).
+interleaved (one block of each variant in turn) so that a shared machine's load shifts all
+variants alike and the ratios stay meaningful (see ``time_interleaved``). Each variant's
+descriptors of the 8 parity frames are compared with PyTorch's (``min_cosine_to_torch``): the
+targets count only variants that pass ``runtime_choice.MIN_COSINE`` (int8 aside).
 
 - torch_eager: PyTorch as written (BatchNorm separate, default memory layout);
 - torch_channels_last: the Extractor's PyTorch backend (BatchNorm folded, channels_last);
-- onnxruntime_fp32 / onnxruntime_int8: ONNX Runtime on the fp32 export / its int8 quantisation
-  (calibrated on Corridor reference frames, or on synthetic noise images when absent: labelled);
-- auto: ``Extractor()`` with every option at its default;
+- onnxruntime_fp32: ONNX Runtime on the fp32 export;
+- openvino_fp32 / openvino_bf16 / openvino_fp16: OpenVINO's CPU plugin on the same file at that
+  inference precision (a precision the CPU does not offer is reported as skipped);
+- onnxruntime_int8: ONNX Runtime's quantiser (``structvpr export --int8 --int8-method ort``) on ONNX Runtime;
+- onnxruntime_int8_nncf / openvino_int8_nncf: the NNCF export (``--int8``'s default: accuracy
+  control) on ONNX Runtime / OpenVINO; calibrated on Corridor reference frames, or on synthetic
+  noise images when absent (labelled);
+- auto: ``Extractor()`` with every option at its default, measuring its choice afresh (a cache
+  of its own): the choice and why are reported;
 - structvpr_pp_onnxruntime_fp32: ONNX Runtime fp32 on a StructVPR++ student (ImageNet backbone,
   untrained label head, saved to a temporary checkpoint: the weights do not change the cost), to
   compare with onnxruntime_fp32 (StructVPR) in the ratio ``structvpr_pp_over_structvpr_fp32``.
@@ -26,10 +34,18 @@ VARIANTS = (
     "torch_eager",
     "torch_channels_last",
     "onnxruntime_fp32",
+    "openvino_fp32",
+    "openvino_bf16",
+    "openvino_fp16",
     "onnxruntime_int8",
+    "onnxruntime_int8_nncf",
+    "openvino_int8_nncf",
     "auto",
     "structvpr_pp_onnxruntime_fp32",
 )
+FLOAT_RUNTIMES = ("torch_channels_last", "onnxruntime_fp32", "openvino_fp32", "openvino_bf16", "openvino_fp16")
+INT8_VARIANTS = tuple(v for v in VARIANTS if "int8" in v)
+DEPLOYED_INT8 = "openvino_int8_nncf"  # export --int8's default file on the runtime auto measures faster for it
 
 
 def bench_image(size: tuple[int, int]) -> tuple[np.ndarray, str]:
@@ -80,34 +96,62 @@ def pp_student_checkpoint(workdir: Path) -> Path:
 
 
 def make_extractors(size, threads: int, calibration: list[Path], workdir: Path, pp_checkpoint: Path) -> dict:
+    """{variant: Extractor or {"skipped": reason}} at ``size``."""
+    from ..backends.ov_backend import cpu_precisions
     from ..export import write_int8_export
     from ..extractor import Extractor
 
     fp32 = Extractor(device="cpu", backend="onnxruntime", image_size=size, threads=threads)
-    int8_path = workdir / f"int8_{size[0]}x{size[1]}.onnx"
-    write_int8_export(
-        fp32.onnx_path,
-        int8_path,
-        calibration,
-        fingerprint=fp32.fingerprint,
-        source=fp32.source,
-        image_size=size,
-        progress=False,
-    )
-    return {
+    int8 = {}
+    for method in ("ort", "nncf"):
+        int8[method] = workdir / f"int8_{method}_{size[0]}x{size[1]}.onnx"
+        write_int8_export(
+            fp32.onnx_path,
+            int8[method],
+            calibration,
+            fingerprint=fp32.fingerprint,
+            source=fp32.source,
+            image_size=size,
+            progress=False,
+            method=method,
+        )
+
+    def onnx(backend: str, model=None):
+        return Extractor(device="cpu", backend=backend, image_size=size, threads=threads, onnx_model=model)
+
+    out = {
         "torch_eager": Extractor(
             device="cpu", backend="torch", image_size=size, channels_last=False, fold_batchnorm=False
         ),
         "torch_channels_last": Extractor(device="cpu", backend="torch", image_size=size),
         "onnxruntime_fp32": fp32,
-        "onnxruntime_int8": Extractor(
-            device="cpu", backend="onnxruntime", image_size=size, threads=threads, onnx_model=int8_path
-        ),
-        "auto": Extractor(image_size=size),
-        "structvpr_pp_onnxruntime_fp32": Extractor(
-            pp_checkpoint, device="cpu", backend="onnxruntime", image_size=size, threads=threads
-        ),
     }
+    offered = cpu_precisions() or ()
+    for precision in ("fp32", "bf16", "fp16"):
+        backend = "openvino" if precision == "fp32" else f"openvino-{precision}"
+        out[f"openvino_{precision}"] = (
+            onnx(backend)
+            if precision in offered
+            else {"skipped": f"OpenVINO offers {', '.join(offered) or 'nothing (not installed)'} on this CPU"}
+        )
+    out["onnxruntime_int8"] = onnx("onnxruntime", int8["ort"])
+    out["onnxruntime_int8_nncf"] = onnx("onnxruntime", int8["nncf"])
+    out["openvino_int8_nncf"] = onnx("openvino", int8["nncf"]) if offered else {"skipped": "OpenVINO not installed"}
+    out["auto"] = Extractor(image_size=size)
+    out["structvpr_pp_onnxruntime_fp32"] = Extractor(
+        pp_checkpoint, device="cpu", backend="onnxruntime", image_size=size, threads=threads
+    )
+    return out
+
+
+def parity_to_torch(extractors: dict) -> dict:
+    """{variant: min cosine to PyTorch (torch_eager) on the parity frames}."""
+    from ..images import read_image
+    from ..paths import parity_images
+
+    frames = [read_image(p) for p in parity_images()]
+    ref = extractors["torch_eager"].embed(frames)
+    return {name: float((ex.embed(frames) * ref).sum(axis=1).min()) for name, ex in extractors.items()}
 
 
 def time_interleaved(extractors: dict, image: np.ndarray, repeats: int, warmup: int, block: int = 5) -> dict:
@@ -139,37 +183,72 @@ def time_interleaved(extractors: dict, image: np.ndarray, repeats: int, warmup: 
 
 
 def run(cfg: dict) -> dict:
+    import os
+
     import torch
 
     threads = int(cfg["threads"])
     torch.set_num_threads(threads)
     out: dict = {"threads": threads, "batch": 1, "variants": list(VARIANTS)}
     with tempfile.TemporaryDirectory(prefix="structvpr-bench-") as tmp:
+        # auto measures afresh, as at a first use on this machine (a pinned or cached choice would not say why)
+        os.environ["STRUCTVPR_CACHE"] = str(Path(tmp) / "cache")
+        os.environ.pop("STRUCTVPR_CPU_RUNTIME", None)
         calibration, calib_source = calibration_images(int(cfg["calibration_images"]), Path(tmp))
         pp_checkpoint = pp_student_checkpoint(Path(tmp))
         out["int8_calibration"] = {"images": len(calibration), "source": calib_source}
         for key in cfg["skipped_sizes"]:
             out[key] = {"skipped": "--quick leaves out the largest input size"}
         for w, h in cfg["sizes"]:
-            image, source = bench_image((w, h))
-            extractors = make_extractors((w, h), threads, calibration, Path(tmp), pp_checkpoint)
-            result = time_interleaved(extractors, image, int(cfg["repeats"]), int(cfg["warmup"]))
-            auto = extractors["auto"]
-            result["auto"].update(backend=auto.backend, precision=auto.precision, providers=auto.providers)
-            p50 = {k: v["p50_ms"] for k, v in result.items()}
-            result["image"] = source
-            result["ratios"] = {
-                "auto_over_onnxruntime_fp32": p50["auto"] / p50["onnxruntime_fp32"],
-                "int8_speedup_over_fp32": p50["onnxruntime_fp32"] / p50["onnxruntime_int8"],
-                "onnxruntime_fp32_speedup_over_torch_eager": p50["torch_eager"] / p50["onnxruntime_fp32"],
-                "channels_last_speedup_over_eager": p50["torch_eager"] / p50["torch_channels_last"],
-                "structvpr_pp_over_structvpr_fp32": p50["structvpr_pp_onnxruntime_fp32"] / p50["onnxruntime_fp32"],
-            }
-            if cfg.get("recall") and (w, h) == tuple(cfg["recall_size"]):
-                result["int8_recall"] = int8_recall(extractors["onnxruntime_fp32"], extractors["onnxruntime_int8"])
-            out[f"{w}x{h}"] = result
-            del extractors
+            out[f"{w}x{h}"] = run_size((w, h), cfg, threads, calibration, Path(tmp), pp_checkpoint)
     return out
+
+
+def run_size(size, cfg: dict, threads: int, calibration, workdir: Path, pp_checkpoint: Path) -> dict:
+    from ..backends.runtime_choice import MIN_COSINE
+
+    image, source = bench_image(size)
+    made = make_extractors(size, threads, calibration, workdir, pp_checkpoint)
+    extractors = {k: v for k, v in made.items() if not isinstance(v, dict)}
+    result = time_interleaved(extractors, image, int(cfg["repeats"]), int(cfg["warmup"]))
+    result.update({k: v for k, v in made.items() if isinstance(v, dict)})  # the skipped ones, with why
+    for name, cos in parity_to_torch(extractors).items():
+        result[name]["min_cosine_to_torch"] = cos
+        result[name]["precision"] = extractors[name].precision
+    auto = extractors["auto"]
+    choice = auto.runtime_choice or {}
+    result["auto"].update(
+        backend=auto.backend,
+        precision=auto.precision,
+        providers=auto.providers,
+        chosen=choice.get("chosen", auto.backend),
+        why=choice.get("why", "one runtime installed: nothing to measure"),
+        measured=choice.get("candidates"),
+    )
+    p50 = {k: v["p50_ms"] for k, v in result.items() if isinstance(v, dict) and "p50_ms" in v}
+    passing = {k: p50[k] for k in FLOAT_RUNTIMES if k in p50 and result[k]["min_cosine_to_torch"] >= MIN_COSINE}
+    fastest = min(passing, key=passing.get)
+    int8 = {k: p50[k] for k in INT8_VARIANTS if k in p50}
+    best8 = min(int8, key=int8.get)
+    result["image"] = source
+    result["fastest_float_passing_parity"] = fastest
+    result["fastest_int8"] = best8
+    result["ratios"] = {
+        "auto_over_fastest_float": p50["auto"] / passing[fastest],
+        "auto_over_onnxruntime_fp32": p50["auto"] / p50["onnxruntime_fp32"],
+        "int8_speedup_over_fp32": p50["onnxruntime_fp32"] / int8[best8],
+        "int8_speedup_per_variant": {k: p50["onnxruntime_fp32"] / v for k, v in int8.items()},
+        "onnxruntime_fp32_speedup_over_torch_eager": p50["torch_eager"] / p50["onnxruntime_fp32"],
+        "channels_last_speedup_over_eager": p50["torch_eager"] / p50["torch_channels_last"],
+        "structvpr_pp_over_structvpr_fp32": p50["structvpr_pp_onnxruntime_fp32"] / p50["onnxruntime_fp32"],
+    }
+    if cfg.get("recall") and tuple(size) == tuple(cfg["recall_size"]):
+        result["int8_recall"] = {
+            name: int8_recall(extractors["onnxruntime_fp32"], extractors[name])
+            for name in INT8_VARIANTS
+            if name in extractors
+        }
+    return result
 
 
 def int8_recall(fp32, int8) -> dict:

@@ -7,27 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD extensions that decide int8 / fp32 kernel speed (AVX2, AVX-512, VNNI)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return sorted(flags & {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"})
-    except OSError:
-        pass
-    return []
+from ..cpuinfo import cpu_flags, cpu_model
 
 
 def memory_gb() -> float | None:
@@ -68,6 +48,8 @@ def versions() -> dict:
         "torchvision",
         "onnxruntime",
         "onnxruntime-gpu",
+        "openvino",
+        "nncf",
         "onnx",
         "faiss-cpu",
         "faiss-gpu",

@@ -28,9 +28,10 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     variants = result.get("extraction", {}).get("variants", [])
     width = 0.8 / max(1, len(sizes))
     for i, size in enumerate(sizes):
-        p50 = [result["extraction"][size][v]["p50_ms"] for v in variants]
+        p50 = [result["extraction"][size][v].get("p50_ms", 0.0) for v in variants]  # 0: skipped here
         ax.bar(np.arange(len(variants)) + i * width, p50, width, label=size)
-    ax.set_xticks(np.arange(len(variants)) + width * (len(sizes) - 1) / 2, variants, rotation=20, fontsize=8)
+    ticks = np.arange(len(variants)) + width * (len(sizes) - 1) / 2
+    ax.set_xticks(ticks, variants, rotation=35, ha="right", fontsize=7)
     ax.set_ylabel("ms per image (p50), batch 1")
     ax.set_title("extraction")
     ax.legend(fontsize=8)

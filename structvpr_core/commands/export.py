@@ -18,13 +18,17 @@ its soft label masks as a second output "masks" (N, C, H/16, W/16) for the debug
 runners take the "descriptor" output by name.
 
 The fp32 export is compared with PyTorch on real images and is not written unless the cosine of
-every descriptor pair is >= 0.999. With --int8 the model is statically quantised with ONNX
-Runtime (int8 per-channel weights, uint8 activations, MinMax calibration on --calibration
-images; the first stage stays float) and the int8 model is written; its cosine to PyTorch,
-its speed against fp32, and the Recall@1 change on --eval-dataset are printed.
+every descriptor pair is >= 0.999. With --int8 the model is statically quantised (QDQ ONNX) and
+the int8 model is written: by default with NNCF (bias correction, and accuracy control: the
+layers that cost descriptor fidelity most go back to float until the mean cosine to fp32 on the
+calibration images is within --int8-max-drop), or with ONNX Runtime's quantiser (--int8-method
+ort: int8 per-channel weights, uint8 activations, MinMax); the first stage stays float. Its
+cosine to PyTorch, its speed against fp32 on ONNX Runtime and OpenVINO, and the Recall@1 change
+on --eval-dataset (int8 map and queries, and int8 queries on an fp32 map) are printed.
 
 Use the file with: structvpr embed|build-map|query|eval --checkpoint MODEL.onnx (and the node's
-checkpoint parameter); the Extractor runs it with ONNX Runtime (or TensorRT on CUDA).
+checkpoint parameter); the Extractor runs it with ONNX Runtime or OpenVINO (auto: the faster
+on this CPU, see docs/performance.md), or TensorRT on CUDA.
 
 examples:
   structvpr export --imagenet --out mobilenetv2.onnx
@@ -61,6 +65,20 @@ def add_arguments(parser) -> None:
         default=200,
         metavar="N",
         help="calibration images used, spread evenly over DIR (default: 200)",
+    )
+    parser.add_argument(
+        "--int8-method",
+        choices=["nncf", "ort"],
+        default="nncf",
+        help="quantiser: nncf (NNCF with accuracy control: layers that cost descriptor fidelity go back to "
+        "float; default) or ort (ONNX Runtime's quantiser, MinMax)",
+    )
+    parser.add_argument(
+        "--int8-max-drop",
+        type=float,
+        default=None,
+        metavar="D",
+        help="nncf: largest drop of the mean cosine to fp32 on the calibration images (default 0.0005)",
     )
     parser.add_argument(
         "--int8-format",
@@ -126,6 +144,8 @@ def run(args) -> int:
         int8=args.int8,
         calibration=calibration,
         int8_format=args.int8_format,
+        int8_method=args.int8_method,
+        int8_max_drop=args.int8_max_drop,
         keep_float=None if args.int8_float is None else tuple(args.int8_float),
         parity_images=parity_images,
         eval_dataset=dataset if args.int8 else None,
@@ -159,9 +179,11 @@ def report(parity: dict, size: tuple[int, int], dataset_name: str | None) -> lis
             lines.append(f"label masks int8 vs PyTorch: max |difference| {p['masks_max_abs_diff']:.3f}")
     if "speed" in parity:
         t = parity["speed"]
+        per_runtime = ", ".join(f"{k} {v:.1f} ms" for k, v in t.get("int8_ms_per_runtime", {}).items())
         lines.append(
-            f"speed at {size[0]}x{size[1]}, batch 1: fp32 {t['fp32_ms']:.1f} ms, int8 {t['int8_ms']:.1f} ms "
-            f"({t['speedup']:.2f}x)"
+            f"speed at {size[0]}x{size[1]}, batch 1: fp32 (ONNX Runtime) {t['fp32_ms']:.1f} ms, int8 "
+            f"{t['int8_ms']:.1f} ms on {t.get('int8_runtime', 'onnxruntime')} ({t['speedup']:.2f}x)"
+            + (f"; int8 per runtime: {per_runtime}" if per_runtime else "")
         )
     if "recall" in parity:
         rc = parity["recall"]
