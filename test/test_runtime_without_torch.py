@@ -196,3 +196,63 @@ def test_runtime_extra_pins_from_requirements_without_torch(tmp_path):
     assert not any(s.split("==")[0] in ("torch", "torchvision") for s in runtime)
     assert set(sections["train"]) <= pins and runtime <= set(sections["train"])
     assert any(s.startswith("torch==") for s in sections["train"])
+
+
+PP_START = """
+import json, logging, sys
+import cv2
+from structvpr_ros.detector_setup import build_detector
+from structvpr_ros.params import NodeParams
+map_path, model, frame = sys.argv[1:4]
+p = NodeParams(map_path=map_path, checkpoint=model, image_width=160, image_height=120, device="cpu", cpu_threads=1,
+               label_rescore=True)
+detector, extractor = build_detector(p, logging.getLogger("node"))
+image = cv2.imread(frame)
+d = detector.process(image, stamp=1.0e9)
+print(json.dumps({"layout": extractor.label_layout, "masks": list(extractor.masks([image]).shape),
+                  "torch": "torch" in sys.modules, "ids": [c.map_id for c in d.candidates],
+                  "scores": [c.score for c in d.candidates]}))
+"""
+
+
+def test_structvpr_pp_student_export_without_torch(corridor, tmp_path):
+    """A StructVPR++ student's export: label layout, soft masks and label re-scoring in the node, no torch."""
+    import torch
+
+    from structvpr_core.checkpoint import save_checkpoint
+    from structvpr_core.models import PP_RGB_ARCHITECTURE, build_pp_student
+    from structvpr_core.slme import label_retrieval_weights
+
+    torch.manual_seed(0)
+    model = build_pp_student(pretrained=True, weights=label_retrieval_weights(6)).eval()
+    ckpt, onnx_model = tmp_path / "pp.pt", tmp_path / "pp.onnx"
+    save_checkpoint(ckpt, model, architecture=PP_RGB_ARCHITECTURE, descriptor_dim=model.dim, config={})
+    run(
+        ["export", "--checkpoint", str(ckpt), "--size", *SIZE, "--out", str(onnx_model), "--parity-images",
+         str(corridor / "query"), "--parity-count", "2", "--threads", "1", "--no-progress"],
+        torch=True,
+    )  # fmt: skip
+    run(
+        ["build-map", "--images", str(corridor / "ref"), "--out", str(tmp_path / "map"), "--checkpoint",
+         str(onnx_model), "--size", *SIZE, "--features", "none", "--no-progress"],
+        torch=False,
+    )  # fmt: skip
+    frame = sorted((corridor / "query").iterdir())[5]
+    answers = {}
+    for with_torch in (True, False):
+        prefix = [sys.executable, "-c"] if with_torch else [sys.executable, str(NO_TORCH), "-c"]
+        r = subprocess.run(
+            [*prefix, PP_START, str(tmp_path / "map"), str(onnx_model), str(frame)],
+            capture_output=True, text=True, env=_env(), cwd=str(REPO), timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        answers[with_torch] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert answers[False]["layout"] == [448, 6, 64] and answers[False]["masks"] == [
+        1,
+        6,
+        8,
+        10,
+    ]  # stride 16, rounded up
+    assert answers[False]["torch"] is False
+    assert answers[False]["ids"] and answers[False]["ids"] == answers[True]["ids"]
+    np.testing.assert_allclose(answers[False]["scores"], answers[True]["scores"], atol=1e-5)
