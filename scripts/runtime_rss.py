@@ -66,18 +66,29 @@ def torch_mapped(pid: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, required=True, help="exported .onnx model (with its sidecar)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="exported .onnx model (with its sidecar); default: none, i.e. the node's "
+        "default model (the ImageNet RGB branch, backend auto: needs torch)",
+    )
+    p.add_argument(
+        "--size", nargs=2, type=int, default=(640, 480), metavar=("W", "H"), help="input size without --model"
+    )
     p.add_argument("--frames", type=int, default=2000, help="frames to publish (default 2000)")
     p.add_argument("--rate", type=float, default=10.0, help="camera rate in Hz (default 10)")
     p.add_argument("--threads", type=int, default=1, help="node CPU threads (default 1)")
     p.add_argument("--corridor", type=Path, default=REPO / "datasets" / "corridor", help="Corridor dataset root")
     p.add_argument("--json", type=Path, required=True, help="result file")
     args = p.parse_args(argv)
-    meta = json.loads(Path(str(args.model) + ".json").read_text(encoding="utf-8"))
-    size = tuple(int(v) for v in meta["input_size"])
+    if args.model is not None:
+        size = tuple(int(v) for v in json.loads(Path(str(args.model) + ".json").read_text("utf-8"))["input_size"])
+    else:
+        size = tuple(args.size)
+    model_args = [] if args.model is None else ["--checkpoint", str(args.model)]
     result: dict = {
         "python": sys.executable,
-        "model": str(args.model.resolve()),
+        "model": None if args.model is None else str(args.model.resolve()),
         "image_size": list(size),
         "frames": args.frames,
         "rate_hz": args.rate,
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         subprocess.run(
             [sys.executable, "-m", "structvpr_core.cli", "build-map", "--images", str(args.corridor / "ref"),
-             "--out", str(map_dir), "--checkpoint", str(args.model), "--size", str(size[0]), str(size[1]),
+             "--out", str(map_dir), *model_args, "--size", str(size[0]), str(size[1]),
              "--device", "cpu", "--no-progress"],
             env=env, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -105,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             work / "params.yaml",
             {
                 "map_path": str(map_dir),
-                "checkpoint": str(args.model.resolve()),
+                "checkpoint": "" if args.model is None else str(args.model.resolve()),
                 "image_width": size[0],
                 "image_height": size[1],
                 "device": "cpu",
