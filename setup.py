@@ -1,10 +1,28 @@
 """ament_python package structvpr_ros, which also ships the ROS-free core structvpr_core."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 package_name = "structvpr_ros"
+
+
+def pinned(*names: str) -> list[str]:
+    """``name==version`` for each name, from requirements.txt: the one place versions are pinned."""
+    pins = {}
+    for line in (Path(__file__).resolve().parent / "requirements.txt").read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if "==" in spec:
+            pins[spec.split("==", 1)[0].strip().lower()] = spec
+    return [pins[name] for name in names]
+
+
+# What runs an exported model (structvpr build-map / query / eval / embed and the node with an
+# .onnx checkpoint): no PyTorch. ROS itself comes from ROS 2 or requirements-ros.txt (README).
+RUNTIME = ("numpy", "onnxruntime", "faiss-cpu", "opencv-python-headless", "pyyaml", "tqdm", "rosbags")
+# Export, training, .pt checkpoints and the ImageNet model: PyTorch and what goes with it.
+TRAIN = ("torch", "torchvision", "onnx", "filelock", "scipy", "matplotlib")
 
 setup(
     name=package_name,
@@ -20,10 +38,13 @@ setup(
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
         (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
     ],
-    # Runtime dependencies are pinned in requirements.txt (installed by `make setup`);
-    # they are not repeated here so that a ROS install or a CUDA torch is never replaced.
+    # Dependencies are pinned in requirements.txt (installed by `make setup`); none is required
+    # here so that a ROS install or a CUDA torch is never replaced. The extras take their pins
+    # from it: `pip install ".[runtime]"` runs exported models without torch (README).
     install_requires=["setuptools"],
     extras_require={
+        "runtime": pinned(*RUNTIME),
+        "train": pinned(*RUNTIME, *TRAIN),
         "segformer": ["transformers"],
         "gpu": ["faiss-gpu-cu12"],
     },

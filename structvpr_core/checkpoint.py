@@ -48,11 +48,11 @@ def save_checkpoint(
     ``config`` may be a dataclass or plain data; it is stored as plain data. ``extra`` holds any
     further plain data (epoch, metrics, optimiser state for resuming, ...).
     """
-    import torch
-
+    from .devices import require_torch
     from .models import DIMS
     from .models import descriptor_dim as expected_dim
 
+    torch = require_torch("saving a checkpoint")
     if architecture not in DIMS:
         raise CheckpointError(f"{path}: unknown architecture {architecture!r} (known: {', '.join(DIMS)})")
     model_args = dict(model.init_kwargs()) if hasattr(model, "init_kwargs") else {}
@@ -85,11 +85,12 @@ def load_checkpoint(
     import pickle
     import zipfile
 
-    import torch
+    from .devices import require_torch
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    torch = require_torch(f"{path}: a PyTorch checkpoint")
     corrupted = CheckpointError(f"{path}: not a readable checkpoint (corrupted or truncated file)")
     # torch.save writes a zip archive: a truncated one has lost its central directory, and
     # torch does not check the archive's CRC-32s, so damaged tensor bytes would load silently.

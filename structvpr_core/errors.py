@@ -32,3 +32,7 @@ class DatasetError(StructVPRError):
 
 class MapError(StructVPRError):
     """A map database is missing, corrupted or was built with another model."""
+
+
+class MissingDependencyError(StructVPRError):
+    """An optional package a feature needs is not installed (e.g. PyTorch in a runtime-only install)."""

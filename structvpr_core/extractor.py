@@ -347,13 +347,13 @@ class Extractor:
     def label_layout(self) -> tuple[int, int, int] | None:
         """(global_dim, clusters, label_dim) of a StructVPR++ student's descriptors, else None:
         what ``models.label_features.split_descriptor`` needs to take one apart."""
-        from .models import PP_RGB_ARCHITECTURE, RGBBranch
+        from .models import DIMS, PP_RGB_ARCHITECTURE, RGB_ARCHITECTURE
 
         if self.fingerprint["architecture"] != PP_RGB_ARCHITECTURE or not self.has_masks:
             return None
-        clusters = int(self.runner.mask_channels)
-        label_dim, rest = divmod(self.dim - RGBBranch.dim, clusters)
-        return None if rest or label_dim < 1 else (RGBBranch.dim, clusters, label_dim)
+        clusters, global_dim = int(self.runner.mask_channels), DIMS[RGB_ARCHITECTURE]
+        label_dim, rest = divmod(self.dim - global_dim, clusters)
+        return None if rest or label_dim < 1 else (global_dim, clusters, label_dim)
 
     def masks(self, images: Sequence[np.ndarray], color: str = "bgr") -> np.ndarray:
         """The soft label masks (N, C, H/16, W/16) float32 of a StructVPR++ student (each pixel sums to 1).

@@ -11,7 +11,7 @@ Per incoming frame ``LoopClosureDetector.process``:
    current session newer than ``stamp - temporal_exclusion_s`` are excluded (the robot is
    trivially "here" where it was a moment ago); with ``label_rescore`` (StructVPR++ students
    only, off by default) re-order them by the label-aware alignment of
-   ``models.label_features.aligned_scores`` on the stored map descriptors, which becomes their score;
+   ``models.label_scores.aligned_scores`` on the stored map descriptors, which becomes their score;
 4. optionally verify the candidates geometrically, re-rank them by inliers and drop those
    with fewer than ``min_inliers``;
 5. in mapping mode add the keyframe (with local features when verifying) to the map.
@@ -254,7 +254,7 @@ class LoopClosureDetector:
 
     def _rescore(self, desc: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
         """Candidates re-ordered (best first) by the label-aware alignment, which becomes their score."""
-        from .models.label_features import aligned_scores
+        from .models.label_scores import aligned_scores
 
         if not candidates:
             return candidates

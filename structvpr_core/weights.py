@@ -53,7 +53,9 @@ def imagenet_weights_path() -> Path:
     override = os.environ.get(ENV_OVERRIDE)
     if override:
         return Path(override).expanduser()
-    import torch
+    from .devices import require_torch
+
+    torch = require_torch("the ImageNet model (no checkpoint given)")
 
     return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILENAME
 

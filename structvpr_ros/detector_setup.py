@@ -30,10 +30,6 @@ def build_detector(params: NodeParams, logger):
 
     if params.mode == "mapping":  # before the model loads: a session that cannot be saved is refused
         check_writable(Path(params.map_path).absolute())
-    if params.cpu_threads > 0:
-        import torch
-
-        torch.set_num_threads(params.cpu_threads)
     extractor = Extractor(
         params.query_checkpoint or params.checkpoint or None,
         device=params.device,
@@ -42,6 +38,12 @@ def build_detector(params: NodeParams, logger):
         image_size=params.image_size,
         batch_size=1,
     )
+    if params.cpu_threads > 0 and extractor.backend == "torch":
+        # ONNX Runtime got the count above; only PyTorch itself is told here, so that an exported
+        # model never loads torch (a runtime-only install has none).
+        import torch
+
+        torch.set_num_threads(params.cpu_threads)
     if params.mode == "mapping" and not Path(params.map_path).exists():
         logger.info(f"mapping: no map at {params.map_path} yet, starting an empty one")
         mapdb = MapDatabase.create(extractor.fingerprint, extractor.dim)

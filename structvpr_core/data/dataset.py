@@ -90,12 +90,26 @@ class PlaceDataset:
 
 
 def radius_neighbours(db_coords: np.ndarray, q_coords: np.ndarray, radius: float) -> list[np.ndarray]:
-    """For each query, the sorted indices of database points within ``radius`` (inclusive), by KD-tree."""
-    from scipy.spatial import cKDTree
+    """For each query, the sorted indices of database points within ``radius`` (inclusive), by KD-tree.
 
+    Without SciPy (a runtime-only install) the same answer by brute force in float64, in blocks.
+    """
     db = np.asarray(db_coords, dtype=np.float64)
     q = np.asarray(q_coords, dtype=np.float64)
     if len(db) == 0 or len(q) == 0:
         return [np.zeros(0, dtype=np.int64) for _ in range(len(q))]
+    try:
+        from scipy.spatial import cKDTree
+    except ImportError:
+        return _radius_neighbours_brute(db, q, float(radius))
     hits = cKDTree(db).query_ball_point(q, r=float(radius))
     return [np.asarray(sorted(h), dtype=np.int64) for h in hits]
+
+
+def _radius_neighbours_brute(db: np.ndarray, q: np.ndarray, radius: float) -> list[np.ndarray]:
+    step = max(1, (1 << 22) // len(db))  # ~32 MB of float64 distances per block
+    out: list[np.ndarray] = []
+    for start in range(0, len(q), step):
+        d2 = ((q[start : start + step, None, :] - db[None, :, :]) ** 2).sum(axis=2)
+        out.extend(np.flatnonzero(row <= radius * radius).astype(np.int64) for row in d2)
+    return out
