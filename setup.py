@@ -20,9 +20,9 @@ def pinned(*names: str) -> list[str]:
 
 # What runs an exported model (structvpr build-map / query / eval / embed and the node with an
 # .onnx checkpoint): no PyTorch. ROS itself comes from ROS 2 or requirements-ros.txt (README).
-RUNTIME = ("numpy", "onnxruntime", "faiss-cpu", "opencv-python-headless", "pyyaml", "tqdm", "rosbags")
+RUNTIME = ("numpy", "onnxruntime", "openvino", "faiss-cpu", "opencv-python-headless", "pyyaml", "tqdm", "rosbags")
 # Export, training, .pt checkpoints and the ImageNet model: PyTorch and what goes with it.
-TRAIN = ("torch", "torchvision", "onnx", "filelock", "scipy", "matplotlib")
+TRAIN = ("torch", "torchvision", "onnx", "nncf", "filelock", "scipy", "matplotlib")
 
 setup(
     name=package_name,

@@ -6,11 +6,19 @@ README) runs an exported ``.onnx`` model with ONNX Runtime and has no torch. The
 ``require_torch`` is how a torch-only feature (a ``.pt`` checkpoint, the ImageNet model, backend
 torch, CUDA through torch, export, training) asks for it: a one-line ``MissingDependencyError``
 naming what to install instead of an ImportError traceback.
+
+Where PyTorch is installed but not yet imported (a node or a CLI command running an exported
+model), ``auto`` and ``cpu`` still answer without importing it when no NVIDIA device is present
+(``cuda_device_present`` asks the driver directly): importing torch costs ~470 MB of resident
+memory that a process running ONNX Runtime or OpenVINO never needs. The torch paths turn the
+``CpuDevice`` into a ``torch.device`` when they start (``as_torch_device``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import re
+import sys
 
 from .errors import ConfigError, MissingDependencyError
 
@@ -51,16 +59,41 @@ def require_torch(what: str):
     return torch
 
 
+def cuda_device_present() -> bool:
+    """Whether the NVIDIA driver reports at least one device, asked through libcuda (no PyTorch import)."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        try:
+            count = ctypes.c_int(0)
+            return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+        except AttributeError:  # pragma: no cover - not a CUDA driver library
+            return False
+    return False
+
+
+def as_torch_device(device):
+    """``device`` as a ``torch.device`` (a ``CpuDevice`` becomes ``torch.device("cpu")``)."""
+    torch = require_torch(f"device {device}")
+    return device if isinstance(device, torch.device) else torch.device(str(device))
+
+
 def resolve_device(device: str):
     """``auto`` → cuda when available, else cpu; an explicit cuda without CUDA is a ConfigError.
 
-    A ``torch.device``; without PyTorch, ``auto`` and ``cpu`` give a ``CpuDevice`` and ``cuda``
+    A ``torch.device`` when PyTorch is already imported or CUDA is asked for or present; else
+    ``auto`` and ``cpu`` give a ``CpuDevice`` (see the module docstring). Without PyTorch, ``cuda``
     is a MissingDependencyError (CUDA runs through PyTorch here).
     """
     if not isinstance(device, str) or not _DEVICE.match(device):
         _bad(device)
-    if not device.startswith("cuda") and not torch_available():
-        return CpuDevice()
+    if not device.startswith("cuda") and "torch" not in sys.modules:
+        if device != "auto" or not cuda_device_present():
+            return CpuDevice()
+        if not torch_available():
+            return CpuDevice()
     torch = require_torch(f"device {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

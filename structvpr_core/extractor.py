@@ -185,6 +185,9 @@ class Extractor:
 
     def _start_torch(self, channels_last: bool | None, fold_batchnorm: bool) -> None:
         from .backends.torch_backend import TorchRunner
+        from .devices import as_torch_device
+
+        self.device = as_torch_device(self.device)
 
         self.channels_last = (self.device.type == "cpu") if channels_last is None else bool(channels_last)
         self.runner = TorchRunner(

@@ -22,11 +22,15 @@ from .runner import l2_normalise
 
 
 def default_threads() -> int:
-    try:
-        import torch
+    """PyTorch's thread count when PyTorch is already imported (so ``torch.set_num_threads`` keeps its
+    meaning), else ``$OMP_NUM_THREADS``, else the cores: never imports torch just to ask."""
+    import sys
 
-        return max(1, int(torch.get_num_threads()))
-    except ImportError:
+    if "torch" in sys.modules:
+        return max(1, int(sys.modules["torch"].get_num_threads()))
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
+    except ValueError:
         return max(1, os.cpu_count() or 1)
 
 

@@ -19,8 +19,10 @@ class TorchRunner:
     def __init__(self, model, device, *, half: bool = False, channels_last: bool = False, fuse: bool = True) -> None:
         import torch
 
+        from ..devices import as_torch_device
         from ..models.fusion import fuse_conv_bn
 
+        device = as_torch_device(device)
         self.device = device
         self.half = bool(half)
         self.channels_last = bool(channels_last)
