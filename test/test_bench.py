@@ -63,7 +63,8 @@ def test_quick_bench_has_the_agreed_shape(quick):
             assert "skipped" in stats  # a precision this CPU does not offer is said, not timed
             continue
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p95_ms"] and stats["repeats"] == 3
-        assert 0.9 < stats["min_cosine_to_torch"] <= 1.0 + 1e-6
+        if v != "structvpr_pp_onnxruntime_fp32":  # another model: nothing to compare with
+            assert 0.9 < stats["min_cosine_to_torch"] <= 1.0 + 1e-6
     assert ex["320x240"]["onnxruntime_fp32"]["min_cosine_to_torch"] >= 0.9999
     auto = ex["320x240"]["auto"]  # measured afresh in the bench: the choice, why, and what was measured
     assert auto["chosen"] == auto["backend"] in auto["measured"] and "fastest" in auto["why"]

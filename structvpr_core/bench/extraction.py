@@ -145,13 +145,19 @@ def make_extractors(size, threads: int, calibration: list[Path], workdir: Path, 
 
 
 def parity_to_torch(extractors: dict) -> dict:
-    """{variant: min cosine to PyTorch (torch_eager) on the parity frames}."""
+    """{variant: min cosine to PyTorch (torch_eager) on the parity frames}, for the variants of the
+    same model (the StructVPR++ student is another model: not compared)."""
     from ..images import read_image
     from ..paths import parity_images
 
     frames = [read_image(p) for p in parity_images()]
-    ref = extractors["torch_eager"].embed(frames)
-    return {name: float((ex.embed(frames) * ref).sum(axis=1).min()) for name, ex in extractors.items()}
+    reference = extractors["torch_eager"]
+    ref = reference.embed(frames)
+    return {
+        name: float((ex.embed(frames) * ref).sum(axis=1).min())
+        for name, ex in extractors.items()
+        if ex.fingerprint == reference.fingerprint
+    }
 
 
 def time_interleaved(extractors: dict, image: np.ndarray, repeats: int, warmup: int, block: int = 5) -> dict:
@@ -214,7 +220,8 @@ def run_size(size, cfg: dict, threads: int, calibration, workdir: Path, pp_check
     result.update({k: v for k, v in made.items() if isinstance(v, dict)})  # the skipped ones, with why
     for name, cos in parity_to_torch(extractors).items():
         result[name]["min_cosine_to_torch"] = cos
-        result[name]["precision"] = extractors[name].precision
+    for name, ex in extractors.items():
+        result[name]["precision"] = ex.precision
     auto = extractors["auto"]
     choice = auto.runtime_choice or {}
     result["auto"].update(
