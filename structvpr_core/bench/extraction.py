@@ -177,15 +177,24 @@ def time_interleaved(extractors: dict, image: np.ndarray, repeats: int, warmup: 
         for fn in calls.values():
             fn()
     times = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
     while min(len(t) for t in times.values()) < repeats:
         for name, fn in calls.items():
             time.sleep(0.1)
             fn()
             for _ in range(min(block, repeats - len(times[name]))):
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t)
-    return {name: summarise(ts) for name, ts in times.items()}
+                cpu[name].append(time.process_time() - c)
+    out = {}
+    for name, ts in times.items():
+        out[name] = summarise(ts)
+        # CPU time of the whole process per call: with one thread it is the work itself, much less
+        # moved by other processes sharing the machine than the wall time is (with more threads it
+        # also counts ONNX Runtime's spinning workers, so compare it at --threads 1 only).
+        out[name]["cpu_p50_ms"] = float(np.percentile(np.asarray(cpu[name]) * 1000.0, 50))
+    return out
 
 
 def run(cfg: dict) -> dict:
@@ -240,6 +249,12 @@ def run_size(size, cfg: dict, threads: int, calibration, workdir: Path, pp_check
     result["image"] = source
     result["fastest_float_passing_parity"] = fastest
     result["fastest_int8"] = best8
+    cpu = {k: v["cpu_p50_ms"] for k, v in result.items() if isinstance(v, dict) and "cpu_p50_ms" in v}
+    result["ratios_cpu_time"] = {
+        "auto_over_fastest_float": cpu["auto"] / min(cpu[k] for k in passing),
+        "int8_speedup_over_fp32": cpu["onnxruntime_fp32"] / min(cpu[k] for k in int8),
+        "int8_speedup_per_variant": {k: cpu["onnxruntime_fp32"] / cpu[k] for k in int8},
+    }
     result["ratios"] = {
         "auto_over_fastest_float": p50["auto"] / passing[fastest],
         "auto_over_onnxruntime_fp32": p50["auto"] / p50["onnxruntime_fp32"],
