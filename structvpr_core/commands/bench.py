@@ -8,7 +8,10 @@ DESCRIPTION = """\
 Measure, in one run, and write as JSON (machine, library versions, threads, and for each figure
 p50/p95/min over repeated runs):
   - extraction latency, batch 1, at 640x480 and 320x240: PyTorch eager, PyTorch channels_last
-    (+ folded BatchNorm), ONNX Runtime fp32, ONNX Runtime int8, and the Extractor's default (auto);
+    (+ folded BatchNorm), ONNX Runtime fp32, OpenVINO fp32/bf16/fp16 (the precisions this CPU
+    offers), int8 (ONNX Runtime's quantiser on ONNX Runtime; NNCF on ONNX Runtime and OpenVINO),
+    and the Extractor's default (auto, measuring its choice afresh: which runtime and why), each
+    variant's cosine to PyTorch, wall and process CPU time, and int8's Recall@1 change on Corridor;
   - map search (MapDatabase) on SYNTHETIC maps of 10^4, 10^5, 10^6 448-d descriptors: flat,
     IVF-PQ, HNSW (and plain faiss IVF-Flat), per-query p50 and top-1 agreement with exact search;
   - the ROS node's end-to-end latency (image published -> candidates received) at 10 and 30 Hz
@@ -17,7 +20,8 @@ p50/p95/min over repeated runs):
   - peak RSS of each part (each runs in its own process).
 Targets of the project are evaluated on the figures and listed under "targets".
 
-The full run takes about 30-60 min on a 2-core machine (the 10^6 maps dominate); --quick is a
+The full run takes about 45-75 min on a 2-core machine (the 10^6 maps and the NNCF int8
+exports with accuracy control dominate); --quick is a
 smoke test (small sizes, few repeats, about a minute). Other load on the machine shifts the
 figures: the load average is recorded at the start and end.
 
@@ -80,8 +84,13 @@ def summary(result: dict) -> str:
     lines = []
     for size, v in result.get("extraction", {}).items():
         if isinstance(v, dict) and "ratios" in v:
-            figures = ", ".join(f"{k} {v[k]['p50_ms']:.1f}" for k in result["extraction"]["variants"])
+            figures = ", ".join(
+                f"{k} {v[k]['p50_ms']:.1f}" for k in result["extraction"]["variants"] if "p50_ms" in v.get(k, {})
+            )
             lines.append(f"extraction {size} p50 ms: {figures}")
+            auto = v.get("auto", {})
+            if "chosen" in auto:
+                lines.append(f"extraction {size} auto: {auto['chosen']} ({auto['why']})")
     for kind, sizes in (result.get("search") or {}).items():
         if isinstance(sizes, dict):
             pts = [
