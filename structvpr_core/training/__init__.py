@@ -7,6 +7,7 @@ Modules, in the order a run uses them:
   ``context``: the ``RunContext`` the stages read; ``budget``: ``--max-steps``;
 - ``mining``: positives (10 m or ground truth), negatives (beyond 25 m), hard-negative cache;
 - ``inputs``: image tensors (RGB branch) and SLME tensors (seg branch), training tuples;
+  ``augment``: the opt-in photometric augmentation of the RGB training tuples (``data.augment``);
 - ``stage`` (the epoch loop), ``stage1``, ``partition_stage``, ``stage2``, ``lqq_stage``;
 - ``batches``: where the loop's batches come from (tuples mined from place labels, or plain
   images); ``validation``: what it validates (Recall@N, or a distillation's loss on held-out images);
@@ -18,7 +19,8 @@ Modules, in the order a run uses them:
 - ``image_sources``: the lqq stage's unlabelled images (folders, rosbag2 topics) and held-out split;
 - ``losses_kd``: triplet, φ-weighted distillation and ICKD formulas; ``embed``: descriptors split over DDP ranks;
 - ``distributed``: process groups (gloo on CPU, nccl on CUDA), seeding;
-- ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there).
+- ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there);
+  ``curves``: the training curve (validation R@N per epoch) from a log.csv as a PNG (``training/plot_curve.py``).
 
 The group partition and φ themselves are in ``structvpr_core.partition``.
 """
