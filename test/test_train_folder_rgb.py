@@ -1,0 +1,137 @@
+"""Stage I of the RGB branch on a real folder-format set without label maps (config/train_nordland64.yaml),
+and the opt-in photometric augmentation of its training tuples (data.augment).
+
+The set: real Corridor frames (datasets/corridor) renamed into the community folder format
+(``train/`` and ``val/``, ``database/`` = the reference pass, ``queries/`` = the query pass,
+``@east@north@`` names with place i at 20·i m, as in the Nordland 64×32 set), resized to 64×32.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from structvpr_core.errors import ConfigError
+from structvpr_core.training.augment import SeasonAugment
+from structvpr_core.training.config import AugmentConfig, load_train_config
+from structvpr_core.training.inputs import InputLoader
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, "training", "train.py")
+CONFIG = os.path.join(REPO, "config", "train_nordland64.yaml")
+
+
+@pytest.fixture(scope="module")
+def folder_set(tmp_path_factory, corridor):
+    """12 training places and 6 validation places of Corridor in the folder format, 64×32, no label maps."""
+    root = tmp_path_factory.mktemp("folder64")
+    refs, queries = sorted((corridor / "ref").iterdir()), sorted((corridor / "query").iterdir())
+    for split, places in (("train", range(0, 12)), ("val", range(12, 18))):
+        for kind, frames, season in (("database", refs, "summer"), ("queries", queries, "winter")):
+            (root / split / kind).mkdir(parents=True)
+            for place in places:
+                frame = frames[place * 5]  # every 5th frame: distinct places
+                image = cv2.resize(cv2.imread(str(frame)), (64, 32), interpolation=cv2.INTER_AREA)
+                cv2.imwrite(str(root / split / kind / f"@{20.0 * place:.2f}@0.00@{season}-{place:05d}.png"), image)
+    return root
+
+
+def _train(out, root, *extra, epochs=2):
+    cmd = [
+        sys.executable,
+        TRAIN,
+        "--config",
+        CONFIG,
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "data.image_size=[64,32]",
+        "--set",
+        f"stage1_rgb.epochs={epochs}",
+        "--set",
+        "stage1_rgb.batch_size=4",
+        "--set",
+        "mining.cache_queries=6",
+        *extra,
+    ]
+    ran = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return out / "stage1_rgb"
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_config_is_stage_one_rgb_on_a_repository_relative_root():
+    cfg = load_train_config(CONFIG)
+    assert cfg.stages == ["stage1_rgb"]
+    assert str(cfg.data.root) == "data/nordland64" and cfg.data.format == "folder"
+    w, h = cfg.data.image_size
+    assert w == 2 * h  # the frames' 2:1 aspect
+    assert (cfg.mining.positive_m, cfg.mining.negative_m) == (10.0, 25.0)
+
+
+def test_stage_one_rgb_trains_and_validates_without_label_maps(folder_set, tmp_path):
+    assert not (folder_set / "labelmaps").exists()
+    stage = _train(tmp_path / "run", folder_set)
+    rows = _rows(stage / "log.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(0 <= float(r["R@1"]) <= float(r["R@5"]) <= float(r["R@10"]) <= 1 for r in rows)
+    done = json.loads((stage / "done.json").read_text())
+    best = max(rows, key=lambda r: float(r["R@1"]))  # the first of equal ones: "better" is strict
+    assert done["best_epoch"] == int(best["epoch"])
+    assert (stage / "best.pt").is_file() and not (tmp_path / "run" / "stage1_seg").exists()
+
+
+def test_augmentation_reaches_the_training_tuples_only(folder_set, tmp_path):
+    plain = _rows(_train(tmp_path / "plain", folder_set, epochs=1) / "steps.csv")
+    # zero strengths: the augmentation is the identity, so the run must be the plain one exactly
+    identity = "data.augment={brightness: 0, contrast: 0, saturation: 0, hue_deg: 0, grayscale: 0}"
+    same = _rows(_train(tmp_path / "identity", folder_set, "--set", identity, epochs=1) / "steps.csv")
+    assert [r["loss"] for r in same] == [r["loss"] for r in plain]
+    on = _rows(_train(tmp_path / "on", folder_set, "--set", "data.augment={}", epochs=1) / "steps.csv")
+    # the first chunk is mined by the same (untrained) model either way: only the tuples' pixels differ
+    assert on[0]["loss"] != plain[0]["loss"]
+
+
+def test_season_augment_is_seeded_by_run_epoch_and_image(folder_set):
+    path = next((folder_set / "train" / "database").iterdir())
+    bgr = cv2.resize(cv2.imread(str(path)), (128, 64))
+    aug = SeasonAugment(AugmentConfig(), seed=0, epoch=1)
+    out = aug(bgr, path)
+    assert out.dtype == np.uint8 and out.shape == bgr.shape
+    assert np.array_equal(out, SeasonAugment(AugmentConfig(), seed=0, epoch=1)(bgr, path))
+    assert not np.array_equal(out, SeasonAugment(AugmentConfig(), seed=0, epoch=2)(bgr, path))
+    grey = SeasonAugment(AugmentConfig(grayscale=1.0), seed=0, epoch=1)(bgr, path)
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+    none = AugmentConfig(brightness=0, contrast=0, saturation=0, hue_deg=0, grayscale=0)
+    assert np.array_equal(SeasonAugment(none, seed=0, epoch=1)(bgr, path), bgr)
+
+
+def test_augmented_loader_changes_pixels_and_plain_loader_stays_the_extractors(folder_set):
+    from structvpr_core.images import read_image, resize_image
+    from structvpr_core.preprocess import normalise_nchw
+
+    path = next((folder_set / "val" / "queries").iterdir())
+    plain = InputLoader("rgb", (128, 64))
+    expected = normalise_nchw(resize_image(read_image(path), (128, 64))[None], "bgr")[0]
+    assert np.array_equal(plain(path).numpy(), expected)
+    augmented = plain.with_augment(SeasonAugment(AugmentConfig(), seed=0, epoch=1))
+    assert augmented(path).shape == plain(path).shape and not np.array_equal(augmented(path), plain(path))
+    assert plain.augment is None  # with_augment makes a new loader
+    with pytest.raises(ConfigError, match="grayscale: must be in"):
+        load_train_config(CONFIG, ["data.augment={grayscale: 2}"])
