@@ -1,5 +1,4 @@
-"""Stage I of the RGB branch on a real folder-format set without label maps (config/train_nordland64.yaml),
-and the opt-in photometric augmentation of its training tuples (data.augment).
+"""Stage I of the RGB branch on a real folder-format set without label maps (config/train_nordland64.yaml).
 
 The set: real Corridor frames (datasets/corridor) renamed into the community folder format
 (``train/`` and ``val/``, ``database/`` = the reference pass, ``queries/`` = the query pass,
@@ -15,13 +14,9 @@ import subprocess
 import sys
 
 import cv2
-import numpy as np
 import pytest
 
-from structvpr_core.errors import ConfigError
-from structvpr_core.training.augment import SeasonAugment
-from structvpr_core.training.config import AugmentConfig, load_train_config
-from structvpr_core.training.inputs import InputLoader
+from structvpr_core.training.config import load_train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "training", "train.py")
@@ -43,7 +38,7 @@ def folder_set(tmp_path_factory, corridor):
     return root
 
 
-def _train(out, root, *extra, epochs=2):
+def _train(out, root, *extra):
     cmd = [
         sys.executable,
         TRAIN,
@@ -59,7 +54,7 @@ def _train(out, root, *extra, epochs=2):
         "--set",
         "data.image_size=[64,32]",
         "--set",
-        f"stage1_rgb.epochs={epochs}",
+        "stage1_rgb.epochs=2",
         "--set",
         "stage1_rgb.batch_size=4",
         "--set",
@@ -95,43 +90,3 @@ def test_stage_one_rgb_trains_and_validates_without_label_maps(folder_set, tmp_p
     best = max(rows, key=lambda r: float(r["R@1"]))  # the first of equal ones: "better" is strict
     assert done["best_epoch"] == int(best["epoch"])
     assert (stage / "best.pt").is_file() and not (tmp_path / "run" / "stage1_seg").exists()
-
-
-def test_augmentation_reaches_the_training_tuples_only(folder_set, tmp_path):
-    plain = _rows(_train(tmp_path / "plain", folder_set, epochs=1) / "steps.csv")
-    # zero strengths: the augmentation is the identity, so the run must be the plain one exactly
-    identity = "data.augment={brightness: 0, contrast: 0, saturation: 0, hue_deg: 0, grayscale: 0}"
-    same = _rows(_train(tmp_path / "identity", folder_set, "--set", identity, epochs=1) / "steps.csv")
-    assert [r["loss"] for r in same] == [r["loss"] for r in plain]
-    on = _rows(_train(tmp_path / "on", folder_set, "--set", "data.augment={}", epochs=1) / "steps.csv")
-    # the first chunk is mined by the same (untrained) model either way: only the tuples' pixels differ
-    assert on[0]["loss"] != plain[0]["loss"]
-
-
-def test_season_augment_is_seeded_by_run_epoch_and_image(folder_set):
-    path = next((folder_set / "train" / "database").iterdir())
-    bgr = cv2.resize(cv2.imread(str(path)), (128, 64))
-    aug = SeasonAugment(AugmentConfig(), seed=0, epoch=1)
-    out = aug(bgr, path)
-    assert out.dtype == np.uint8 and out.shape == bgr.shape
-    assert np.array_equal(out, SeasonAugment(AugmentConfig(), seed=0, epoch=1)(bgr, path))
-    assert not np.array_equal(out, SeasonAugment(AugmentConfig(), seed=0, epoch=2)(bgr, path))
-    grey = SeasonAugment(AugmentConfig(grayscale=1.0), seed=0, epoch=1)(bgr, path)
-    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
-    none = AugmentConfig(brightness=0, contrast=0, saturation=0, hue_deg=0, grayscale=0)
-    assert np.array_equal(SeasonAugment(none, seed=0, epoch=1)(bgr, path), bgr)
-
-
-def test_augmented_loader_changes_pixels_and_plain_loader_stays_the_extractors(folder_set):
-    from structvpr_core.images import read_image, resize_image
-    from structvpr_core.preprocess import normalise_nchw
-
-    path = next((folder_set / "val" / "queries").iterdir())
-    plain = InputLoader("rgb", (128, 64))
-    expected = normalise_nchw(resize_image(read_image(path), (128, 64))[None], "bgr")[0]
-    assert np.array_equal(plain(path).numpy(), expected)
-    augmented = plain.with_augment(SeasonAugment(AugmentConfig(), seed=0, epoch=1))
-    assert augmented(path).shape == plain(path).shape and not np.array_equal(augmented(path), plain(path))
-    assert plain.augment is None  # with_augment makes a new loader
-    with pytest.raises(ConfigError, match="grayscale: must be in"):
-        load_train_config(CONFIG, ["data.augment={grayscale: 2}"])

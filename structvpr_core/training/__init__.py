@@ -7,7 +7,6 @@ Modules, in the order a run uses them:
   ``context``: the ``RunContext`` the stages read; ``budget``: ``--max-steps``;
 - ``mining``: positives (10 m or ground truth), negatives (beyond 25 m), hard-negative cache;
 - ``inputs``: image tensors (RGB branch) and SLME tensors (seg branch), training tuples;
-  ``augment``: the opt-in photometric augmentation of the RGB training tuples (``data.augment``);
 - ``stage`` (the epoch loop), ``stage1``, ``partition_stage``, ``stage2``, ``lqq_stage``;
 - ``batches``: where the loop's batches come from (tuples mined from place labels, or plain
   images); ``validation``: what it validates (Recall@N, or a distillation's loss on held-out images);

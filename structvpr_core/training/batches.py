@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .augment import SeasonAugment
 from .embed import embed
 from .inputs import TupleDataset
 from .mining import TrainingPairs, epoch_queries, sample_pool, select_tuples
@@ -102,13 +101,8 @@ class ImageBatches:
 
 
 def _tuple_images(loop, epoch: int):
-    """What each image of a training tuple becomes: the distillation's tuple loader over the stage's input,
-    with ``data.augment`` on the RGB pixels when it is on (mined tuples only; mining and validation never)."""
     setup = loop.setup
-    loader, aug = setup.loader, loop.cfg.data.augmentation
-    if aug is not None and isinstance(setup.source, MinedTuples) and loader.modality == "rgb":
-        loader = loader.with_augment(SeasonAugment(aug, loop.cfg.seed, epoch))
-    return setup.distillation.tuple_loader(loader, epoch)
+    return setup.distillation.tuple_loader(setup.loader, epoch)
 
 
 def shuffled_batches(data: Dataset, loop, sampler_epoch: int) -> DataLoader:

@@ -34,25 +34,6 @@ class SyntheticConfig:
 
 
 @dataclass
-class AugmentConfig:
-    """Photometric augmentation of the RGB branch's training tuples (``training/augment.py``); absent: none."""
-
-    enabled: bool = True
-    brightness: float = 0.3  # pixel scale factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.3  # contrast factor from [1 - c, 1 + c]
-    saturation: float = 0.5  # saturation factor from [1 - s, 1 + s]
-    hue_deg: float = 10.0  # hue rotation from [-h, h] degrees
-    grayscale: float = 0.2  # probability of replacing the image by its grey
-
-    def validate(self) -> None:
-        for name in ("brightness", "contrast", "saturation", "grayscale"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        if not 0 <= self.hue_deg <= 180:
-            raise ConfigError(f"hue_deg: must be in [0, 180] degrees, got {self.hue_deg}")
-
-
-@dataclass
 class DataConfig:
     root: Path = Path("data")
     format: str = "auto"
@@ -62,13 +43,6 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [640, 480])  # W, H
     workers: int = 0  # DataLoader worker processes per rank
     synthetic: SyntheticConfig | None = None
-    # photometric augmentation of the RGB branch's training tuples (not mining, not validation); None: off
-    augment: AugmentConfig | None = None
-
-    @property
-    def augmentation(self) -> AugmentConfig | None:
-        """The augmentation when it is on, else None."""
-        return self.augment if self.augment is not None and self.augment.enabled else None
 
     def validate(self) -> None:
         if len(self.image_size) != 2 or min(self.image_size) < 32:

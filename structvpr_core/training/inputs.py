@@ -2,9 +2,8 @@
 
 The RGB input is prepared exactly as the run-time ``Extractor`` prepares it (resize with
 ``images.resize_image``, then ``preprocess.normalise_nchw``: BGR → RGB, ImageNet mean/std), so
-a trained student sees the same numbers at deployment. No augmentation by default (the paper
-states none); ``augment`` (``data.augment``, see ``augment.py``) changes the resized pixels of
-the training tuples only.
+a trained student sees the same numbers at deployment. No augmentation (our choice; the paper
+states none).
 
 StructVPR++ also needs the label clusters of an image (the teacher pools with them, the
 student's CE term learns from them): with ``masks`` (an ``SLMEConfig`` of uniform weights,
@@ -43,7 +42,6 @@ class InputLoader:
         slme: SLMEConfig | None = None,
         labels=None,
         masks: SLMEConfig | None = None,
-        augment: Callable[[np.ndarray, Path], np.ndarray] | None = None,
     ):
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -54,13 +52,6 @@ class InputLoader:
         self.slme = slme or SLMEConfig()
         self.labels = labels
         self.masks = masks
-        self.augment = augment  # rgb only: (resized BGR uint8, path) -> BGR uint8
-
-    def with_augment(self, augment: Callable[[np.ndarray, Path], np.ndarray]) -> InputLoader:
-        """The same input with ``augment`` applied to the resized pixels (the RGB modality only)."""
-        if self.modality != "rgb":
-            raise ValueError("augmentation changes RGB pixels; the seg modality reads label maps")
-        return InputLoader(self.modality, self.size, self.slme, self.labels, self.masks, augment)
 
     def __call__(self, path: str | Path) -> torch.Tensor:
         label = self.labels.read(path) if self.labels is not None else None
@@ -68,8 +59,6 @@ class InputLoader:
             x = encode_label_map(label, self.slme, size=self.size)
         else:
             bgr = resize_image(read_image(path), self.size)
-            if self.augment is not None:
-                bgr = self.augment(bgr, Path(path))
             x = torch.from_numpy(normalise_nchw(bgr[None], "bgr")[0])
         if self.masks is None:
             return x
