@@ -90,3 +90,31 @@ def test_stage_one_rgb_trains_and_validates_without_label_maps(folder_set, tmp_p
     best = max(rows, key=lambda r: float(r["R@1"]))  # the first of equal ones: "better" is strict
     assert done["best_epoch"] == int(best["epoch"])
     assert (stage / "best.pt").is_file() and not (tmp_path / "run" / "stage1_seg").exists()
+
+
+def test_validate_start_logs_epoch_zero_and_leaves_the_training_as_it_was(folder_set, tmp_path):
+    plain = _train(tmp_path / "plain", folder_set, "--set", "stage1_rgb.epochs=1")
+    start = _train(
+        tmp_path / "start", folder_set, "--set", "stage1_rgb.epochs=1", "--set", "stage1_rgb.validate_start=true"
+    )
+    rows, before = _rows(start / "log.csv"), _rows(plain / "log.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[0]["steps"] == "0" and rows[0]["loss"] == ""
+    # validating the start draws nothing at random: the same steps, the same epoch 1
+    assert [r["loss"] for r in _rows(start / "steps.csv")] == [r["loss"] for r in _rows(plain / "steps.csv")]
+    assert {k: rows[1][k] for k in ("R@1", "R@5", "R@10")} == {k: before[0][k] for k in ("R@1", "R@5", "R@10")}
+
+
+def test_the_start_stays_best_when_no_epoch_beats_it(folder_set, tmp_path):
+    import torch
+
+    # a learning rate that wrecks the model: no trained epoch may be reported as the best
+    extra = ["--set", "stage1_rgb.validate_start=true", "--set", "stage1_rgb.lr=1.0", "--set", "stage1_rgb.epochs=1"]
+    stage = _train(tmp_path / "run", folder_set, *extra)
+    rows = _rows(stage / "log.csv")
+    done = json.loads((stage / "done.json").read_text())
+    assert float(rows[1]["R@1"]) <= float(rows[0]["R@1"])
+    assert done["best_epoch"] == 0 and done["best_recalls"]["1"] == pytest.approx(float(rows[0]["R@1"]))
+    assert torch.load(stage / "best.pt", weights_only=True)["extra"]["epoch"] == 0
+    # resumed after the stage finished: nothing is validated again, row 0 stays
+    _train(tmp_path / "run", folder_set, *extra, "--resume")
+    assert _rows(stage / "log.csv") == rows
