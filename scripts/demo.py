@@ -3,7 +3,8 @@
 
     python scripts/demo.py --out demo_out          (what `make demo` runs, inside install/setup.bash)
 
-1. builds a map of the Corridor reference pass with `structvpr build-map` (unless one is there);
+1. builds a map of the dataset's database images (Corridor: the reference pass) with
+   `structvpr build-map` (unless one is there);
 2. starts the node (`structvpr_node --ros-args --params-file config/vpr_node.yaml ...`);
 3. replays the query pass through it with `structvpr_replay` (paced by the node's answers, or
    at a fixed --rate like a live camera, where frames the node is too slow for are dropped);
@@ -12,7 +13,11 @@
 5. writes OUT/report.html (each query beside its top matches) and OUT/results.json.
 
 Real data: the Corridor set (M. Milford, IJRR 2013, as packaged by VPR-Bench): query i matches
-reference frames i-2..i+2.
+reference frames i-2..i+2. Any other dataset `structvpr eval` reads works too (--format, --split),
+e.g. a folder-format split (database/, queries/, @east@north@ names; a positive within 25 m):
+
+    python scripts/demo.py --out OUT --data data/nordland64 --format folder --split val \
+        --size 256 128 --checkpoint RUN/stage1_rgb/best.pt --rebuild-map
 """
 
 from __future__ import annotations
@@ -44,8 +49,14 @@ def parse_args(argv=None):
         "--data",
         type=Path,
         default=DEFAULT_DATA,
-        help="VPR-Bench style dataset: ref/, query/, ground_truth.csv (default: Corridor)",
+        help="dataset root (default: Corridor, VPR-Bench style: ref/, query/, ground_truth.csv)",
     )
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="dataset layout as for `structvpr eval` (auto, folder, vpr-bench, ...; default auto)",
+    )
+    p.add_argument("--split", default="test", help="split of a dataset with splits: train, val or test (default test)")
     p.add_argument(
         "--size",
         type=int,
@@ -85,19 +96,24 @@ def prepare_env() -> dict:
     return os.environ
 
 
-def ensure_map(args, map_dir: Path) -> None:
+def image_dir(paths: list[Path]) -> Path:
+    """The folder that holds all of ``paths`` (a dataset's database images, or its queries)."""
+    return Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
+
+
+def ensure_map(args, map_dir: Path, database: Path) -> None:
     manifest = map_dir / "manifest.json"
     if manifest.is_file() and not args.rebuild_map:
         fp = json.loads(manifest.read_text()).get("fingerprint", {})
         if list(fp.get("input_size", [])) == list(args.size):
             print(f"[demo] using the map in {map_dir}")
             return
-    print(f"[demo] building the map of {args.data / 'ref'} ...", flush=True)
+    print(f"[demo] building the map of {database} ...", flush=True)
     cmd = [
         *_tool("structvpr", "structvpr_core.cli"),
         "build-map",
         "--images",
-        str(args.data / "ref"),
+        str(database),
         "--out",
         str(map_dir),
         "--size",
@@ -157,7 +173,7 @@ def spin_until(node, done, timeout: float) -> bool:
     return True
 
 
-def run_pass(args, out: Path, map_dir: Path, queries: list[Path]) -> dict:
+def run_pass(args, out: Path, map_dir: Path, queries: list[Path], query_dir: Path) -> dict:
     """Node + replay; returns {query path: (message, arrival wall time)} and replay figures."""
     import rclpy
 
@@ -184,13 +200,13 @@ def run_pass(args, out: Path, map_dir: Path, queries: list[Path]) -> dict:
         replay = [
             *_tool("structvpr_replay", "structvpr_ros.replay"),
             "--images",
-            str(args.data / "query"),
+            str(query_dir),
             "--topic",
             IMAGE_TOPIC,
             "--stamps-out",
             str(out / "stamps.csv"),
             "--frame-id",
-            "corridor_camera",
+            "demo_camera",
         ]
         replay += ["--rate", str(args.rate)] if args.rate > 0 else ["--pace-by", RESULT_TOPIC]
         how = f"at {args.rate:g} Hz" if args.rate > 0 else "paced by the node's answers"
@@ -279,6 +295,7 @@ def summarise(dataset, results: dict, offline: dict | None) -> tuple[list[dict],
     lat = [r["latency_ms"] for r in answered]
     totals = {
         "queries": n,
+        "dataset": dataset.name,
         "database": dataset.num_database,
         "answered": len(answered),
         "dropped": n - len(answered),
@@ -314,8 +331,7 @@ def print_summary(rows, totals, args) -> None:
     t = totals
     print()
     print(
-        f"Corridor (real images, {t['queries']} queries, model input {args.size[0]}x{args.size[1]}), "
-        f"through the ROS 2 node:"
+        f"{t['dataset']} ({t['queries']} queries, model input {args.size[0]}x{args.size[1]}), through the ROS 2 node:"
     )
     print(
         f"  Recall@1 {t['recall@1']:.3f}   Recall@5 {t['recall@5']:.3f}   "
@@ -349,10 +365,10 @@ def write_report(rows, totals, args, out: Path) -> Path:
 
     t = totals
     head = (
-        f"<h1>StructVPR loop-closure demo: Corridor through the ROS 2 node</h1>"
-        f"<p>Real images (M. Milford, IJRR 2013, via VPR-Bench). {t['queries']} queries against "
-        f"the {t['database']} frames of the reference pass; a candidate is correct within "
-        f"&plusmn;2 frames. Model input {args.size[0]}&times;{args.size[1]}.</p>"
+        f"<h1>StructVPR loop-closure demo: {html.escape(t['dataset'])} through the ROS 2 node</h1>"
+        f"<p>{t['queries']} queries against the {t['database']} database images; a candidate is "
+        f"correct when it is one of the query's positives (Corridor: &plusmn;2 frames). "
+        f"Model input {args.size[0]}&times;{args.size[1]}.</p>"
         f"<p><b>Recall@1 {t['recall@1']:.3f} &nbsp; Recall@5 {t['recall@5']:.3f}</b> &nbsp; answered "
         f"{t['answered']}/{t['queries']} &nbsp; latency p50 {t['latency_ms_p50']:.0f} ms, "
         f"p95 {t['latency_ms_p95']:.0f} ms</p>"
@@ -394,10 +410,10 @@ def main(argv=None) -> int:
     prepare_env()
     from structvpr_core.data import load_dataset
 
-    dataset = load_dataset(args.data, format="vpr-bench")
+    dataset = load_dataset(args.data, format=args.format, split=args.split)
     map_dir = out / "map"
-    ensure_map(args, map_dir)
-    results = run_pass(args, out, map_dir, dataset.queries)
+    ensure_map(args, map_dir, image_dir(dataset.database))
+    results = run_pass(args, out, map_dir, dataset.queries, image_dir(dataset.queries))
     offline = offline_query(args, map_dir, dataset.queries, out)
     rows, totals = summarise(dataset, results, offline)
     print_summary(rows, totals, args)

@@ -18,7 +18,8 @@ Modules, in the order a run uses them:
 - ``image_sources``: the lqq stage's unlabelled images (folders, rosbag2 topics) and held-out split;
 - ``losses_kd``: triplet, φ-weighted distillation and ICKD formulas; ``embed``: descriptors split over DDP ranks;
 - ``distributed``: process groups (gloo on CPU, nccl on CUDA), seeding;
-- ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there).
+- ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there);
+  ``curves``: the training curve (validation R@N per epoch) from a log.csv as a PNG (``training/plot_curve.py``).
 
 The group partition and φ themselves are in ``structvpr_core.partition``.
 """

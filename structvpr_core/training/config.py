@@ -98,6 +98,8 @@ class StageConfig:
     freeze_bn: bool = False  # BatchNorm in eval mode (running statistics fixed)
     amp: bool = True  # mixed precision; only ever used on CUDA
     validate_every: int = 1  # epochs between validations (the last epoch always validates)
+    # validate the starting model first: log.csv row epoch 0, and best.pt until a trained epoch beats it
+    validate_start: bool = False
     val_queries: int = 0  # 0: all validation queries
     projector_lr: float | None = None  # learning rate of the distillation's modules, e.g. T (None: lr)
     # learning rate of a branch's randomly initialised head on a pretrained backbone (the StructVPR++

@@ -8,12 +8,14 @@ Each stage writes under ``RUN/<stage>/`` (rank 0 only):
   state, the last finished epoch, the global step, the best validation result so far. Loaded
   with ``weights_only=True``.
 - ``best.pt``: the model with the best validation result (Recall@1; the lqq stage: the lowest
-  ``val_mse``) (``structvpr_core.checkpoint`` format; stage I seg: ``structvpr-seg-mobilenetl``,
-  RGB branches: ``structvpr-rgb-mobilenetv2``; StructVPR++: ``structvpr-pp-seg-mobilenetl`` and
+  ``val_mse``; with ``validate_start`` the starting model competes as epoch 0)
+  (``structvpr_core.checkpoint`` format; stage I seg: ``structvpr-seg-mobilenetl``, RGB branches:
+  ``structvpr-rgb-mobilenetv2``; StructVPR++: ``structvpr-pp-seg-mobilenetl`` and
   ``structvpr-pp-rgb-mobilenetv2``, loadable by the ``Extractor``; the lqq student also names its
   teacher's fingerprint as ``query_encoder_for``). Without a validation split: the last epoch's model.
 - ``last.pt``: the model after the last finished epoch (same format).
-- ``log.csv``: one row per epoch; columns ``epoch`` (1-based), ``steps`` (optimiser steps in
+- ``log.csv``: one row per epoch; columns ``epoch`` (1-based; with ``validate_start`` a first row
+  0, the starting model's validation, without losses), ``steps`` (optimiser steps in
   the epoch), ``tuples`` (training tuples; the lqq stage: images), ``loss``, ``loss_vpr``,
   ``loss_kd`` (means over the epoch's steps and ranks; ``loss = loss_vpr + loss_kd``,
   ``loss_kd`` is 0 in stage I, ``loss_vpr`` 0 in the lqq stage), ``lr``, ``seconds`` (wall
@@ -100,9 +102,10 @@ class StageLog:
         self.writer = None
 
     def restart(self, epoch: int, step: int) -> None:
-        """Keep the rows up to the last finished ``epoch`` and its last ``step`` (0, 0: a new stage)."""
+        """Keep the rows up to the last finished ``epoch`` and its last ``step`` (0, 0: a new stage, no rows;
+        a row 0 of an earlier start is validated again)."""
         if self.enabled:
-            self.epochs.keep(lambda r: int(r["epoch"]) <= epoch)
+            self.epochs.keep(lambda r: epoch > 0 and int(r["epoch"]) <= epoch)
             self.steps.keep(lambda r: int(r["step"]) <= step)
 
     def open_tensorboard(self, step: int) -> None:

@@ -3,6 +3,8 @@
 ``run_stage`` reads top to bottom:
 
 1. ``resume``: continue from ``state.pt`` when present (weights, optimiser, epoch, step, best);
+   a new stage with ``validate_start`` first validates the starting model (``validate_start``:
+   log.csv row epoch 0; it is the best so far, so ``best.pt`` holds it until an epoch beats it);
 2. per epoch, ``train_epoch``: the stage's batch source (``batches``) gives the epoch chunk by
    chunk (stages I and II: tuples mined from place labels with the current model; the lqq
    stage: shuffled images), each batch one ``train_step``;
@@ -30,6 +32,7 @@ from torch import nn
 from ..checkpoint import save_checkpoint
 from ..config import to_dict
 from ..errors import CheckpointError, ConfigError
+from ..log import get_logger
 from . import records
 from .batches import ImageBatches, MinedTuples
 from .budget import StepBudget
@@ -42,6 +45,7 @@ from .mining import TrainingPairs
 from .validation import DistillationValidation, RecallValidation
 
 LOSS_NAMES = ("loss", "loss_vpr", "loss_kd")
+log = get_logger(__name__)
 
 
 @dataclass
@@ -106,6 +110,8 @@ def run_stage(setup: StageSetup, cfg: TrainConfig, env: DistEnv, budget: StepBud
     loop.resume()
     if cfg.tensorboard:
         loop.log.open_tensorboard(loop.progress.step)
+    if c.validate_start and setup.validation is not None and loop.progress.epoch == 0:
+        loop.validate_start()
     for epoch in range(loop.progress.epoch + 1, c.epochs + 1):
         started = time.perf_counter()
         sums, n_steps, n_tuples = loop.train_epoch(epoch)
@@ -171,6 +177,19 @@ class StageLoop:
                 self.net, device_ids=[device.index] if device.type == "cuda" else None
             )
 
+    def validate_start(self) -> None:
+        """Validate the model before any training: log.csv row epoch 0, and ``best.pt`` until an epoch beats it."""
+        setup, env = self.setup, self.env
+        started = time.perf_counter()
+        result = setup.validation(setup, self.cfg, env)
+        broadcast_buffers(env, self.net)
+        self.progress.best = {"epoch": 0, self.result_key: result}
+        row = {"epoch": 0, "steps": 0, "tuples": 0, "lr": self.optimizer.param_groups[0]["lr"]}
+        self.log.epoch({**row, "seconds": time.perf_counter() - started}, setup.validation.log_values(result), 0)
+        if env.is_main:
+            save_checkpoint(setup.out_dir / records.BEST, setup.branch, **self.checkpoint_kwargs(0, result))
+        barrier(env)
+
     def train_epoch(self, epoch: int) -> tuple[torch.Tensor, int, int]:
         """Train on every chunk of the source's epoch; (summed step losses, steps, tuples)."""
         from tqdm import tqdm
@@ -230,14 +249,7 @@ class StageLoop:
     def save_epoch(self, epoch: int, result: dict | None) -> None:
         """``best.pt`` (when this epoch is the best), ``last.pt``, then ``state.pt`` (written last)."""
         setup, out, p = self.setup, self.setup.out_dir, self.progress
-        meta = {"stage": setup.name, "epoch": epoch, self.result_key: result}
-        ckpt_kw = {
-            "architecture": setup.branch.architecture,
-            "descriptor_dim": setup.branch.dim,
-            "config": setup.checkpoint_config,
-            "extra": meta,
-            "query_encoder_for": setup.query_encoder_for,
-        }
+        ckpt_kw = self.checkpoint_kwargs(epoch, result)
         if p.best["epoch"] == epoch:
             save_checkpoint(out / records.BEST, setup.branch, **ckpt_kw)
         save_checkpoint(out / records.LAST, setup.branch, **ckpt_kw)
@@ -255,6 +267,17 @@ class StageLoop:
             },
         )
 
+    def checkpoint_kwargs(self, epoch: int, result: dict | None) -> dict:
+        """The ``save_checkpoint`` arguments of this stage's branch after ``epoch`` (0: the starting model)."""
+        setup = self.setup
+        return {
+            "architecture": setup.branch.architecture,
+            "descriptor_dim": setup.branch.dim,
+            "config": setup.checkpoint_config,
+            "extra": {"stage": setup.name, "epoch": epoch, self.result_key: result},
+            "query_encoder_for": setup.query_encoder_for,
+        }
+
     def finish(self) -> dict:
         """Write ``done.json`` (rank 0) and return its content."""
         setup, p, env = self.setup, self.progress, self.env
@@ -270,6 +293,10 @@ class StageLoop:
         }
         if env.is_main:
             records.write_done(setup.out_dir, done)
+            if setup.stage_cfg.validate_start and p.best["epoch"] == 0:
+                log.warning(
+                    "%s: no trained epoch beat the starting model on validation; best.pt is the start", setup.name
+                )
         barrier(env)
         return done
 
