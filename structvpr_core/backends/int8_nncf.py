@@ -5,7 +5,8 @@ it (OpenVINO turns the QDQ pairs into its int8 kernels: VNNI / AMX where the CPU
 NNCF adds over ONNX Runtime's quantiser, measured on Corridor (docs/performance.md): bias
 correction of the quantised convolutions, and *accuracy control*: after a first quantisation it
 ranks the quantised layers by how much each costs a metric on validation images and returns
-the most costly ones to float until the metric is within ``max_drop`` of the fp32 model.
+the most costly ones to float until the metric is within ``max_drop`` of the fp32 model (or
+``MAX_FLOAT_GROUPS`` were returned: each costs speed; the record says what was reached).
 
 The metric here is the mean cosine between a frame's int8 and fp32 descriptors (not Recall@N:
 it needs no labels, and a descriptor that keeps its direction keeps its neighbours), computed
@@ -31,6 +32,11 @@ from .onnx_format import OUTPUT_NAME
 
 DEFAULT_MAX_DROP = 0.0005  # mean cosine to fp32 >= 0.9995 on the validation frames
 VALIDATION_IMAGES = 32  # calibration frames (spread evenly) accuracy control validates on: it runs them per layer tried
+# Accuracy control returns at most this many quantiser groups to float, ranked on RANKING_IMAGES:
+# every group returned costs speed, and without a bound the search ran for over 40 minutes at
+# 640x480 on 2 cores (re-ranking all 58 groups between rounds) and kept returning layers.
+MAX_FLOAT_GROUPS = 8
+RANKING_IMAGES = 16
 
 
 def _prepared(paths: Sequence[Path], image_size: tuple[int, int], progress: bool) -> list[np.ndarray]:
@@ -72,6 +78,7 @@ def quantize_int8_nncf(
     """
     import nncf
     import onnx
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     if len(calibration) < 1:
         raise ConfigError("int8 calibration needs at least one image")
@@ -106,6 +113,9 @@ def quantize_int8_nncf(
             drop_type=nncf.DropType.ABSOLUTE,
             subset_size=len(inputs),
             ignored_scope=ignored,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=MAX_FLOAT_GROUPS, ranking_subset_size=min(RANKING_IMAGES, len(validation))
+            ),
         )
     achieved, _ = mean_cosine(quantized, validation)
     quantized_ops = sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
@@ -127,6 +137,7 @@ def quantize_int8_nncf(
             "metric": "mean cosine to fp32 on validation images (calibration images, spread evenly)",
             "validation_images": len(validation),
             "max_drop": max_drop,
+            "max_float_groups": MAX_FLOAT_GROUPS,
         },
         "mean_cosine_to_fp32_on_validation": achieved,
         "kept_float": list(keep_float),
