@@ -99,7 +99,7 @@ def test_stats_rates_and_percentiles():
         ({"min_score": 1.5}, "min_score"),
         ({"mode": "slam"}, "mode"),
         ({"device": "tpu"}, "device"),
-        ({"backend": "openvino"}, "backend"),
+        ({"backend": "openvino-int4"}, "backend"),
         ({"image_height": 8}, "image_height"),
         ({"qos_depth": 0}, "qos_depth"),
         ({"qos_reliability": "maybe"}, "qos_reliability"),
