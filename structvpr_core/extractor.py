@@ -254,7 +254,7 @@ class Extractor:
         """``auto`` on the CPU: (the plan of the runtime measured fastest among those that pass parity,
         its runner when it was measured now); see ``backends.runtime_choice``."""
         from .backends.ort_backend import default_threads
-        from .backends.runtime_choice import choose_runtime
+        from .backends.runtime_choice import choose_runtime, reference_runner
         from .paths import parity_images
 
         int8 = meta["precision"] == "int8"
@@ -263,18 +263,8 @@ class Extractor:
             return self._make_runner(self._plan(name, onnx_only=True, int8=int8), path)
 
         def make_reference():
-            if not int8:
-                try:
-                    import torch  # noqa: F401  (the reference export checks against, when installed)
-
-                    from .backends.torch_backend import TorchRunner
-
-                    model = TorchRunner(self._build_model(), self.device, half=False, channels_last=False, fuse=False)
-                    return model.run, "PyTorch fp32"
-                except ImportError:
-                    pass
-            name = "ONNX Runtime on this int8 export" if int8 else "ONNX Runtime fp32 (PyTorch is not installed)"
-            return make_runner("onnxruntime").run, name
+            torch_model = None if int8 or is_onnx_file(self.checkpoint) else self._build_model
+            return reference_runner(torch_model, self.device, lambda: make_runner("onnxruntime"), int8)
 
         def batches() -> list[np.ndarray]:
             return [self.prepare(read_image(p))[None] for p in parity_images()]

@@ -179,3 +179,16 @@ def test_the_pin_skips_the_measurement_and_a_bad_pin_is_an_error(unpinned, monke
     monkeypatch.setenv(runtime_choice.PIN_ENV, "tensorrt")
     with pytest.raises(ConfigError, match=r"\$STRUCTVPR_CPU_RUNTIME=tensorrt: not a runtime auto can run here"):
         Extractor(device="cpu", image_size=SIZE)
+
+
+def test_auto_on_an_exported_file_measures_against_onnx_runtime_fp32(unpinned, torch_extractor, frames, tmp_path):
+    """A .onnx given as the model has no PyTorch weights: the reference is the checked export itself."""
+    from structvpr_core.cli import main
+
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--imagenet", "--size", *map(str, SIZE), "--out", str(out), "--no-progress"]) == 0
+    ex = Extractor(out, device="cpu", image_size=SIZE)
+    assert ex.runtime_choice["reference"] == "ONNX Runtime fp32 (an exported file)"
+    assert ex.runtime_choice["candidates"]["onnxruntime"]["min_cosine"] >= 0.99999
+    cos = (ex.embed_paths(frames, progress=False) * torch_extractor.embed_paths(frames, progress=False)).sum(1)
+    assert cos.min() >= runtime_choice.MIN_COSINE

@@ -131,6 +131,26 @@ def measure(
     return results, runners
 
 
+def reference_runner(build_torch_model, device, make_ort, int8: bool) -> tuple[Callable, str]:
+    """(reference function, its description): PyTorch fp32 when the model has PyTorch weights
+    (``build_torch_model``) and PyTorch is installed, else ``make_ort()`` on the file: for an int8
+    export the runtime its export measured, for an fp32 ``.onnx`` the graph ``structvpr export``
+    checked against PyTorch, and in a runtime-only install the fp32 export itself."""
+    if build_torch_model is not None:
+        try:
+            import torch  # noqa: F401  (the reference structvpr export checks against)
+        except ImportError:
+            pass
+        else:
+            from .torch_backend import TorchRunner
+
+            return TorchRunner(build_torch_model(), device, channels_last=False, fuse=False).run, "PyTorch fp32"
+    if int8:
+        return make_ort().run, "ONNX Runtime on this int8 export"
+    why = "an exported file" if build_torch_model is None else "PyTorch is not installed"
+    return make_ort().run, f"ONNX Runtime fp32 ({why})"
+
+
 def _refusal(result: dict) -> str:
     return result["error"] if "error" in result else f"min cosine {result['min_cosine']:.5f}"
 
