@@ -81,7 +81,8 @@ class PartitionConfig:
             raise ConfigError(f"n_m: must be >= n_t ({self.n_t}), got {self.n_m}")
         if len(self.constant_weights) not in (2, 4):
             raise ConfigError(
-                f"constant_weights: expected 4 (D1..D4) or 2 (S1, S2 or R1, R2) values, got {len(self.constant_weights)}"
+                "constant_weights: expected 4 (D1..D4) or 2 (S1, S2 or R1, R2) values, "
+                f"got {len(self.constant_weights)}"
             )
         if self.constant_groups is not None:
             if self.constant_groups not in CONSTANT_GROUPS:

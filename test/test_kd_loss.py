@@ -8,7 +8,7 @@ from structvpr_core.training.losses_kd import distillation_loss, tuple_loss
 
 
 def _direct(sq, sp, sn, tq, tp, tn, phi, T, margin):
-    """L = mean over triplets of max(d(q,p) - d(q,n) + m, 0) + mean over triplets of Σ_{I∈{q,p,n}} φ ‖t_I - T(s_I)‖², by loops.
+    """L = mean over triplets of [max(d(q,p) - d(q,n) + m, 0) + Σ_{I∈{q,p,n}} φ ‖t_I - T(s_I)‖²], by loops.
 
     Both terms are per-triplet means (Eq. 6 is written per triplet): with K negatives a tuple is K
     triplets, each with its own (q, p, n_k) distillation sum.

@@ -18,7 +18,10 @@ Modules, in the order a run uses them:
 - ``image_sources``: the lqq stage's unlabelled images (folders, rosbag2 topics) and held-out split;
 - ``losses_kd``: triplet, φ-weighted distillation and ICKD formulas; ``embed``: descriptors split over DDP ranks;
 - ``distributed``: process groups (gloo on CPU, nccl on CUDA), seeding;
-- ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there).
+- ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there);
+- ``experiment`` (``training/experiment.py``): many seeds x variants sharing stage I, each model
+  evaluated on a held-out split and cached; ``experiment_report``: results.csv, summary.md, the
+  figure; ``stats``: binomial and across-seed intervals, the paired (stratified, clustered) bootstrap.
 
 The group partition and φ themselves are in ``structvpr_core.partition``.
 """
