@@ -63,6 +63,7 @@ class Variant:
     name: str
     family: str = "base"
     set: list[str] = field(default_factory=list)
+    seeds: list[int] | None = None  # a subset of the experiment's seeds (None: all), for costly extras
 
     def validate(self) -> None:
         if not NAME.match(self.name) or self.name in REFERENCE_MODELS:
@@ -93,6 +94,9 @@ class ExperimentConfig:
                 raise ConfigError(f"variants: {v.name} names an unknown family {v.family!r} (known: {sorted(fams)})")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: need at least one, distinct, got {self.seeds}")
+        for v in self.variants:
+            if v.seeds is not None and (not v.seeds or not set(v.seeds) <= set(self.seeds)):
+                raise ConfigError(f"variants: {v.name}: seeds {v.seeds} must be a non-empty subset of {self.seeds}")
         if not self.recall_ns or 1 not in self.recall_ns or min(self.recall_ns) < 1:
             raise ConfigError(f"recall_ns: positive integers including 1, got {self.recall_ns}")
         if self.bootstrap < 100:
@@ -223,7 +227,7 @@ def run_experiment(exp: ExperimentConfig, out: str | Path, env, *, config_path: 
     synthetic = is_synthetic(exp)
     ready: set[tuple[int, str]] = set()
     for variant in exp.variants:
-        for seed in exp.seeds:
+        for seed in variant.seeds if variant.seeds is not None else exp.seeds:
             if (seed, variant.family) not in ready:
                 run_stage1(exp, out, env, seed, variant.family)
                 ready.add((seed, variant.family))

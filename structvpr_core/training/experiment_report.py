@@ -148,7 +148,10 @@ def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
                     f"| {v.name} | {other} | {100 * c['diff']:+.1f} | [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}] "
                     f"| {c['p']:.3f} | {'yes' if c['excludes_zero'] else 'no'} | {len(c['seeds'])} |"
                 )
-    missing = [f"seed {s} {m}" for s in exp.seeds for m in model_order(exp) if (s, m) not in evals]
+    planned = {v.name: v.seeds for v in exp.variants if v.seeds is not None}
+    missing = [
+        f"seed {s} {m}" for s in exp.seeds for m in model_order(exp) if (s, m) not in evals and s in planned.get(m, [s])
+    ]
     lines += ["", "Missing (not yet run): " + (", ".join(missing) if missing else "none") + "."]
     return "\n".join(lines) + "\n"
 
