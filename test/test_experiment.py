@@ -1,7 +1,7 @@
 """End to end: the experiment runner on a tiny SYNTHETIC set, 1 seed x 2 variants, rerun and resumed.
 
 The experiment's base is the shipped config/train_experiment_synthetic.yaml, shrunk by the
-experiment's own ``set`` list (20 places, one short epoch per stage). The test checks the
+experiment's own ``set`` list (20 places, 64x48 images, one short epoch per stage). The test checks the
 report (results.csv, summary.md with the paired bootstrap, the figure), that a rerun reuses
 everything, and that a variant deleted (as if killed before it ran) is trained and evaluated
 again to the same numbers: same seed, same result.
@@ -30,6 +30,9 @@ def _config(tmp_path):
             "data.synthetic.places=20",
             "data.synthetic.splits=[10, 3, 7]",
             "data.synthetic.lookalike=2",
+            "data.synthetic.query_views=2",
+            "data.image_size=[64, 48]",
+            "data.synthetic.size=[64, 48]",
             *(f"{s}.epochs=1" for s in ("stage1_seg", "stage1_rgb", "stage2")),
             *(f"{s}.queries_per_epoch=8" for s in ("stage1_seg", "stage1_rgb", "stage2")),
         ],
@@ -108,3 +111,17 @@ def test_bad_experiment_config_is_a_one_line_error(tmp_path):
     r = _run(path, tmp_path / "out")
     assert r.returncode == 1
     assert "unknown family" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_variant_seeds_must_be_a_subset_of_the_experiment_seeds():
+    from structvpr_core.config import from_dict
+    from structvpr_core.errors import ConfigError
+    from structvpr_core.training.experiment import ExperimentConfig
+
+    base = os.path.join(REPO, "config", "train_experiment_synthetic.yaml")
+    ok = from_dict(ExperimentConfig, {"base": base, "seeds": [0, 1], "variants": [{"name": "a", "seeds": [1]}]})
+    assert ok.variants[0].seeds == [1]
+    with pytest.raises(ConfigError, match="subset"):
+        from_dict(ExperimentConfig, {"base": base, "seeds": [0], "variants": [{"name": "a", "seeds": [2]}]})
+    with pytest.raises(ConfigError, match="name"):
+        from_dict(ExperimentConfig, {"base": base, "variants": [{"name": "untrained"}]})

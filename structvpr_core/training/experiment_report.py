@@ -35,6 +35,23 @@ def model_order(exp) -> list[str]:
     return refs + [v.name for v in exp.variants]
 
 
+def planned(exp, model: str) -> list[int]:
+    """The seeds a model is planned for: a variant's ``seeds`` (all when unset); a family's stage-I
+    models on the seeds of its variants."""
+    every = list(exp.seeds)
+    for v in exp.variants:
+        if v.name == model:
+            return list(v.seeds) if v.seeds is not None else every
+    fam = next((f.name for f in exp.families if model.endswith(f"-{f.name}")), None)
+    if fam is None:
+        return every
+    seeds = set()
+    for v in exp.variants:
+        if v.family == fam:
+            seeds |= set(v.seeds if v.seeds is not None else every)
+    return [s for s in every if s in seeds]
+
+
 def load_evaluations(out: Path, exp) -> dict[tuple[int, str], dict]:
     """{(seed, model): {"ranks", "clusters", "seconds", ...}} for every cached evaluation present."""
     found = {}
@@ -141,6 +158,8 @@ def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
         ]
         for v in exp.variants:
             for other in (exp.baseline, exp.reference):
+                if v.name == exp.baseline and other == exp.reference:
+                    continue  # the mirror of "reference vs baseline"
                 c = compare(evals, exp, v.name, other, n)
                 if c is None:
                     continue
@@ -148,9 +167,8 @@ def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
                     f"| {v.name} | {other} | {100 * c['diff']:+.1f} | [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}] "
                     f"| {c['p']:.3f} | {'yes' if c['excludes_zero'] else 'no'} | {len(c['seeds'])} |"
                 )
-    planned = {v.name: v.seeds for v in exp.variants if v.seeds is not None}
     missing = [
-        f"seed {s} {m}" for s in exp.seeds for m in model_order(exp) if (s, m) not in evals and s in planned.get(m, [s])
+        f"seed {s} {m}" for s in exp.seeds for m in model_order(exp) if (s, m) not in evals and s in planned(exp, m)
     ]
     lines += ["", "Missing (not yet run): " + (", ".join(missing) if missing else "none") + "."]
     return "\n".join(lines) + "\n"
