@@ -117,6 +117,11 @@ def compare(evals: dict, exp, a: str, b: str, n: int) -> dict | None:
     return {**result, "seeds": seeds}
 
 
+def _p_text(p: float, n_boot: int) -> str:
+    """The p-value, or its resolution limit when no replicate crossed 0."""
+    return f"< {2 / n_boot:.4f}" if p <= 1.0 / n_boot else f"{p:.3f}"
+
+
 def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
     tag = "SYNTHETIC " if synthetic else ""
     meta = out / "experiment.json"
@@ -165,7 +170,8 @@ def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
                     continue
                 lines.append(
                     f"| {v.name} | {other} | {100 * c['diff']:+.1f} | [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}] "
-                    f"| {c['p']:.3f} | {'yes' if c['excludes_zero'] else 'no'} | {len(c['seeds'])} |"
+                    f"| {_p_text(c['p'], exp.bootstrap)} | {'yes' if c['excludes_zero'] else 'no'} "
+                    f"| {len(c['seeds'])} |"
                 )
     missing = [
         f"seed {s} {m}" for s in exp.seeds for m in model_order(exp) if (s, m) not in evals and s in planned(exp, m)
