@@ -150,7 +150,8 @@ def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
         for n in (1, 5):
             m, h = mean_ci([hits(evals[(s, name)], n).mean() for s in seeds])
             p, ph, size = _pooled(evals, seeds, name, n)
-            cells += [f"{100 * m:.1f} ± {100 * h:.1f}", f"{100 * p:.1f} ± {100 * ph:.1f}"]
+            across = f"{100 * m:.1f} ± {100 * h:.1f}" if len(seeds) > 1 else f"{100 * m:.1f} (1 seed)"
+            cells += [across, f"{100 * p:.1f} ± {100 * ph:.1f}"]
         lines.append(f"| {name} | {len(seeds)} | {size} | " + " | ".join(cells) + " |")
     for n in (1, 5):
         lines += [
