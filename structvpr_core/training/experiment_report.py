@@ -114,7 +114,17 @@ def compare(evals: dict, exp, a: str, b: str, n: int) -> dict | None:
     strata = np.concatenate([np.full(evals[(s, a)]["ranks"].size, s) for s in seeds])
     clusters = np.concatenate([evals[(s, a)]["clusters"] for s in seeds])
     result = paired_bootstrap(ha, hb, strata, clusters, n_boot=exp.bootstrap, seed=0)
-    return {**result, "seeds": seeds}
+    # Across seeds: the per-seed differences (each includes both runs' training noise), Student t.
+    per_seed = [hits(evals[(s, a)], n).mean() - hits(evals[(s, b)], n).mean() for s in seeds]
+    seed_mean, seed_half = mean_ci(per_seed)
+    return {**result, "seeds": seeds, "seed_mean": seed_mean, "seed_half": seed_half}
+
+
+def _seed_text(c: dict) -> str:
+    if len(c["seeds"]) < 2:
+        return "—"
+    lo, hi = c["seed_mean"] - c["seed_half"], c["seed_mean"] + c["seed_half"]
+    return f"{100 * c['seed_mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def _p_text(p: float, n_boot: int) -> str:
@@ -159,8 +169,12 @@ def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
             f"## Paired bootstrap, {tag}Recall@{n} (percentage points; {exp.bootstrap} replicates, "
             "stratified by seed, clustered by place)",
             "",
-            "| variant | vs | difference | 95 % CI | p | CI excludes 0 | seeds |",
-            "|---|---|---|---|---|---|---|",
+            "The bootstrap resamples the test queries of one training run per seed; the last column "
+            "is the mean per-seed difference with its Student-t 95 % CI, which also carries the "
+            "run-to-run training noise.",
+            "",
+            "| variant | vs | difference | 95 % CI | p | CI excludes 0 | seeds | across seeds (paired t) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for v in exp.variants:
             for other in (exp.baseline, exp.reference):
@@ -172,7 +186,7 @@ def summary_markdown(out: Path, exp, evals: dict, synthetic: bool) -> str:
                 lines.append(
                     f"| {v.name} | {other} | {100 * c['diff']:+.1f} | [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}] "
                     f"| {_p_text(c['p'], exp.bootstrap)} | {'yes' if c['excludes_zero'] else 'no'} "
-                    f"| {len(c['seeds'])} |"
+                    f"| {len(c['seeds'])} | {_seed_text(c)} |"
                 )
     missing = [
         f"seed {s} {m}" for s in exp.seeds for m in model_order(exp) if (s, m) not in evals and s in planned(exp, m)
