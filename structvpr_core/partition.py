@@ -19,7 +19,10 @@ Methods (``PartitionConfig.method``):
 - ``gp-s`` (seg only): S1 = {x <= N_t}, φ' = 1 + 1 / (4 ln(1+x)) on S1, 0 on S2.
 - ``gp-r`` (RGB only; the paper names it without a formula, we define it by symmetry with
   GP-S): R1 = {y <= N_t}, φ = 1 + 1 / (4 ln(1+y)) on R1, 0 on R2.
-- ``constant``: one weight per group; 4 weights apply to D1..D4, 2 weights to S1, S2.
+- ``constant``: one weight per group of ``constant_groups``: ``D`` (4 weights, D1..D4), ``S``
+  (2 weights, S1, S2), ``R`` (2 weights, R1, R2); unset, 4 weights mean D and 2 mean S.
+  The paper's Table 5 rows: GP-D 8-4-1-0 (``[8, 4, 1, 0]``), GP-S 1-0 (``[1, 0]``), and GP-R
+  "distil only R1" / "only R2" (``constant_groups: R`` with ``[1, 0]`` / ``[0, 1]``).
 - ``all``: φ = 1 for every pair (non-selective distillation); groups reported as D1..D4.
 - ``none``: φ = 0 for every pair (no distillation); groups reported as D1..D4.
 
@@ -52,6 +55,7 @@ METHODS = ("gp-d", "gp-s", "gp-r", "constant", "all", "none")
 D_GROUPS = ("D1", "D2", "D3", "D4")
 S_GROUPS = ("S1", "S2")
 R_GROUPS = ("R1", "R2")
+CONSTANT_GROUPS = {"D": D_GROUPS, "S": S_GROUPS, "R": R_GROUPS}
 
 
 @dataclass
@@ -59,8 +63,11 @@ class PartitionConfig:
     method: str = "gp-d"
     n_t: int = 10
     n_m: int = 20
-    # Used by method "constant" only: 4 values → D1..D4, 2 values → S1, S2.
+    # Used by method "constant" only: one weight per group of ``constant_groups``.
     constant_weights: list[float] = field(default_factory=lambda: [8.0, 4.0, 1.0, 0.0])
+    # The groups of "constant": "D" (D1..D4), "S" (S1, S2: seg rank x) or "R" (R1, R2: RGB rank
+    # y; Table 5's GP-R rows). None: D for 4 weights, S for 2 (the meaning before this key existed).
+    constant_groups: str | None = None
     # Retrieval depth of the rank search; 0 means N_m (the least that keeps φ exact).
     search_depth: int = 0
     histogram_bins: int = 20
@@ -74,8 +81,20 @@ class PartitionConfig:
             raise ConfigError(f"n_m: must be >= n_t ({self.n_t}), got {self.n_m}")
         if len(self.constant_weights) not in (2, 4):
             raise ConfigError(
-                f"constant_weights: expected 4 (D1..D4) or 2 (S1, S2) values, got {len(self.constant_weights)}"
+                "constant_weights: expected 4 (D1..D4) or 2 (S1, S2 or R1, R2) values, "
+                f"got {len(self.constant_weights)}"
             )
+        if self.constant_groups is not None:
+            if self.constant_groups not in CONSTANT_GROUPS:
+                raise ConfigError(
+                    f"constant_groups: expected one of {list(CONSTANT_GROUPS)} or null, got {self.constant_groups!r}"
+                )
+            want = len(CONSTANT_GROUPS[self.constant_groups])
+            if len(self.constant_weights) != want:
+                raise ConfigError(
+                    f"constant_weights: constant_groups {self.constant_groups} needs {want} values, "
+                    f"got {len(self.constant_weights)}"
+                )
         if any(w < 0 or not math.isfinite(w) for w in self.constant_weights):
             raise ConfigError(f"constant_weights: values must be finite and >= 0, got {self.constant_weights}")
         if self.search_depth != 0 and self.search_depth < self.n_m:
@@ -86,6 +105,13 @@ class PartitionConfig:
     @property
     def depth(self) -> int:
         return self.search_depth or self.n_m
+
+    @property
+    def constant_family(self) -> str:
+        """The groups "constant" weights: ``constant_groups``, else D (4 weights) or S (2)."""
+        if self.constant_groups is not None:
+            return self.constant_groups
+        return "D" if len(self.constant_weights) == 4 else "S"
 
 
 # ---------------------------------------------------------------- groups and weights (pure)
@@ -135,7 +161,9 @@ def phi_single(r, n_t: int = 10) -> np.ndarray:
 
 
 def group_names(cfg: PartitionConfig) -> tuple[str, ...]:
-    if cfg.method == "gp-s" or (cfg.method == "constant" and len(cfg.constant_weights) == 2):
+    if cfg.method == "constant":
+        return CONSTANT_GROUPS[cfg.constant_family]
+    if cfg.method == "gp-s":
         return S_GROUPS
     if cfg.method == "gp-r":
         return R_GROUPS
@@ -153,7 +181,8 @@ def assign(x, y, cfg: PartitionConfig) -> tuple[np.ndarray, np.ndarray]:
     if m == "gp-r":
         return groups_single(y, cfg.n_t), phi_single(y, cfg.n_t)
     if m == "constant":
-        g = groups_gp_d(x, y, cfg.n_t) if len(cfg.constant_weights) == 4 else groups_single(x, cfg.n_t)
+        family = cfg.constant_family
+        g = groups_gp_d(x, y, cfg.n_t) if family == "D" else groups_single(x if family == "S" else y, cfg.n_t)
         return g, np.asarray(cfg.constant_weights, dtype=np.float64)[g]
     g = groups_gp_d(x, y, cfg.n_t)
     return g, np.full(g.shape, 1.0 if m == "all" else 0.0)

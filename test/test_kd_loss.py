@@ -8,7 +8,11 @@ from structvpr_core.training.losses_kd import distillation_loss, tuple_loss
 
 
 def _direct(sq, sp, sn, tq, tp, tn, phi, T, margin):
-    """L = mean over triplets of max(d(q,p) - d(q,n) + m, 0) + mean_b Σ_I φ_b ‖t_I - T(s_I)‖², by loops."""
+    """L = mean over triplets of [max(d(q,p) - d(q,n) + m, 0) + Σ_{I∈{q,p,n}} φ ‖t_I - T(s_I)‖²], by loops.
+
+    Both terms are per-triplet means (Eq. 6 is written per triplet): with K negatives a tuple is K
+    triplets, each with its own (q, p, n_k) distillation sum.
+    """
     B, K = sn.shape[0], sn.shape[1]
     vpr = 0.0
     for b in range(B):
@@ -19,9 +23,10 @@ def _direct(sq, sp, sn, tq, tp, tn, phi, T, margin):
     vpr /= B * K
     kd = 0.0
     for b in range(B):
-        images = [(sq[b], tq[b]), (sp[b], tp[b])] + [(sn[b, k], tn[b, k]) for k in range(K)]
-        kd += float(phi[b]) * sum(float(((t - T(s)) ** 2).sum()) for s, t in images)
-    kd /= B
+        for k in range(K):
+            images = [(sq[b], tq[b]), (sp[b], tp[b]), (sn[b, k], tn[b, k])]
+            kd += float(phi[b]) * sum(float(((t - T(s)) ** 2).sum()) for s, t in images)
+    kd /= B * K
     return vpr + kd, vpr, kd
 
 
@@ -75,3 +80,23 @@ def test_distillation_weights_each_tuple_by_its_phi():
     assert float(distillation_loss(projected, teacher, torch.tensor([2.0, 3.0]))) == pytest.approx(30.0)
     with pytest.raises(ValueError):
         distillation_loss(projected, teacher[:, :2], torch.ones(2))
+
+
+def test_k_negatives_scale_the_distillation_per_triplet_not_per_negative():
+    """K copies of one negative give the K = 1 loss (both terms are per-triplet means); the old
+    scaling (a sum over the negatives) gave q²+p²+K·n² instead."""
+    torch.manual_seed(2)
+    s1, t1 = _unit(4, 3, 448), _unit(4, 3, 480)
+    T = Projector(448, 480).double()
+    phi = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    k = 4
+    sk = torch.cat([s1[:, :2], s1[:, 2:].expand(-1, k, -1)], dim=1)
+    tk = torch.cat([t1[:, :2], t1[:, 2:].expand(-1, k, -1)], dim=1)
+    with torch.no_grad():
+        _, vpr1, kd1 = tuple_loss(s1, 0.5, T(s1), t1, phi)
+        _, vprk, kdk = tuple_loss(sk, 0.5, T(sk), tk, phi)
+        per_image = ((t1 - T(s1)) ** 2).sum(-1)  # (B, 3)
+        old = (phi * (per_image[:, 0] + per_image[:, 1] + k * per_image[:, 2])).mean()
+    assert float(vprk) == pytest.approx(float(vpr1), rel=1e-9)
+    assert float(kdk) == pytest.approx(float(kd1), rel=1e-9)
+    assert abs(float(old) - float(kd1)) > 0.1 * float(kd1)  # the old scaling differs measurably

@@ -10,6 +10,7 @@ from structvpr_core.errors import ConfigError
 from structvpr_core.partition import (
     PartitionConfig,
     assign,
+    group_names,
     groups_gp_d,
     partition_pairs,
     phi_gp_d,
@@ -63,6 +64,31 @@ def test_constant_all_none_methods():
     np.testing.assert_array_equal(phi, [1, 1, 1, 0])
     np.testing.assert_array_equal(assign(x, y, PartitionConfig(method="all"))[1], [1, 1, 1, 1])
     np.testing.assert_array_equal(assign(x, y, PartitionConfig(method="none"))[1], [0, 0, 0, 0])
+
+
+def test_gp_r_rows_of_table_5_distil_only_r1_or_only_r2():
+    """Table 5's GP-R rows: constant weights over the RGB-rank groups R1 = {y <= N_t}, R2."""
+    x, y = np.array([1, 1, 5, 11]), np.array([11, 3, 2, 1])  # y > N_t only for the first pair
+    only_r1 = PartitionConfig(method="constant", constant_groups="R", constant_weights=[1, 0])
+    g, phi = assign(x, y, only_r1)
+    np.testing.assert_array_equal(g, [1, 0, 0, 0])
+    np.testing.assert_array_equal(phi, [0, 1, 1, 1])  # S-groups (seg rank x) would give [1, 1, 1, 0]
+    assert group_names(only_r1) == ("R1", "R2")
+    g, phi = assign(
+        x,
+        y,
+        from_dict(
+            PartitionConfig, {"method": "constant", "constant_groups": "R", "constant_weights": [0, 1]}, "partition"
+        ),
+    )
+    np.testing.assert_array_equal(phi, [1, 0, 0, 0])
+    # the D and S families by name give what the weight count gave before
+    d = PartitionConfig(method="constant", constant_groups="D", constant_weights=[8, 4, 1, 0])
+    np.testing.assert_array_equal(assign(x, y, d)[1], [8, 4, 1, 0])
+    with pytest.raises(ConfigError, match="constant_weights"):
+        from_dict(PartitionConfig, {"constant_groups": "R", "constant_weights": [8, 4, 1, 0]}, "partition")
+    with pytest.raises(ConfigError, match="constant_groups"):
+        from_dict(PartitionConfig, {"constant_groups": "X"}, "partition")
 
 
 def test_ranks_start_at_one():

@@ -17,6 +17,18 @@ Places are 60 m apart on a grid (each split in its own block 100 km away), the v
 place lie within ~7 m of each other: with the 25 m positive radius a query's positives are
 exactly the database views of its own place. Deterministic for a given seed (and independent
 of the number of places: place i is the same street in every set made with that seed).
+
+Opt-in harder conditions (defaults off, so existing sets and configs keep their meaning):
+
+- ``splits=(train, val, test)``: place counts per split instead of the 60/20/20 fractions
+  (e.g. a large held-out test split for a powered comparison with a modest training split);
+- ``lookalike=k``: the places draw the colours of their buildings, roofs, doors, windows,
+  signs, fences, road and pavement from k shared palettes (place i uses palette i mod k), so
+  places of one palette share their appearance and differ only in structure: hard negatives
+  that an RGB model confuses and a label map does not (the labels are unchanged);
+- ``repaint=r``: each query view is, with probability r, a repainted street (new façade, roof,
+  door and sign colours, as after a renovation or in other light): an appearance change
+  between database and query that the label maps do not see.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +48,8 @@ from .dataset import SPLITS
 from .labelmaps import FORMAT as LABEL_FORMAT
 from .labelmaps import MANIFEST as LABEL_MANIFEST
 from .labelmaps import encode_png
-from .synthetic_props import ADE
-from .synthetic_render import LIGHTS, SEASONS, Camera, Condition, concat, pack, render
+from .synthetic_props import ADE, FACADE_COLOURS
+from .synthetic_render import LIGHTS, MATERIALS, SEASONS, Camera, Condition, Packed, concat, pack, render
 from .synthetic_world import add_traffic, make_world
 from .utm_names import utm_name
 
@@ -53,8 +66,13 @@ def synthetic_path(out_dir: str | Path) -> Path:
     return out if "synthetic" in out.name.lower() else out.with_name(out.name + "-synthetic")
 
 
-def split_of(place: int, places: int, fractions=(0.6, 0.2, 0.2)) -> str:
-    """Places in order: the first 60 % train, then 20 % val, the rest test (at least one test place)."""
+def split_of(place: int, places: int, fractions=(0.6, 0.2, 0.2), counts=None) -> str:
+    """Places in order: the first 60 % train, then 20 % val, the rest test (at least one test place).
+
+    ``counts`` = (train, val, test) place counts instead of the fractions (they sum to ``places``).
+    """
+    if counts is not None:
+        return "train" if place < counts[0] else "val" if place < counts[0] + counts[1] else "test"
     n_train = round(places * fractions[0])
     n_val = round(places * fractions[1])
     if places >= 3:
@@ -113,17 +131,61 @@ def query_condition(rng: np.random.Generator) -> Condition:
     )
 
 
-def render_place(seed: int, place: int, size: tuple[int, int], db_views: int, query_views: int):
+SHARED_MATERIALS = ("facade", "wall_end", "roof", "door", "window", "sign", "fence", "road", "pavement")
+REPAINT_MATERIALS = ("facade", "wall_end", "roof", "door", "sign")
+_LOOKALIKE_STREAM = 7919  # separates the palette generators from the places' own
+
+
+def recolour(packed: Packed, rng: np.random.Generator, materials, shared: bool) -> Packed:
+    """``packed`` with new base colours for ``materials`` (geometry and labels unchanged).
+
+    ``shared``: one colour per material (façades from the façade palette), each primitive within
+    ±10 % of it, so every place recoloured with the same generator state looks alike; else a new
+    façade colour per primitive (a repaint).
+    """
+    colour = packed.colour.copy()
+    for name in materials:
+        idx = np.flatnonzero(packed.material == MATERIALS.index(name))
+        if not idx.size:
+            continue
+        if shared:
+            base = FACADE_COLOURS[rng.integers(len(FACADE_COLOURS))] * rng.uniform(0.6, 1.2, 3)
+            colour[idx] = np.clip(base * rng.uniform(0.9, 1.1, (idx.size, 1)), 0, 255)
+        else:
+            colour[idx] = FACADE_COLOURS[rng.integers(len(FACADE_COLOURS), size=idx.size)] * rng.uniform(
+                0.7, 1.2, (idx.size, 1)
+            )
+    return replace(packed, colour=colour.astype(np.float32))
+
+
+def render_place(
+    seed: int,
+    place: int,
+    size: tuple[int, int],
+    db_views: int,
+    query_views: int,
+    *,
+    lookalike: int = 0,
+    repaint: float = 0.0,
+):
     """Yield (role, view index, east offset, north offset, condition, image, label map) of one place."""
     world = make_world(np.random.default_rng([seed, place, 0]))
     static = pack(world.groups)
+    if lookalike:
+        palette = np.random.default_rng([seed, _LOOKALIKE_STREAM, place % lookalike])
+        static = recolour(static, palette, SHARED_MATERIALS, shared=True)
     for k in range(db_views + query_views):
         rng = np.random.default_rng([seed, place, 1 + k])
         role = "database" if k < db_views else "queries"
         cam = _camera(rng, world, size)
         cond = database_condition(rng) if role == "database" else query_condition(rng)
         traffic = add_traffic(world, rng, near_z=cam.z)
-        packed = concat(static, pack(traffic)) if traffic else static
+        scene = static
+        if repaint and role == "queries":
+            paint = np.random.default_rng([seed, place, 1 + k, _LOOKALIKE_STREAM])
+            if paint.random() < repaint:
+                scene = recolour(static, paint, REPAINT_MATERIALS, shared=False)
+        packed = concat(scene, pack(traffic)) if traffic else scene
         image, label = render(packed, cam, cond, size, rng)
         yield role, k, cam.x, cam.z, cond, image, label
 
@@ -158,8 +220,13 @@ def generate(
     jpeg_quality: int = 92,
     overwrite: bool = False,
     progress: bool = True,
+    splits: tuple[int, int, int] | None = None,
+    lookalike: int = 0,
+    repaint: float = 0.0,
 ) -> Path:
     """Write a synthetic dataset; returns its directory (``synthetic_path(out_dir)``).
+
+    ``splits``, ``lookalike`` and ``repaint``: the opt-in conditions of the module docstring.
 
     The set is built in a temporary directory beside the target and renamed into place, so an
     interrupted run never leaves a half-written dataset.
@@ -173,6 +240,10 @@ def generate(
         raise DatasetError("each place needs at least one database view and one query view")
     if len(size) != 2 or min(size) < 32:
         raise DatasetError(f"size must be (W, H) of at least 32 pixels, got {size}")
+    if splits is not None and (len(splits) != 3 or min(splits) < 1 or sum(splits) != places):
+        raise DatasetError(f"splits must be 3 place counts >= 1 summing to places ({places}), got {splits}")
+    if lookalike < 0 or not 0.0 <= repaint <= 1.0:
+        raise DatasetError(f"lookalike must be >= 0 and repaint in [0, 1], got {lookalike} and {repaint}")
     out = synthetic_path(out_dir)
     if out.exists():
         if not overwrite:
@@ -190,9 +261,10 @@ def generate(
                 (tmp / "labelmaps" / split / role).mkdir(parents=True)
         params = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
         for place in tqdm(range(places), desc="synthetic places", unit="place", disable=not progress):
-            split = split_of(place, places)
+            split = split_of(place, places, counts=splits)
             east0, north0 = place_origin(place, split)
-            for role, k, dx, dz, cond, image, label in render_place(seed, place, size, db_views, query_views):
+            views = render_place(seed, place, size, db_views, query_views, lookalike=lookalike, repaint=repaint)
+            for role, k, dx, dz, cond, image, label in views:
                 name = utm_name(east0 + dx, north0 + dz, "synthetic", f"p{place:05d}", f"v{k}", cond.name)
                 ok, jpg = cv2.imencode(".jpg", image, params)
                 if not ok:
@@ -215,6 +287,9 @@ def generate(
                 "size": list(size),
                 "db_views": db_views,
                 "query_views": query_views,
+                "splits": list(splits) if splits is not None else None,
+                "lookalike": lookalike,
+                "repaint": repaint,
                 "format": "folder",
                 "label_root": "labelmaps",
                 "taxonomy": "ade20k",

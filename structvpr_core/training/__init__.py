@@ -20,6 +20,9 @@ Modules, in the order a run uses them:
 - ``distributed``: process groups (gloo on CPU, nccl on CUDA), seeding;
 - ``records``: state.pt / best.pt / log.csv / steps.csv / done.json (columns documented there);
   ``curves``: the training curve (validation R@N per epoch) from a log.csv as a PNG (``training/plot_curve.py``).
+- ``experiment`` (``training/experiment.py``): many seeds x variants sharing stage I, each model
+  evaluated on a held-out split and cached; ``experiment_report``: results.csv, summary.md, the
+  figure; ``stats``: binomial and across-seed intervals, the paired (stratified, clustered) bootstrap.
 
 The group partition and φ themselves are in ``structvpr_core.partition``.
 """

@@ -27,10 +27,22 @@ class SyntheticConfig:
     size: list[int] = field(default_factory=lambda: [320, 240])  # W, H of the generated images
     db_views: int = 2
     query_views: int = 2
+    # Opt-in (``data.synthetic`` docstring): place counts [train, val, test] instead of 60/20/20;
+    # k shared colour palettes (look-alike places, hard negatives); the probability that a query
+    # view is repainted (an appearance change the label maps do not see).
+    splits: list[int] | None = None
+    lookalike: int = 0
+    repaint: float = 0.0
 
     def validate(self) -> None:
         if self.places < 3 or self.db_views < 1 or self.query_views < 1:
             raise ConfigError("places must be >= 3 (train, val and test places), views >= 1")
+        if self.splits is not None and (
+            len(self.splits) != 3 or min(self.splits) < 1 or sum(self.splits) != self.places
+        ):
+            raise ConfigError(f"splits: 3 place counts >= 1 summing to places ({self.places}), got {self.splits}")
+        if self.lookalike < 0 or not 0.0 <= self.repaint <= 1.0:
+            raise ConfigError(f"lookalike must be >= 0, repaint in [0, 1]; got {self.lookalike}, {self.repaint}")
 
 
 @dataclass

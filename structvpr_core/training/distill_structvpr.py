@@ -3,7 +3,7 @@
 Per tuple (q, p, n_1..n_K), with student (RGB) descriptors x^D, teacher (seg) descriptors x^S
 and T a linear layer 448 → 480 trained with the student::
 
-    L_kd = φ(q, p) · Σ_{I ∈ {q, p, n_1..n_K}} ‖x^S_I − T(x^D_I)‖²     (``losses_kd.distillation_loss``)
+    L_kd = φ(q, p) · mean_k Σ_{I ∈ {q, p, n_k}} ‖x^S_I − T(x^D_I)‖²     (``losses_kd.distillation_loss``)
 
 The teacher is the frozen stage-I seg branch (``RUN/stage1_seg/best.pt``). It never changes
 during the stage, so its descriptors of every training image are computed once and cached in

@@ -11,8 +11,9 @@ masks A^S, and the frozen stage-I ++ teacher's x_g^D, t_c and presence::
 (the triplet term on the student's full descriptor z is added by the loop). T is a linear
 448 → 480 (as StructVPR's), T_c are C linear d_l → d_l (``losses.LabelProjectors``); "present"
 means the cluster covers at least ``present_min`` (1 %) of the image's pixels in its label
-map. Sums over I and the squared norms as in ``losses_kd`` (sums, not means), averaged over the
-B tuples; φ from the partition stage (ranked with each branch's full descriptor), exactly as
+map. Sums over I and the squared norms as in ``losses_kd`` (sums, not means; with K > 1
+negatives each negative weighs 1/K, the per-triplet mean of ``losses_kd.tuple_image_weights``),
+averaged over the B tuples; φ from the partition stage (ranked with each branch's full descriptor), exactly as
 StructVPR's (``distill_structvpr.phi_function``).
 
 CE (ours): the target is the one-hot cluster map of the label map area-downsampled to the
@@ -50,7 +51,7 @@ from .context import RunContext
 from .distill_structvpr import Phi, phi_function, teacher_descriptors
 from .distillation import Distillation, TrainBatch
 from .inputs import InputLoader
-from .losses_kd import distillation_loss
+from .losses_kd import distillation_loss, tuple_image_weights
 
 TEACHER_CACHE = "teacher_cache_pp"
 
@@ -166,7 +167,8 @@ class StructVPRPPDistillation(Distillation):
         kd_global = distillation_loss(projected, t_global, phi)
         present = (t_presence >= self.lf.present_min).to(projected.dtype)  # (B, T, C)
         per_label = (t_labels - outputs["label_projected"]).pow(2).sum(dim=-1)  # (B, T, C)
-        kd_label = self.lf.beta * (phi * (per_label * present).sum(dim=(1, 2))).mean()
+        w = tuple_image_weights(per_label.shape[1], per_label.dtype, device)[None, :, None]  # per triplet, as KD
+        kd_label = self.lf.beta * (phi * (per_label * present * w).sum(dim=(1, 2))).mean()
         if self.lf.ce:
             ce = self.lf.gamma * soft_cross_entropy(outputs["log_masks"], batch.images[:, :, 3:])
         else:

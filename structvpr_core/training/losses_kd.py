@@ -6,11 +6,16 @@ descriptors x^S::
     L = L_vpr(x^D_q, x^D_p, x^D_n) + Σ_{I ∈ {q, p, n}} φ(q, p) · ‖x^S_I − T(x^D_I)‖²
 
 - ‖·‖² is the squared L2 norm (a sum over the 480 dimensions, not a mean);
-- the distillation sum runs over the images of the tuple: q, p and, with K negatives per
-  query, every n_k (K = 1 is exactly the paper's formula);
+- both terms are averages over the triplets, as Eq. 6 is written per triplet: a tuple
+  (q, p, n_1..n_K) is K triplets (q, p, n_k), so its distillation term is the mean over k of
+  φ·(‖·‖²_q + ‖·‖²_p + ‖·‖²_{n_k}) = φ·(‖·‖²_q + ‖·‖²_p + (1/K) Σ_k ‖·‖²_{n_k})
+  (``tuple_image_weights``: 1, 1, 1/K, …). K = 1 is exactly the paper's formula; with K > 1
+  the negatives no longer weigh K times as much as in the triplet term (before the fix they
+  were summed while the triplet term averaged over the K triplets);
 - both terms are averaged over the batch (the triplet term over all B·K triplets, the
-  distillation term over the B tuples), so the loss does not scale with the batch size and
-  DDP's gradient averaging over equal per-rank batches gives the single-process gradient;
+  distillation term over the B tuples' per-triplet means), so the loss does not scale with the
+  batch size and DDP's gradient averaging over equal per-rank batches gives the single-process
+  gradient;
 - T(x^D) is not re-normalised (T is a plain linear layer; the paper writes no normalisation).
 
 Stage I is the same call without a teacher: the triplet term alone. The training loop adds
@@ -31,13 +36,28 @@ import torch.nn.functional as F
 from ..losses import triplet_loss
 
 
+def tuple_image_weights(images: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Per-image weights (I,) that turn a sum over a tuple's images [q, p, n_1..n_K] into the mean
+    over its K triplets of the sum over (q, p, n_k): 1 for q and p, 1/K for each negative.
+
+    A tuple of fewer than 3 images (no negative) keeps weight 1 for every image.
+    """
+    w = torch.ones(images, dtype=dtype, device=device)
+    if images >= 3:
+        w[2:] = 1.0 / (images - 2)
+    return w
+
+
 def distillation_loss(projected: torch.Tensor, teacher: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """mean_b φ_b · Σ_I ‖teacher_bI − projected_bI‖², for (B, I, D) tensors and φ of shape (B,)."""
+    """mean_b φ_b · Σ_I w_I ‖teacher_bI − projected_bI‖², for (B, I, D) tensors and φ of shape (B,);
+    w = ``tuple_image_weights`` (the per-triplet mean of Eq. 6; w = 1 for K = 1)."""
     if projected.shape != teacher.shape or projected.dim() != 3:
         raise ValueError(
             f"expected two (B, I, D) tensors of one shape, got {tuple(projected.shape)} and {tuple(teacher.shape)}"
         )
-    per_tuple = (teacher - projected).pow(2).sum(dim=(1, 2))
+    per_image = (teacher - projected).pow(2).sum(dim=2)  # (B, I)
+    w = tuple_image_weights(per_image.shape[1], per_image.dtype, per_image.device)
+    per_tuple = (per_image * w).sum(dim=1)
     return (phi.to(per_tuple.dtype) * per_tuple).mean()
 
 

@@ -56,6 +56,9 @@ def ensure_synthetic(cfg: TrainConfig, env: DistEnv) -> None:
             db_views=syn.db_views,
             query_views=syn.query_views,
             progress=cfg.progress,
+            splits=tuple(syn.splits) if syn.splits is not None else None,
+            lookalike=syn.lookalike,
+            repaint=syn.repaint,
         )
         if made != root:
             raise ConfigError(f"data.root: the generator wrote {made}, expected {root}")
