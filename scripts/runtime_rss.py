@@ -40,20 +40,11 @@ from structvpr_ros.bench_node import (  # noqa: E402
     TOPIC_OUT,
     Collector,
     ros_env,
+    rss_mb,
     stop_node,
     wait_for,
     write_node_params,
 )
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
 
 
 def torch_mapped(pid: int) -> bool:

@@ -38,20 +38,11 @@ from structvpr_ros.bench_node import (  # noqa: E402  (after the path set-up, to
     TOPIC_IN,
     TOPIC_OUT,
     Collector,
+    rss_mb,
     start_node,
     stop_node,
     wait_for,
 )
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
 
 
 def malformed_frame():

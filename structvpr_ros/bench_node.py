@@ -273,6 +273,17 @@ def wait_for(done, timeout: float) -> bool:
     return True
 
 
+def rss_mb(pid: int) -> float | None:
+    """A running process's resident memory (VmRSS of /proc/PID/status) in MB; None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
 def stop_node(proc: subprocess.Popen) -> float | None:
     """SIGTERM the node (it shuts down cleanly), SIGKILL if it hangs; its peak RSS in MB."""
     if proc.poll() is None:

@@ -38,6 +38,14 @@ def pose_to_msg(pose):
     return msg
 
 
+def pose_from_msg(msg):
+    """geometry_msgs/Pose -> structvpr_core.geometry.Pose (the inverse of ``pose_to_msg``)."""
+    from structvpr_core.geometry import Pose
+
+    p, q = msg.position, msg.orientation
+    return Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+
+
 def transform_to_msg(rotation: np.ndarray, translation: np.ndarray):
     """3×3 rotation + 3-vector -> geometry_msgs/Transform."""
     from geometry_msgs.msg import Transform

@@ -21,6 +21,20 @@ def own_arguments(argv: list[str]) -> list[str]:
     return argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
 
 
+def parameter_help(doc: str, params_file: str, described: dict, live=frozenset()) -> str:
+    """A node's ``--help``: its docstring, then each parameter with its default and description.
+
+    ``described``: {name: (default, description)}; ``live``: the names that may change while the
+    node runs (marked ``*``).
+    """
+    lines = [doc.strip(), ""]
+    marks = "; * = may be changed while the node runs" if live else ""
+    lines.append(f"Parameters (set them in a params file, see {params_file}, or with -p name:=value{marks}):")
+    for name, (default, text) in described.items():
+        lines.append(f"  {name}{' *' if name in live else ''} (default {default!r})\n      {text}")
+    return "\n".join(lines)
+
+
 def print_error(prog: str, message: str) -> None:
     """``<prog>: error: <message>`` on stderr, the one-line form of every user error."""
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)

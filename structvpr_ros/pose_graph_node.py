@@ -38,8 +38,8 @@ from rclpy.node import Node
 from structvpr_core.errors import ConfigError
 from structvpr_core.geometry import Pose, interpolate_pose, quat_to_matrix
 
-from .candidates_msg import pose_to_msg, sec_to_stamp, stamp_to_sec
-from .entry import own_arguments, run_with_rclpy
+from .candidates_msg import pose_from_msg, pose_to_msg, sec_to_stamp, stamp_to_sec
+from .entry import own_arguments, parameter_help, run_with_rclpy
 from .params import typed_parameters
 from .pose_graph import DOWNWEIGHTED, PoseGraph, PoseGraphConfig, loop_measurement, select_loop, to_pose3
 
@@ -140,11 +140,10 @@ class PoseGraphNode(Node):
     # ---- input ------------------------------------------------------------------------------
 
     def _on_odometry(self, msg) -> None:
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
         t = stamp_to_sec(msg.header.stamp)
         if self._odometry and t < self._odometry[-1][0]:
             self._odometry.clear()  # time went backwards (a bag restarted)
-        self._odometry.append((t, Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
+        self._odometry.append((t, pose_from_msg(msg.pose.pose)))
         while self._odometry[0][0] < t - self.settings.odometry_buffer_s:
             self._odometry.popleft()
         self._process_waiting()
@@ -264,11 +263,9 @@ def _quat(q) -> tuple[float, float, float, float]:
 
 
 def print_help() -> None:
-    print(__doc__.strip())
-    print("\nParameters (a params file, see config/pose_graph.yaml, or -p name:=value):")
     defaults = {**dataclasses.asdict(NodeSettings()), **dataclasses.asdict(PoseGraphConfig())}
-    for name, text in DESCRIPTIONS.items():
-        print(f"  {name} (default {defaults[name]!r})\n      {text}")
+    described = {name: (defaults[name], text) for name, text in DESCRIPTIONS.items()}
+    print(parameter_help(__doc__, "config/pose_graph.yaml", described))
 
 
 def _run_node() -> None:

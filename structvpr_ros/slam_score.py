@@ -27,22 +27,15 @@ class Drive:
 
 def evaluate(args, route, frames, drive: Drive) -> dict:
     """Ground truth against odometry and the corrected path (evo), loop-closure truth, the plot."""
-    from structvpr_core.geometry import Pose
 
-    from .candidates_msg import stamp_to_sec
+    from .candidates_msg import pose_from_msg, stamp_to_sec
     from .slam_eval import ate_rmse, plot_route
 
     out, stamps, loops = args.out, drive.stamps, drive.loops
     truth = [f.pose for f in frames]
     odometry = [f.odometry for f in frames]
     path_stamps = [stamp_to_sec(ps.header.stamp) for ps in drive.path.poses]
-    corrected = [
-        Pose(
-            (ps.pose.position.x, ps.pose.position.y, ps.pose.position.z),
-            (ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z, ps.pose.orientation.w),
-        )
-        for ps in drive.path.poses
-    ]
+    corrected = [pose_from_msg(ps.pose) for ps in drive.path.poses]
     ate, ate_unaligned = {}, {}
     for name, st, poses in (("odometry", stamps, odometry), ("corrected", path_stamps, corrected)):
         ate[name] = round(ate_rmse(stamps, truth, st, poses), 3)

@@ -33,13 +33,12 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from structvpr_core.errors import ConfigError, MapError
-from structvpr_core.geometry import Pose
 from structvpr_core.images import limit_decoder_pixels
 
-from .candidates_msg import detection_to_msg, stamp_to_sec
+from .candidates_msg import detection_to_msg, pose_from_msg, stamp_to_sec
 from .debug_image import KeyframeImages, render_debug
 from .detector_setup import build_detector
-from .entry import own_arguments, run_with_rclpy
+from .entry import own_arguments, parameter_help, run_with_rclpy
 from .frame_failures import FrameFailures, LogLimiter
 from .image_conversion import bgr_to_image, compressed_to_bgr, image_to_bgr
 from .latest_slot import LatestSlot
@@ -212,7 +211,7 @@ class VprNode(Node):
         try:
             if not all(math.isfinite(v) for v in values):
                 raise ValueError("not finite")
-            pose = Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+            pose = pose_from_msg(pose_msg)
         except Exception as e:  # a callback must not raise: it would stop the executor
             self._input_warning(f"ignoring a pose on {self.params.pose_topic} ({e}): {values}")
             return
@@ -408,14 +407,14 @@ def _own(parameters) -> dict:
 
 def print_help() -> None:
     defaults = NodeParams()
-    print(__doc__.strip())
     print(
-        "\nParameters (set them in a params file, see config/vpr_node.yaml, or with -p name:=value;"
-        " * = may be changed while the node runs):"
+        parameter_help(
+            __doc__,
+            "config/vpr_node.yaml",
+            {name: (getattr(defaults, name), text) for name, text in DESCRIPTIONS.items()},
+            live=LIVE_PARAMETERS,
+        )
     )
-    for name, text in DESCRIPTIONS.items():
-        live = " *" if name in LIVE_PARAMETERS else ""
-        print(f"  {name}{live} (default {getattr(defaults, name)!r})\n      {text}")
 
 
 def _run_node(argv: list[str]) -> None:

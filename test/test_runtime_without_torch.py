@@ -97,6 +97,19 @@ def test_build_map_eval_query_without_torch_equal_the_normal_run(onnx_model, cor
         )
 
 
+def _with_and_without_torch(script: str, *args) -> dict[bool, dict]:
+    """{torch importable: the JSON the snippet prints last}, the snippet run with and without torch."""
+    answers = {}
+    for torch in (True, False):
+        prefix = [sys.executable, "-c"] if torch else [sys.executable, str(NO_TORCH), "-c"]
+        r = subprocess.run(
+            [*prefix, script, *map(str, args)], capture_output=True, text=True, env=_env(), cwd=str(REPO), timeout=300
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        answers[torch] = json.loads(r.stdout.strip().splitlines()[-1])
+    return answers
+
+
 NODE_START = """
 import json, logging, sys
 import cv2
@@ -119,15 +132,7 @@ def test_node_start_up_without_torch_answers_as_with_torch(onnx_model, corridor,
         torch=True,
     )  # fmt: skip
     frame = sorted((corridor / "query").iterdir())[3]
-    answers = {}
-    for torch in (True, False):
-        prefix = [sys.executable, "-c"] if torch else [sys.executable, str(NO_TORCH), "-c"]
-        r = subprocess.run(
-            [*prefix, NODE_START, str(tmp_path / "map"), str(onnx_model), str(frame)],
-            capture_output=True, text=True, env=_env(), cwd=str(REPO), timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr[-3000:]
-        answers[torch] = json.loads(r.stdout.strip().splitlines()[-1])
+    answers = _with_and_without_torch(NODE_START, tmp_path / "map", onnx_model, frame)
     assert answers[False]["backend"] == "onnxruntime" and answers[False]["device"] == "cpu"
     assert answers[False]["torch"] is False
     assert answers[False]["ids"] and answers[False]["ids"] == answers[True]["ids"]
@@ -238,15 +243,7 @@ def test_structvpr_pp_student_export_without_torch(corridor, tmp_path):
         torch=False,
     )  # fmt: skip
     frame = sorted((corridor / "query").iterdir())[5]
-    answers = {}
-    for with_torch in (True, False):
-        prefix = [sys.executable, "-c"] if with_torch else [sys.executable, str(NO_TORCH), "-c"]
-        r = subprocess.run(
-            [*prefix, PP_START, str(tmp_path / "map"), str(onnx_model), str(frame)],
-            capture_output=True, text=True, env=_env(), cwd=str(REPO), timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr[-3000:]
-        answers[with_torch] = json.loads(r.stdout.strip().splitlines()[-1])
+    answers = _with_and_without_torch(PP_START, tmp_path / "map", onnx_model, frame)
     assert answers[False]["layout"] == [448, 6, 64] and answers[False]["masks"] == [
         1,
         6,
