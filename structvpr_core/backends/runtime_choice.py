@@ -11,9 +11,8 @@ at an input size on a machine it
 2. embeds them with every candidate (``providers.cpu_candidates``: ONNX Runtime, OpenVINO fp32,
    and OpenVINO bf16/fp16 where the CPU offers them) and refuses a candidate whose smallest
    cosine to the reference is below ``MIN_COSINE`` (0.999, the parity floor of ``structvpr export``);
-3. times the others: batch 1 at the input size, interleaved rounds (each after a short pause and
-   one untimed call: ONNX Runtime's threads spin for a moment after a run, which would slow the
-   next runtime), the median per candidate;
+3. times the others: batch 1 at the input size, interleaved rounds (``timing.interleaved``: each
+   after a short pause and one untimed call), the median per candidate;
 4. runs the fastest. The record (every candidate's p50 and cosine, the reference, the reason,
    the machine) is cached as JSON in ``$STRUCTVPR_CACHE/runtime_choice/``, keyed by the model
    fingerprint, the precision of the file, the CPU model and SIMD flags, the thread count and the
@@ -39,6 +38,7 @@ from ..cpuinfo import cpu_flags, cpu_model
 from ..errors import ConfigError
 from ..log import get_logger
 from ..paths import cache_root
+from ..timing import interleaved
 
 log = get_logger(__name__)
 
@@ -115,17 +115,11 @@ def measure(
         results[name] = {"passed": passed, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
         if passed:
             runners[name] = runner
-    timings: dict[str, list[float]] = {name: [] for name in runners}
     x = batches[0]
-    for _ in range(ROUNDS):
-        for name, runner in runners.items():
-            time.sleep(0.05)
-            runner.run(x)  # untimed: caches, and the previous runtime's spinning threads settle
-            for _ in range(CALLS_PER_ROUND):
-                t = time.perf_counter()
-                runner.run(x)
-                timings[name].append((time.perf_counter() - t) * 1000.0)
-    for name, ms in timings.items():
+    calls = {name: (lambda runner=runner: runner.run(x)) for name, runner in runners.items()}
+    timings = interleaved(calls, ROUNDS * CALLS_PER_ROUND, block=CALLS_PER_ROUND, pause_s=0.05)
+    for name, t in timings.items():
+        ms = np.asarray(t["wall_s"]) * 1000.0
         results[name]["p50_ms"] = round(float(np.percentile(ms, 50)), 3)
         results[name]["p95_ms"] = round(float(np.percentile(ms, 95)), 3)
     return results, runners

@@ -161,39 +161,20 @@ def parity_to_torch(extractors: dict) -> dict:
 
 
 def time_interleaved(extractors: dict, image: np.ndarray, repeats: int, warmup: int, block: int = 5) -> dict:
-    """Per-variant timings, taken in rounds: each variant in turn runs ``block`` timed calls.
-
-    Interleaving spreads the machine's load changes over all variants. Each block starts with
-    a 0.1 s pause and one untimed call: ONNX Runtime's worker threads keep spinning for a
-    moment after a run (its default, which makes it ~20 % faster back to back), and that
-    must not be billed to the next variant (measured: it slowed a 320×240 run 2×).
-    """
-    import time
-
+    """Per-variant timings of ``Extractor.embed([image])``, interleaved in blocks (``timing.interleaved``:
+    a 0.1 s pause and one untimed call before each block)."""
+    from ..timing import interleaved
     from .timing import summarise
 
     calls = {name: (lambda ex=ex: ex.embed([image])) for name, ex in extractors.items()}
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    times = {name: [] for name in calls}
-    cpu = {name: [] for name in calls}
-    while min(len(t) for t in times.values()) < repeats:
-        for name, fn in calls.items():
-            time.sleep(0.1)
-            fn()
-            for _ in range(min(block, repeats - len(times[name]))):
-                c, t = time.process_time(), time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-                cpu[name].append(time.process_time() - c)
+    times = interleaved(calls, repeats, block=block, pause_s=0.1, warmup=warmup)
     out = {}
-    for name, ts in times.items():
-        out[name] = summarise(ts)
+    for name, t in times.items():
+        out[name] = summarise(t["wall_s"])
         # CPU time of the whole process per call: with one thread it is the work itself, much less
         # moved by other processes sharing the machine than the wall time is (with more threads it
         # also counts ONNX Runtime's spinning workers, so compare it at --threads 1 only).
-        out[name]["cpu_p50_ms"] = float(np.percentile(np.asarray(cpu[name]) * 1000.0, 50))
+        out[name]["cpu_p50_ms"] = float(np.percentile(np.asarray(t["cpu_s"]) * 1000.0, 50))
     return out
 
 
