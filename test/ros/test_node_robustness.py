@@ -445,6 +445,8 @@ def test_a_session_that_cannot_be_saved_goes_to_a_fallback_and_the_node_exits_1(
     try:
         node.wait_ready(ros_node, "/mapping_fail/image_raw")
         assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 10)
+        # And the other direction: an answer sent before our subscriber is matched is lost (seen in CI).
+        assert spin_until(ros_node, lambda: sub.get_publisher_count() > 0, 10)
         for i, q in enumerate((5, 30, 60, 90)):  # four places, seconds apart: four keyframes
             header = Header(frame_id="cam")
             header.stamp.sec = 100 + 10 * i
